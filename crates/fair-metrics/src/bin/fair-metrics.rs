@@ -1,0 +1,152 @@
+//! `fair-metrics`: fairness report of a CSV file of predictions.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use fair_metrics::{read_csv, Attribute, Bootstrap, CsvSpec, Format, Report, ReportOptions, UndefinedAuc};
+
+#[derive(Parser)]
+#[command(name = "fair-metrics", version, about = "Fairness metrics of classifier predictions, with fairlearn/scikit-learn semantics")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Report metrics overall and per group of each sensitive attribute.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// CSV file with a header line, or `-` for standard input.
+    file: PathBuf,
+    /// Label column (0/1, or see --pos-label).
+    #[arg(long)]
+    label: String,
+    /// Score column (probability or any score; higher = more positive).
+    #[arg(long)]
+    score: String,
+    /// Hard-prediction column; default: score >= threshold.
+    #[arg(long)]
+    pred: Option<String>,
+    /// Decision threshold on the score.
+    #[arg(long, default_value_t = 0.5, conflicts_with = "pred")]
+    threshold: f64,
+    /// Sensitive attribute column (repeat for several).
+    #[arg(long = "attr", required = true)]
+    attrs: Vec<String>,
+    /// Also report the intersection of all the attributes as one more attribute.
+    #[arg(long, requires = "attrs")]
+    intersect: bool,
+    /// Sample-weight column.
+    #[arg(long)]
+    weight: Option<String>,
+    /// Label value of the positive class (labels then take at most two values).
+    #[arg(long)]
+    pos_label: Option<String>,
+    /// Bootstrap replicates for confidence intervals.
+    #[arg(long)]
+    bootstrap: Option<usize>,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0, requires = "bootstrap")]
+    seed: u64,
+    /// Quantiles of the bootstrap interval, as LOW,HIGH.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.025, 0.975], requires = "bootstrap")]
+    quantiles: Vec<f64>,
+    /// Alpha of ES-AUC and ES-Accuracy.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// Single-class groups in ES-AUC: skip them, or make ES-AUC null (FairCLIP's NaN).
+    #[arg(long, value_enum, default_value_t = UndefinedArg::Skip)]
+    undefined_auc: UndefinedArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+    format: FormatArg,
+    /// Output file (written atomically); default: standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Json,
+    Md,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UndefinedArg {
+    Skip,
+    Null,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Report(args) => match report(&args) {
+            Ok(text) => match write_output(args.output.as_deref(), &text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fair-metrics: {e:#}");
+                    ExitCode::from(1)
+                }
+            },
+            // Every error of the library is about the input.
+            Err(e) => {
+                eprintln!("fair-metrics: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
+    let mut spec = CsvSpec::new(&a.label, &a.score);
+    spec.pred = a.pred.clone();
+    spec.weight = a.weight.clone();
+    spec.pos_label = a.pos_label.clone();
+    spec.attrs = a.attrs.clone();
+    let table = read_csv(&a.file, &spec)?;
+    let mut attrs = table.attributes;
+    if a.intersect && attrs.len() > 1 {
+        let refs: Vec<&Attribute> = attrs.iter().collect();
+        let both = Attribute::intersect(&refs)?;
+        attrs.push(both);
+    }
+    let mut opts = ReportOptions::default()
+        .with_threshold(a.threshold)
+        .with_alpha(a.alpha)
+        .with_undefined_auc(match a.undefined_auc {
+            UndefinedArg::Skip => UndefinedAuc::Skip,
+            UndefinedArg::Null => UndefinedAuc::Null,
+        });
+    if let Some(n) = a.bootstrap {
+        let [lo, hi] = [a.quantiles[0], a.quantiles[1]];
+        opts = opts.with_bootstrap(Bootstrap::new(n, a.seed).with_quantiles(lo, hi));
+    }
+    let report = Report::compute(&table.predictions, &attrs, &opts)?;
+    Ok(report.render(match a.format {
+        FormatArg::Json => Format::Json,
+        FormatArg::Md => Format::Markdown,
+        FormatArg::Csv => Format::Csv,
+    }))
+}
+
+/// Writes to a temporary file beside the target and renames it, so an existing report is
+/// never left half-written.
+fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        let mut out = std::io::stdout().lock();
+        return out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing to standard output");
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}

@@ -1,0 +1,148 @@
+//! The `fair-metrics` command line: outputs, exit codes and messages on bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fair-metrics"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(name)
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fair-metrics-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fair-metrics");
+    if let Some(s) = stdin {
+        child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn report_of(file: &Path, extra: &[&str]) -> serde_json::Value {
+    let f = file.to_str().expect("utf-8 path");
+    let mut args = vec!["report", f, "--label", "glaucoma", "--score", "prob", "--attr", "race", "--attr", "gender"];
+    args.extend_from_slice(extra);
+    let out = run(&args, None);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[test]
+fn json_has_the_documented_keys() {
+    let v = report_of(&fixture("fairvlmed_like.csv"), &["--intersect"]);
+    for k in ["n", "threshold", "overall", "attributes"] {
+        assert!(v.get(k).is_some(), "missing top-level key {k}");
+    }
+    for k in ["n", "auc", "accuracy", "selection_rate", "tpr", "fpr", "precision"] {
+        assert!(v["overall"].get(k).is_some(), "missing overall.{k}");
+    }
+    let race = &v["attributes"]["race"];
+    for k in ["groups", "es_auc", "es_accuracy", "dpd", "dpr", "eod", "eor", "eopd", "undefined"] {
+        assert!(race.get(k).is_some(), "missing attributes.race.{k}");
+    }
+    for k in ["n", "auc", "accuracy", "selection_rate", "tpr", "fpr"] {
+        assert!(race["groups"]["1"].get(k).is_some(), "missing group key {k}");
+    }
+    assert!(v["attributes"]["race & gender"]["groups"]["1 & 0"].is_object());
+    assert_eq!(v["n"], 2000);
+    assert_eq!(v["threshold"], 0.5);
+}
+
+#[test]
+fn stdin_and_output_file() {
+    let data = std::fs::read_to_string(fixture("two_groups_hard_preds.csv")).expect("fixture");
+    let dir = temp_dir("out");
+    let out_path = dir.join("report.md");
+    std::fs::write(&out_path, "previous").expect("write");
+    let out = run(
+        &["report", "-", "--label", "y", "--score", "p", "--pred", "yhat", "--attr", "sex", "--format", "md", "-o", out_path.to_str().expect("path")],
+        Some(&data),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(&out_path).expect("report written");
+    assert!(md.contains("## sex") && md.contains("| Female |"), "{md}");
+    // A failing run leaves the earlier report untouched.
+    let bad = run(&["report", "-", "--label", "nope", "--score", "p", "--attr", "sex", "-o", out_path.to_str().expect("path")], Some(&data));
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&out_path).expect("still there"), md);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn csv_format_and_bootstrap() {
+    let f = fixture("ties_three_groups.csv");
+    let out = run(&["report", f.to_str().expect("path"), "--label", "label", "--score", "score", "--attr", "race", "--bootstrap", "50", "--seed", "3", "--format", "csv"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let auc_line = text.lines().find(|l| l.starts_with("overall,,,auc,")).expect("overall auc row");
+    let cells: Vec<f64> = auc_line.split(',').skip(4).map(|c| c.parse().expect("number")).collect();
+    assert!(cells[1] <= cells[0] && cells[0] <= cells[2], "{auc_line}");
+
+    let json = |seed: &str| {
+        let o = run(&["report", f.to_str().expect("path"), "--label", "label", "--score", "score", "--attr", "race", "--bootstrap", "30", "--seed", seed], None);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(json("9"), json("9"), "same seed, same intervals");
+    assert_ne!(json("9"), json("10"));
+}
+
+fn bad_input(csv: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let dir = temp_dir("bad");
+    let path = dir.join("preds.csv");
+    std::fs::write(&path, csv).expect("write");
+    let mut args = vec!["report", path.to_str().expect("path"), "--label", "y", "--score", "s", "--attr", "g"];
+    args.extend_from_slice(extra);
+    let out = run(&args, None);
+    std::fs::remove_dir_all(dir).ok();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    (out.status.code(), err)
+}
+
+#[test]
+fn bad_input_exits_2_with_file_line_and_column() {
+    let cases: [(&str, &[&str], &str); 9] = [
+        ("y,s,g\n1,0.5,a\n", &["--weight", "w"], "preds.csv:1: no column 'w'"),
+        ("y,s,g\n1,0.5,a\n0,zero,b\n", &[], "preds.csv:3: column 's': 'zero' is not a number"),
+        ("y,s,g\n1,nan,a\n", &[], "preds.csv:2: column 's': 'nan' is NaN"),
+        ("y,s,g\n1,-inf,a\n", &[], "preds.csv:2: column 's': '-inf' is -inf"),
+        ("y,s,g\n1,0.5,a\n3,0.5,a\n", &[], "preds.csv:3: column 'y': '3' is not 0 or 1"),
+        ("", &[], "preds.csv:1: empty file"),
+        ("y,s,g\n1,0.5,a\n1,0.5\n", &[], "preds.csv:3: row has 2 fields, the header has 3"),
+        ("y,s,g\n1,0.5,a\n1,0.5,\n", &[], "preds.csv:3: column 'g': empty value"),
+        ("y,s,g\nP,0.5,a\nN,0.5,a\nX,0.5,b\n", &["--pos-label", "P"], "preds.csv:4: column 'y': third distinct label value 'X'"),
+    ];
+    for (csv, extra, expect) in cases {
+        let (code, err) = bad_input(csv, extra);
+        assert_eq!(code, Some(2), "{csv:?}: {err}");
+        assert!(err.contains(expect), "{csv:?}: expected '{expect}' in '{err}'");
+        assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
+    }
+}
+
+#[test]
+fn missing_file_and_usage_errors() {
+    let out = run(&["report", "/no/such/file.csv", "--label", "y", "--score", "s", "--attr", "g"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.csv"));
+    let out = run(&["report", "x.csv", "--label", "y", "--score", "s"], None);
+    assert_eq!(out.status.code(), Some(2), "--attr is required");
+    let out = run(&["report", "x.csv", "--label", "y", "--score", "s", "--attr", "g", "--seed", "3"], None);
+    assert_eq!(out.status.code(), Some(2), "--seed needs --bootstrap");
+}

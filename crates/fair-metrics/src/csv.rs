@@ -335,8 +335,15 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
                         Err("empty value; every row needs a group (filter unknown rows first, or give them an explicit value such as -1)".to_owned())
                     } else {
                         let map = &mut interners[k];
-                        let code = match map.get(text.as_ref()) {
-                            Some(&c) => c,
+                        let levels = &res.levels[k];
+                        // Sensitive attributes have few values: a scan beats hashing them.
+                        let known = if levels.len() <= SCAN_LEVELS {
+                            levels.iter().position(|l| short_eq(l, &text)).map(|i| i as u32)
+                        } else {
+                            map.get(text.as_ref()).copied()
+                        };
+                        let code = match known {
+                            Some(c) => c,
                             None => {
                                 let c = res.levels[k].len() as u32;
                                 map.insert(text.clone(), c);
@@ -357,6 +364,13 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
         res.rows += 1;
     }
     res
+}
+
+/// Up to this many distinct values, a column's values are found by a linear scan.
+const SCAN_LEVELS: usize = 8;
+
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn parse_number(text: &[u8]) -> std::result::Result<f64, String> {

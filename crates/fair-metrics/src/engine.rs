@@ -34,27 +34,58 @@ pub(crate) struct Sorted {
     pub order: Vec<u32>,
     /// `true` where a new tie block (a new distinct score) starts.
     pub block_start: Vec<bool>,
-    pub labels: Vec<bool>,
-    pub preds: Vec<bool>,
-    pub weights: Option<Vec<f64>>,
+    /// Bit 0: label, bit 1: hard prediction.
+    flags: Vec<u8>,
+    weights: Option<Vec<f64>>,
 }
+
+/// Group codes in sorted order, as narrow as the number of groups allows (a narrow source
+/// array stays in cache while it is gathered).
+pub(crate) enum Codes {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+}
+
+trait Code: Copy + Send + Sync {
+    fn index(self) -> usize;
+}
+impl Code for u8 {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+impl Code for u16 {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+impl Code for u32 {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One group for every row (the overall pass).
+#[derive(Clone, Copy)]
+struct Single;
 
 impl Sorted {
     pub fn new(p: &Predictions, threshold: f64) -> Self {
-        let order = argsort(&p.scores);
-        let n = order.len();
-        let mut block_start = vec![false; n];
-        for i in 0..n {
-            // -0.0 and 0.0 tie, as they do in numpy.
-            block_start[i] = i == 0 || p.scores[order[i] as usize] != p.scores[order[i - 1] as usize];
-        }
-        let labels = order.iter().map(|&i| p.labels[i as usize]).collect();
-        let preds = match &p.preds {
-            Some(hard) => order.iter().map(|&i| hard[i as usize]).collect(),
-            None => order.iter().map(|&i| p.scores[i as usize] >= threshold).collect(),
+        let (order, block_start) = argsort(&p.scores);
+        let flags: Vec<u8> = match &p.preds {
+            Some(hard) => p.labels.par_iter().zip(hard.par_iter()).map(|(&y, &h)| y as u8 | (h as u8) << 1).collect(),
+            None => p
+                .labels
+                .par_iter()
+                .zip(p.scores.par_iter())
+                .map(|(&y, &s)| y as u8 | ((s >= threshold) as u8) << 1)
+                .collect(),
         };
-        let weights = p.weights.as_ref().map(|w| order.iter().map(|&i| w[i as usize]).collect());
-        Self { order, block_start, labels, preds, weights }
+        let mut sorted = Self { order, block_start, flags: Vec::new(), weights: None };
+        sorted.flags = sorted.gather(&flags);
+        sorted.weights = p.weights.as_ref().map(|w| sorted.gather(w));
+        sorted
     }
 
     /// Gathers a per-row array into sorted order.
@@ -62,8 +93,28 @@ impl Sorted {
         self.order.par_iter().map(|&i| values[i as usize]).collect()
     }
 
+    /// Gathers group codes (each below `levels`) into sorted order.
+    pub fn gather_codes(&self, codes: &[u32], levels: usize) -> Codes {
+        if levels <= 1 << 8 {
+            Codes::U8(self.gather(&codes.par_iter().map(|&c| c as u8).collect::<Vec<_>>()))
+        } else if levels <= 1 << 16 {
+            Codes::U16(self.gather(&codes.par_iter().map(|&c| c as u16).collect::<Vec<_>>()))
+        } else {
+            Codes::U32(self.gather(codes))
+        }
+    }
+
     /// Counts per group. `codes` and `mult` are in sorted order; `codes = None` means one group.
-    pub fn count(&self, codes: Option<&[u32]>, n_groups: usize, mult: Option<&[u32]>) -> Vec<GroupCounts> {
+    pub fn count(&self, codes: Option<&Codes>, n_groups: usize, mult: Option<&[u32]>) -> Vec<GroupCounts> {
+        match codes {
+            None => self.count_with(|_| Single, 1, mult),
+            Some(Codes::U8(c)) => self.count_with(|i| c[i], n_groups, mult),
+            Some(Codes::U16(c)) => self.count_with(|i| c[i], n_groups, mult),
+            Some(Codes::U32(c)) => self.count_with(|i| c[i], n_groups, mult),
+        }
+    }
+
+    fn count_with<C: GroupOf>(&self, code: impl Fn(usize) -> C, n_groups: usize, mult: Option<&[u32]>) -> Vec<GroupCounts> {
         let n = self.order.len();
         let mut out = vec![GroupCounts::default(); n_groups.max(1)];
         // Per-group state of the current tie block.
@@ -80,13 +131,14 @@ impl Sorted {
             }
             if j == i + 1 {
                 // A score that occurs once: no tie to split.
-                let g = codes.map_or(0, |c| c[i] as usize);
+                let g = code(i).group();
                 let m = mult.map_or(1, |m| m[i]);
                 if m > 0 {
                     let w = self.row_weight(i, m);
+                    let (label, pred) = self.flags(i);
                     let c = &mut out[g];
-                    add_confusion(c, self.labels[i], self.preds[i], m, w);
-                    if self.labels[i] {
+                    add_confusion(c, label, pred, m, w);
+                    if label {
                         c.auc2 += 2.0 * w * neg_below[g];
                         c.wp += w;
                     } else {
@@ -96,14 +148,15 @@ impl Sorted {
                 }
             } else {
                 for r in i..j {
-                    let g = codes.map_or(0, |c| c[r] as usize);
+                    let g = code(r).group();
                     let m = mult.map_or(1, |m| m[r]);
                     if m == 0 {
                         continue;
                     }
                     let w = self.row_weight(r, m);
-                    add_confusion(&mut out[g], self.labels[r], self.preds[r], m, w);
-                    if self.labels[r] {
+                    let (label, pred) = self.flags(r);
+                    add_confusion(&mut out[g], label, pred, m, w);
+                    if label {
                         pos_b[g] += w;
                     } else {
                         neg_b[g] += w;
@@ -130,6 +183,11 @@ impl Sorted {
         out
     }
 
+    fn flags(&self, i: usize) -> (bool, bool) {
+        let f = self.flags[i];
+        (f & 1 == 1, f & 2 == 2)
+    }
+
     fn row_weight(&self, i: usize, m: u32) -> f64 {
         let w = self.weights.as_ref().map_or(1.0, |w| w[i]);
         if m == 1 {
@@ -137,6 +195,20 @@ impl Sorted {
         } else {
             w * m as f64
         }
+    }
+}
+
+trait GroupOf: Copy {
+    fn group(self) -> usize;
+}
+impl<T: Code> GroupOf for T {
+    fn group(self) -> usize {
+        self.index()
+    }
+}
+impl GroupOf for Single {
+    fn group(self) -> usize {
+        0
     }
 }
 
@@ -154,16 +226,45 @@ fn add_confusion(c: &mut GroupCounts, label: bool, pred: bool, m: u32, w: f64) {
     }
 }
 
-/// Row indices in ascending score order (LSD radix sort on the order-preserving bit pattern;
-/// ties in any order).
-pub(crate) fn argsort(scores: &[f64]) -> Vec<u32> {
-    let keys: Vec<u64> = scores.par_iter().map(|&s| order_key(s)).collect();
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    if scores.len() < 256 {
-        idx.sort_unstable_by_key(|&i| keys[i as usize]);
-        return idx;
+/// Row indices in ascending score order (ties in any order), and where each run of equal
+/// scores starts.
+///
+/// Sorting plain u64 is about twice as fast as sorting (key, index) pairs, so the index goes
+/// into the low bits of the order-preserving key. That truncates the key; keys that then
+/// collide (ties, or scores within a relative 2^-32 or so) form runs, which are re-sorted by the
+/// full key, so the order is exact.
+pub(crate) fn argsort(scores: &[f64]) -> (Vec<u32>, Vec<bool>) {
+    let n = scores.len();
+    let bits = usize::BITS - n.saturating_sub(1).leading_zeros();
+    let mask = (1u64 << bits) - 1;
+    let mut packed: Vec<u64> = scores
+        .par_iter()
+        .enumerate()
+        .map(|(i, &s)| (order_key(s) & !mask) | i as u64)
+        .collect();
+    packed.par_sort_unstable();
+    let mut block_start = vec![false; n];
+    let mut i = 0;
+    while i < n {
+        let head = packed[i] & !mask;
+        let mut j = i + 1;
+        while j < n && packed[j] & !mask == head {
+            j += 1;
+        }
+        if j == i + 1 {
+            block_start[i] = true;
+        } else {
+            let run = &mut packed[i..j];
+            run.sort_unstable_by_key(|&p| order_key(scores[(p & mask) as usize]));
+            for r in i..j {
+                block_start[r] = r == i
+                    || order_key(scores[(packed[r] & mask) as usize]) != order_key(scores[(packed[r - 1] & mask) as usize]);
+            }
+        }
+        i = j;
     }
-    radix_sort(keys, idx)
+    let order = packed.into_par_iter().map(|p| (p & mask) as u32).collect();
+    (order, block_start)
 }
 
 /// Maps an f64 to a u64 whose unsigned order is the float order (-0.0 mapped to 0.0).
@@ -176,47 +277,6 @@ fn order_key(x: f64) -> u64 {
     }
 }
 
-const RADIX_BITS: u32 = 11;
-const PASSES: u32 = 64u32.div_ceil(RADIX_BITS);
-const BUCKETS: usize = 1 << RADIX_BITS;
-
-fn radix_sort(mut keys: Vec<u64>, mut idx: Vec<u32>) -> Vec<u32> {
-    let n = keys.len();
-    // All histograms in one read of the keys.
-    let mut hist = vec![[0usize; BUCKETS]; PASSES as usize];
-    for &k in &keys {
-        for (p, h) in hist.iter_mut().enumerate() {
-            h[((k >> (p as u32 * RADIX_BITS)) as usize) & (BUCKETS - 1)] += 1;
-        }
-    }
-    let mut keys_tmp = vec![0u64; n];
-    let mut idx_tmp = vec![0u32; n];
-    for (p, h) in hist.iter().enumerate() {
-        // A digit shared by every key does not reorder anything.
-        if h.iter().any(|&c| c == n) {
-            continue;
-        }
-        let shift = p as u32 * RADIX_BITS;
-        let mut offsets = [0usize; BUCKETS];
-        let mut acc = 0;
-        for (o, &c) in offsets.iter_mut().zip(h.iter()) {
-            *o = acc;
-            acc += c;
-        }
-        for i in 0..n {
-            let k = keys[i];
-            let b = ((k >> shift) as usize) & (BUCKETS - 1);
-            let dst = offsets[b];
-            offsets[b] += 1;
-            keys_tmp[dst] = k;
-            idx_tmp[dst] = idx[i];
-        }
-        std::mem::swap(&mut keys, &mut keys_tmp);
-        std::mem::swap(&mut idx, &mut idx_tmp);
-    }
-    idx
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,13 +285,27 @@ mod tests {
     fn argsort_orders_all_kinds_of_floats() {
         let mut s: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 7.0 - 60.0).collect();
         s.extend([0.0, -0.0, 1e-300, -1e-300, 1e300, -1e300, 0.5, 0.5]);
-        let idx = argsort(&s);
-        for w in idx.windows(2) {
+        let (idx, starts) = argsort(&s);
+        for (k, w) in idx.windows(2).enumerate() {
             assert!(s[w[0] as usize] <= s[w[1] as usize]);
+            assert_eq!(starts[k + 1], s[w[0] as usize] != s[w[1] as usize]);
         }
         let mut seen = idx.clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..s.len() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn near_ties_are_ordered_exactly() {
+        // Scores that differ only in their lowest bits collide once the row index is packed in.
+        let base = 0.3f64;
+        let s: Vec<f64> = (0..3000u64).map(|i| f64::from_bits(base.to_bits() + (i * 7919) % 64)).collect();
+        let (idx, starts) = argsort(&s);
+        for (k, w) in idx.windows(2).enumerate() {
+            assert!(s[w[0] as usize] <= s[w[1] as usize]);
+            assert_eq!(starts[k + 1], s[w[0] as usize] != s[w[1] as usize]);
+        }
+        assert_eq!(starts.iter().filter(|&&b| b).count(), 64);
     }
 
     #[test]
@@ -249,7 +323,7 @@ mod tests {
         let codes = vec![0u32, 0, 1, 1, 0, 1, 1, 0];
         let p = Predictions::new(labels.clone(), scores.clone()).unwrap();
         let s = Sorted::new(&p, 0.5);
-        let c = s.count(Some(&s.gather(&codes)), 2, None);
+        let c = s.count(Some(&s.gather_codes(&codes, 2)), 2, None);
         for (g, cg) in c.iter().enumerate() {
             let mut pairs2 = 0.0;
             for i in 0..8 {

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// Binary labels, scores and, optionally, hard predictions and sample weights, one per row.
@@ -180,7 +182,10 @@ impl Attribute {
         for &old in &order {
             sorted.push(levels[old].take().unwrap_or_default());
         }
-        let codes = codes.into_iter().map(|c| rank[c as usize]).collect();
+        let mut codes = codes;
+        if rank.iter().enumerate().any(|(i, &r)| r as usize != i) {
+            codes.par_iter_mut().for_each(|c| *c = rank[*c as usize]);
+        }
         Ok(Self { name, levels: sorted, codes })
     }
 

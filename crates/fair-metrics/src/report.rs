@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::bootstrap::{self, Bootstrap, Ci};
-use crate::engine::{GroupCounts, Sorted};
+use crate::engine::{Codes, GroupCounts, Sorted};
 use crate::error::{Error, Result};
 use crate::input::{Attribute, Predictions};
 
@@ -401,7 +401,7 @@ impl Report {
             }
         }
         let sorted = Sorted::new(p, opts.threshold);
-        let codes: Vec<Vec<u32>> = attrs.par_iter().map(|a| sorted.gather(&a.codes)).collect();
+        let codes: Vec<Codes> = attrs.par_iter().map(|a| sorted.gather_codes(&a.codes, a.levels.len())).collect();
         let engine = Prepared { sorted: &sorted, attrs, codes: &codes, weighted: p.weights.is_some() };
         let mut report = engine.report(None, opts);
         report.threshold = p.preds.is_none().then_some(opts.threshold);
@@ -416,7 +416,7 @@ impl Report {
 struct Prepared<'a> {
     sorted: &'a Sorted,
     attrs: &'a [Attribute],
-    codes: &'a [Vec<u32>],
+    codes: &'a [Codes],
     weighted: bool,
 }
 

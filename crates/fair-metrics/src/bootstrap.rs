@@ -140,7 +140,7 @@ pub(crate) fn attach(report: &mut Report, b: &Bootstrap, n: usize, replicate: im
             slots.iter().map(|s| s.read(&rep)).collect()
         })
         .collect();
-    let mut cis = slots.iter().enumerate().map(|(k, s)| {
+    let cis = slots.iter().enumerate().map(|(k, s)| {
         let v: Vec<f64> = values.iter().filter_map(|row| row[k]).collect();
         (s, Ci::of(v, b.quantiles))
     });
@@ -149,7 +149,7 @@ pub(crate) fn attach(report: &mut Report, b: &Bootstrap, n: usize, replicate: im
             map.get_or_insert_with(IndexMap::new).insert(m, ci);
         }
     };
-    for (s, ci) in cis.by_ref() {
+    for (s, ci) in cis {
         match s {
             Slot::Overall(m) => put(&mut report.overall.ci, m, ci),
             Slot::Group(a, g, m) => {

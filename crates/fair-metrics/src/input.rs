@@ -169,7 +169,6 @@ impl Attribute {
         for (new, &old) in order.iter().enumerate() {
             rank[old] = new as u32;
         }
-        let mut sorted = Vec::with_capacity(levels.len());
         for w in order.windows(2) {
             if levels[w[0]] == levels[w[1]] {
                 return Err(Error::Invalid(format!(
@@ -178,10 +177,7 @@ impl Attribute {
                 )));
             }
         }
-        let mut levels: Vec<Option<String>> = levels.into_iter().map(Some).collect();
-        for &old in &order {
-            sorted.push(levels[old].take().unwrap_or_default());
-        }
+        let sorted: Vec<String> = order.iter().map(|&i| levels[i].clone()).collect();
         let mut codes = codes;
         if rank.iter().enumerate().any(|(i, &r)| r as usize != i) {
             codes.par_iter_mut().for_each(|c| *c = rank[*c as usize]);

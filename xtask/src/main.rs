@@ -22,8 +22,8 @@ struct Cli {
 enum Task {
     /// Run every test of the workspace (unit, integration, parity, property and doc tests).
     Test,
-    /// Regenerate reference fixtures with scikit-learn and fairlearn in .venv (needs network
-    /// access to PyPI the first time).
+    /// Regenerate reference fixtures with the real peers: scikit-learn and fairlearn in .venv,
+    /// PyTorch and geomloss in .venv-torch (needs PyPI the first time).
     Fixtures,
     /// Benchmarks against the Python peers.
     Bench {
@@ -78,9 +78,9 @@ fn test(root: &Path) -> Result<()> {
     run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]))
 }
 
-/// A virtual environment in .venv with the given requirement files installed.
-fn venv(root: &Path, requirements: &[&str]) -> Result<PathBuf> {
-    let dir = root.join(".venv");
+/// A virtual environment in `root/name` with the given requirement files installed.
+fn venv(root: &Path, name: &str, requirements: &[&str]) -> Result<PathBuf> {
+    let dir = root.join(name);
     let python = dir.join("bin/python");
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
@@ -95,8 +95,12 @@ fn venv(root: &Path, requirements: &[&str]) -> Result<PathBuf> {
 }
 
 fn fixtures(root: &Path) -> Result<()> {
-    let python = venv(root, &["crates/fair-metrics/tests/fixtures/requirements.txt"])?;
-    run(Command::new(python).arg(root.join("crates/fair-metrics/tests/fixtures/make_parity.py")))
+    let python = venv(root, ".venv", &["crates/fair-metrics/tests/fixtures/requirements.txt"])?;
+    run(Command::new(python).arg(root.join("crates/fair-metrics/tests/fixtures/make_parity.py")))?;
+    // PyTorch from PyPI is the CUDA build (about 3 GB, runs on the CPU): kept in its own
+    // environment so the light one stays light.
+    let torch = venv(root, ".venv-torch", &["crates/fair-losses/tests/fixtures/requirements.txt"])?;
+    run(Command::new(torch).arg(root.join("crates/fair-losses/tests/fixtures/make_reference.py")))
 }
 
 /// Wall time and peak resident memory of one child process.
@@ -127,7 +131,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn bench_metrics(root: &Path, rows: usize, runs: usize, peer_runs: usize) -> Result<()> {
     ensure!(runs > 0 && peer_runs > 0, "need at least one run of each side");
-    let python = venv(root, &["benches/peer/requirements.txt"])?;
+    let python = venv(root, ".venv", &["benches/peer/requirements.txt"])?;
     let dir = root.join(".bench");
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join(format!("predictions_{rows}.csv"));

@@ -1,0 +1,82 @@
+//! FairCLIP's regulariser: Sinkhorn distances between the distribution of image-text
+//! similarities of the batch and of a batch drawn from each group.
+
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::sinkhorn::{sinkhorn_divergence, SinkhornConfig};
+
+/// Which similarities FairCLIP compares (see docs/methods.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FairClipVariant {
+    /// The released code (`finetune_FairCLIP.py`): `s = diag(L Lᵀᵀ) = diag(L L)` with
+    /// `L = logits_per_image` (already scaled), and each group's `s_g` normalised to sum to 1;
+    /// the batch side is not normalised. The default.
+    #[default]
+    Official,
+    /// The paper's reading (A-FairCLIP, arXiv 2509.06535): the cosine similarity of each pair,
+    /// `s_i = î_i · t̂_i`, unnormalised on both sides.
+    Aligned,
+}
+
+/// The per-pair similarities FairCLIP feeds to the Sinkhorn distance, from L2-normalised
+/// image and text features ([B, E] each) and the logit scale `exp(logit_scale)`.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use burn::prelude::*;
+/// use fair_losses::{pair_similarities, FairClipVariant};
+/// let d = Default::default();
+/// let img = Tensor::<Flex, 2>::from_floats([[1.0, 0.0], [0.0, 1.0]], &d);
+/// let txt = Tensor::<Flex, 2>::from_floats([[1.0, 0.0], [0.6, 0.8]], &d);
+/// let s = pair_similarities(img, txt, 1.0, FairClipVariant::Aligned)?;
+/// assert_eq!(s.into_data().to_vec::<f32>().unwrap(), vec![1.0, 0.8]);
+/// # Ok::<(), fair_losses::Error>(())
+/// ```
+pub fn pair_similarities<B: Backend>(
+    image: Tensor<B, 2>,
+    text: Tensor<B, 2>,
+    scale: f64,
+    variant: FairClipVariant,
+) -> Result<Tensor<B, 1>> {
+    let ([bi, ei], [bt, et]) = (image.dims(), text.dims());
+    if bi != bt || ei != et {
+        return Err(Error::Shape(format!("image features [{bi}, {ei}] and text features [{bt}, {et}]")));
+    }
+    Ok(match variant {
+        FairClipVariant::Official => {
+            let l = image.matmul(text.transpose()) * scale; // logits_per_image
+            // diag(L @ L)_i = Σ_j L_ij L_ji
+            (l.clone() * l.transpose()).sum_dim(1).reshape([bi])
+        }
+        FairClipVariant::Aligned => (image * text).sum_dim(1).reshape([bi]),
+    })
+}
+
+/// `Σ_g S_ε(batch, group_g)` over the groups' similarity vectors, each compared with the
+/// batch's as 1-D point clouds. With [`FairClipVariant::Official`] each group vector is first
+/// divided by its sum, as the released code does. The group similarities come from a forward
+/// pass without gradients in the official code: pass them detached to reproduce it.
+pub fn fairclip_regularizer<B: Backend>(
+    batch: Tensor<B, 1>,
+    groups: &[Tensor<B, 1>],
+    cfg: &SinkhornConfig,
+    variant: FairClipVariant,
+) -> Result<Tensor<B, 1>> {
+    let n = batch.dims()[0];
+    let x = batch.reshape([n, 1]);
+    let mut total: Option<Tensor<B, 1>> = None;
+    for g in groups {
+        let m = g.dims()[0];
+        let g = match variant {
+            FairClipVariant::Official => g.clone() / g.clone().sum().reshape([1]),
+            FairClipVariant::Aligned => g.clone(),
+        };
+        let d = sinkhorn_divergence(x.clone(), g.reshape([m, 1]), cfg)?;
+        total = Some(match total {
+            Some(t) => t + d,
+            None => d,
+        });
+    }
+    total.ok_or_else(|| Error::Shape("no group similarities".into()))
+}

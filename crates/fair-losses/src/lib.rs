@@ -1,0 +1,24 @@
+//! Fairness losses as pure functions of burn tensors, generic over the backend.
+//!
+//! - [`clip_contrastive_loss`]: CLIP's symmetric InfoNCE.
+//! - [`sinkhorn_divergence`]: the debiased Sinkhorn divergence exactly as geomloss's
+//!   `SamplesLoss("sinkhorn", p=2)` computes it (tensorised backend, epsilon-scaling), which is
+//!   FairCLIP's distance between the similarity distributions of a batch and of each group.
+//! - [`pair_similarities`] and [`fairclip_regularizer`]: FairCLIP's regulariser, in the
+//!   official code's form and in the paper-aligned form ([`FairClipVariant`]).
+//!
+//! Every function works on any backend; with an autodiff backend, gradients flow as in the
+//! PyTorch reference (for the Sinkhorn divergence: only through the last soft-min, by the
+//! envelope theorem, as geomloss does). Formulas: docs/methods.md.
+
+#![warn(missing_docs)]
+
+mod clip;
+mod error;
+mod fairclip;
+mod sinkhorn;
+
+pub use clip::{clip_contrastive_loss, log_sum_exp};
+pub use error::{Error, Result};
+pub use fairclip::{fairclip_regularizer, pair_similarities, FairClipVariant};
+pub use sinkhorn::{epsilon_schedule, sinkhorn_divergence, SinkhornConfig};

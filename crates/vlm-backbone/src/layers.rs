@@ -1,0 +1,169 @@
+//! Transformer building blocks with Hugging Face CLIP's names.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
+
+/// Activation of the MLP.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x · σ(1.702 x)`, OpenAI CLIP's.
+    QuickGelu,
+    /// The exact (erf) GELU, BERT's and ViT's.
+    Gelu,
+    /// ReLU (Fair-MoE's experts).
+    Relu,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            Activation::Gelu => gelu(x),
+            Activation::Relu => relu(x),
+        }
+    }
+}
+
+/// Multi-head self-attention with separate q/k/v/out projections.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection.
+    pub q_proj: Linear<B>,
+    /// Key projection.
+    pub k_proj: Linear<B>,
+    /// Value projection.
+    pub v_proj: Linear<B>,
+    /// Output projection.
+    pub out_proj: Linear<B>,
+    /// Number of heads.
+    pub heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Creates the layer; `width` must be a multiple of `heads`.
+    pub fn new(width: usize, heads: usize, device: &B::Device) -> Self {
+        let lin = || LinearConfig::new(width, width).init(device);
+        Self { q_proj: lin(), k_proj: lin(), v_proj: lin(), out_proj: lin(), heads }
+    }
+
+    /// `x`: [batch, tokens, width]. `mask`: [batch, tokens, tokens], `true` where a query may
+    /// not attend to a key.
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let h = self.heads;
+        let split = |y: Tensor<B, 3>| y.reshape([b, t, h, d / h]).swap_dims(1, 2); // [b, h, t, dh]
+        let q = split(self.q_proj.forward(x.clone()));
+        let k = split(self.k_proj.forward(x.clone()));
+        let v = split(self.v_proj.forward(x));
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / ((d / h) as f64).sqrt(); // [b, h, t, t]
+        if let Some(m) = mask {
+            scores = scores.mask_fill(m.unsqueeze_dim::<4>(1).expand([b, h, t, t]), -1.0e9);
+        }
+        let out = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.out_proj.forward(out)
+    }
+}
+
+/// The feed-forward block: `fc2(act(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Expansion.
+    pub fc1: Linear<B>,
+    /// Projection back.
+    pub fc2: Linear<B>,
+    /// Activation between them.
+    pub activation: Activation,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `width -> hidden -> width`.
+    pub fn new(width: usize, hidden: usize, activation: Activation, device: &B::Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(width, hidden).init(device),
+            fc2: LinearConfig::new(hidden, width).init(device),
+            activation,
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.fc2.forward(self.activation.apply(self.fc1.forward(x)))
+    }
+}
+
+/// A pre-norm transformer layer (CLIP): `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`.
+#[derive(Module, Debug)]
+pub struct EncoderLayer<B: Backend> {
+    /// Self-attention.
+    pub self_attn: Attention<B>,
+    /// Norm before attention.
+    pub layer_norm1: LayerNorm<B>,
+    /// Feed-forward block.
+    pub mlp: Mlp<B>,
+    /// Norm before the MLP.
+    pub layer_norm2: LayerNorm<B>,
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    /// Applies the layer.
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
+        h.clone() + self.mlp.forward(self.layer_norm2.forward(h))
+    }
+}
+
+/// Sizes of a transformer encoder.
+#[derive(Config, Debug)]
+pub struct TransformerEncoderConfig {
+    /// Token width.
+    pub width: usize,
+    /// Number of layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP hidden width as a multiple of `width`.
+    #[config(default = 4)]
+    pub mlp_ratio: usize,
+    /// MLP activation.
+    #[config(default = "Activation::QuickGelu")]
+    pub activation: Activation,
+    /// Layer norm epsilon (CLIP: 1e-5).
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+}
+
+impl TransformerEncoderConfig {
+    /// Creates the encoder.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerEncoder<B> {
+        let ln = || LayerNormConfig::new(self.width).with_epsilon(self.layer_norm_eps).init(device);
+        let layers = (0..self.layers)
+            .map(|_| EncoderLayer {
+                self_attn: Attention::new(self.width, self.heads, device),
+                layer_norm1: ln(),
+                mlp: Mlp::new(self.width, self.width * self.mlp_ratio, self.activation, device),
+                layer_norm2: ln(),
+            })
+            .collect();
+        TransformerEncoder { layers }
+    }
+}
+
+/// A stack of [`EncoderLayer`]s (Hugging Face: `encoder.layers`).
+#[derive(Module, Debug)]
+pub struct TransformerEncoder<B: Backend> {
+    /// The layers, applied in order.
+    pub layers: Vec<EncoderLayer<B>>,
+}
+
+impl<B: Backend> TransformerEncoder<B> {
+    /// Applies every layer with the same mask.
+    pub fn forward(&self, mut x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
+        for layer in &self.layers {
+            x = layer.forward(x, mask.clone());
+        }
+        x
+    }
+}

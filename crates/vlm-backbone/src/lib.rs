@@ -1,0 +1,37 @@
+//! Vision and vision-language backbones on burn, generic over the backend.
+//!
+//! - [`VisionTransformer`]: a CLIP/ViT image encoder (patch convolution, class token, learned
+//!   positions, pre-norm transformer, pooled class token).
+//! - [`TextTransformer`]: a text encoder, causal with end-of-text pooling (CLIP) or
+//!   bidirectional with class-token or mean pooling.
+//! - [`Clip`]: the dual encoder with projections and a learnable logit scale, the contrastive
+//!   logits and FairCLIP's zero-shot scoring.
+//!
+//! Field names follow Hugging Face's `CLIPModel` (`vision_model.embeddings.patch_embedding`,
+//! `encoder.layers.N.self_attn.q_proj`, `visual_projection`, ...), so that loading a checkpoint
+//! is a plain key mapping.
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use burn::prelude::*;
+//! use vlm_backbone::ClipConfig;
+//!
+//! let device = Default::default();
+//! let model = ClipConfig::tiny().init::<Flex>(&device);
+//! let images = Tensor::<Flex, 4>::zeros([2, 3, 32, 32], &device);
+//! let tokens = Tensor::<Flex, 2, Int>::from_ints([[1, 5, 9, 2, 0, 0], [1, 7, 2, 0, 0, 0]], &device);
+//! let logits = model.forward(images, tokens);
+//! assert_eq!(logits.dims(), [2, 2]);
+//! ```
+
+#![warn(missing_docs)]
+
+mod clip;
+mod layers;
+mod text;
+mod vision;
+
+pub use clip::{Clip, ClipConfig};
+pub use layers::{Activation, Attention, EncoderLayer, Mlp, TransformerEncoder, TransformerEncoderConfig};
+pub use text::{Pooling, TextTransformer, TextTransformerConfig};
+pub use vision::{VisionTransformer, VisionTransformerConfig};

@@ -1,0 +1,111 @@
+//! The ViT image encoder (Hugging Face `CLIPVisionTransformer` layout).
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+use crate::layers::{Activation, TransformerEncoder, TransformerEncoderConfig};
+
+/// Sizes of a [`VisionTransformer`].
+#[derive(Config, Debug)]
+pub struct VisionTransformerConfig {
+    /// Input images are `image_size x image_size`.
+    pub image_size: usize,
+    /// Square patch side.
+    pub patch_size: usize,
+    /// Token width.
+    pub width: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Input channels.
+    #[config(default = 3)]
+    pub channels: usize,
+    /// MLP activation (CLIP: QuickGELU; ViT: GELU).
+    #[config(default = "Activation::QuickGelu")]
+    pub activation: Activation,
+}
+
+impl VisionTransformerConfig {
+    /// ViT-B/16 at 224 px, as OpenAI CLIP's image tower (197 tokens).
+    pub fn vit_b16() -> Self {
+        Self::new(224, 16, 768, 12, 12)
+    }
+
+    /// Number of tokens: patches plus the class token.
+    pub fn tokens(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2) + 1
+    }
+
+    /// Creates the encoder with random weights (class and position embeddings ~ N(0, 0.02)).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> VisionTransformer<B> {
+        let embeddings = VisionEmbeddings {
+            patch_embedding: Conv2dConfig::new([self.channels, self.width], [self.patch_size; 2])
+                .with_stride([self.patch_size; 2])
+                .with_bias(false)
+                .init(device),
+            class_embedding: Param::from_tensor(Tensor::random([self.width], Distribution::Normal(0.0, 0.02), device)),
+            position_embedding: EmbeddingConfig::new(self.tokens(), self.width).init(device),
+            patch_size: self.patch_size,
+        };
+        let ln = || LayerNormConfig::new(self.width).init(device);
+        VisionTransformer {
+            embeddings,
+            pre_layrnorm: ln(),
+            encoder: TransformerEncoderConfig::new(self.width, self.layers, self.heads)
+                .with_activation(self.activation)
+                .init(device),
+            post_layernorm: ln(),
+        }
+    }
+}
+
+/// Patch, class and position embeddings.
+#[derive(Module, Debug)]
+pub struct VisionEmbeddings<B: Backend> {
+    /// Non-overlapping patches to tokens (no bias, as CLIP).
+    pub patch_embedding: Conv2d<B>,
+    /// The class token.
+    pub class_embedding: Param<Tensor<B, 1>>,
+    /// Learned positions of the class token and the patches.
+    pub position_embedding: Embedding<B>,
+    /// Patch side.
+    pub patch_size: usize,
+}
+
+/// A ViT image encoder: pooled output is the layer-normed class token.
+#[derive(Module, Debug)]
+pub struct VisionTransformer<B: Backend> {
+    /// Embeddings.
+    pub embeddings: VisionEmbeddings<B>,
+    /// Norm before the transformer (Hugging Face spells it `pre_layrnorm`).
+    pub pre_layrnorm: LayerNorm<B>,
+    /// The transformer.
+    pub encoder: TransformerEncoder<B>,
+    /// Norm of the pooled class token.
+    pub post_layernorm: LayerNorm<B>,
+}
+
+impl<B: Backend> VisionTransformer<B> {
+    /// Tokens after the last layer: [batch, 1 + patches, width] for images [batch, C, H, W].
+    pub fn forward_tokens(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        let e = &self.embeddings;
+        let patches = e.patch_embedding.forward(images); // [b, width, h, w]
+        let [b, width, _, _] = patches.dims();
+        let patches = patches.flatten::<3>(2, 3).swap_dims(1, 2); // [b, n, width]
+        let cls = e.class_embedding.val().reshape([1, 1, width]).repeat_dim(0, b);
+        let x = Tensor::cat(vec![cls, patches], 1);
+        let x = x + e.position_embedding.weight.val().unsqueeze_dim::<3>(0);
+        self.encoder.forward(self.pre_layrnorm.forward(x), None)
+    }
+
+    /// The pooled image feature: [batch, width].
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let tokens = self.forward_tokens(images);
+        let [b, _, width] = tokens.dims();
+        self.post_layernorm.forward(tokens.narrow(1, 0, 1).reshape([b, width]))
+    }
+}

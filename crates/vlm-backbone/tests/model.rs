@@ -1,0 +1,154 @@
+//! Shapes, attention masks, pooling, gradient flow, finite-difference checks of the layers, and
+//! a few training steps of the tiny CLIP.
+
+use burn::backend::{flex::FlexDevice, Autodiff, Flex};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution, TensorData};
+use vlm_backbone::{Activation, ClipConfig, Pooling, TextTransformerConfig, TransformerEncoderConfig, VisionTransformerConfig};
+
+type B = Autodiff<Flex>;
+const D: FlexDevice = FlexDevice;
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+}
+
+fn vec2(t: Tensor<Flex, 2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32")
+}
+
+#[test]
+fn shapes() {
+    assert_eq!(VisionTransformerConfig::vit_b16().tokens(), 197);
+    let cfg = ClipConfig::tiny();
+    let model = cfg.init::<Flex>(&D);
+    let images = Tensor::<Flex, 4>::random([3, 3, 32, 32], Distribution::Normal(0.0, 1.0), &D);
+    assert_eq!(model.vision_model.forward_tokens(images.clone()).dims(), [3, 17, 32]);
+    assert_eq!(model.encode_image(images.clone()).dims(), [3, 16]);
+    let tokens = Tensor::<Flex, 2, Int>::from_ints([[1, 4, 63, 0], [1, 5, 6, 63], [1, 63, 0, 0]], &D);
+    assert_eq!(model.encode_text(tokens.clone()).dims(), [3, 16]);
+    assert_eq!(model.forward(images.clone(), tokens).dims(), [3, 3]);
+    let norms = vec2(model.encode_image(images).powf_scalar(2.0).sum_dim(1));
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5));
+    let scale: f32 = model.logit_scale.val().into_scalar();
+    assert!((scale - (1.0f32 / 0.07).ln()).abs() < 1e-6);
+}
+
+#[test]
+fn causal_text_does_not_look_ahead_and_bidirectional_does() {
+    let causal = TextTransformerConfig::new(32, 8, 16, 2, 2).init::<Flex>(&D);
+    let bidir = TextTransformerConfig::new(32, 8, 16, 2, 2).with_causal(false).with_pooling(Pooling::Cls).init::<Flex>(&D);
+    let a = Tensor::<Flex, 2, Int>::from_ints([[1, 2, 3, 4, 5, 6]], &D);
+    let b = Tensor::<Flex, 2, Int>::from_ints([[1, 2, 3, 9, 9, 9]], &D);
+    let first3 = |m: &vlm_backbone::TextTransformer<Flex>, t: Tensor<Flex, 2, Int>| vec2(m.forward_tokens(t).narrow(1, 0, 3).reshape([3, 16]));
+    assert!(close(&first3(&causal, a.clone()), &first3(&causal, b.clone()), 1e-5), "causal states changed by later tokens");
+    assert!(!close(&first3(&bidir, a), &first3(&bidir, b), 1e-5), "bidirectional states ignored later tokens");
+}
+
+#[test]
+fn eot_and_mean_pooling() {
+    let causal = TextTransformerConfig::new(32, 8, 16, 1, 2).init::<Flex>(&D);
+    let tokens = Tensor::<Flex, 2, Int>::from_ints([[1, 4, 31, 0, 0]], &D);
+    let states = causal.forward_tokens(tokens.clone());
+    // End-of-text pooling takes the state at the largest id (31, position 2).
+    assert!(close(&vec2(causal.forward(tokens)), &vec2(states.narrow(1, 2, 1).reshape([1, 16])), 1e-6));
+
+    let mean = TextTransformerConfig::new(32, 8, 16, 1, 2).with_causal(false).with_pooling(Pooling::Mean).init::<Flex>(&D);
+    let short = Tensor::<Flex, 2, Int>::from_ints([[1, 4, 7]], &D);
+    let padded = Tensor::<Flex, 2, Int>::from_ints([[1, 4, 7, 0, 0]], &D);
+    assert!(close(&vec2(mean.forward(short)), &vec2(mean.forward(padded)), 1e-5), "padding changed the mean-pooled feature");
+}
+
+#[test]
+fn zero_shot_is_the_softmax_of_raw_cosines() {
+    let model = ClipConfig::tiny().init::<Flex>(&D);
+    let images = Tensor::<Flex, 4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &D);
+    let prompts = Tensor::<Flex, 2, Int>::from_ints([[1, 10, 11, 63], [1, 10, 12, 63]], &D);
+    let p = model.zero_shot(images.clone(), prompts.clone()).into_data().to_vec::<f32>().expect("f32");
+    let cos = vec2(model.encode_image(images).matmul(model.encode_text(prompts).transpose()));
+    for (i, pi) in p.iter().enumerate() {
+        let (z0, z1) = (cos[2 * i], cos[2 * i + 1]);
+        let expect = (z1.exp()) / (z0.exp() + z1.exp());
+        assert!((pi - expect).abs() < 1e-6);
+    }
+}
+
+#[derive(Default)]
+struct Ids(Vec<ParamId>);
+impl<Bk: Backend> ModuleVisitor<Bk> for Ids {
+    fn visit_float<const N: usize>(&mut self, p: &Param<Tensor<Bk, N>>) {
+        self.0.push(p.id);
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_and_training_lowers_the_loss() {
+    let mut model = ClipConfig::tiny().init::<B>(&D);
+    let images = Tensor::<B, 4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &D);
+    let tokens = Tensor::<B, 2, Int>::from_ints([[1, 4, 63, 0], [1, 5, 6, 63], [1, 63, 0, 0], [1, 9, 9, 63]], &D);
+    let loss_of = |m: &vlm_backbone::Clip<B>| fair_losses::clip_contrastive_loss(m.forward(images.clone(), tokens.clone())).expect("loss");
+    let loss = loss_of(&model);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut ids = Ids::default();
+    model.visit(&mut ids);
+    assert!(ids.0.len() > 30);
+    // Every parameter (class token and logit scale included) takes part in the loss.
+    for id in &ids.0 {
+        let has = grads.get::<Flex, 1>(*id).is_some() || grads.get::<Flex, 2>(*id).is_some() || grads.get::<Flex, 4>(*id).is_some();
+        assert!(has, "parameter {id} got no gradient");
+    }
+    let first: f32 = loss_of(&model).into_scalar();
+    let mut opt = AdamWConfig::new().with_weight_decay(0.0).init::<B, vlm_backbone::Clip<B>>();
+    for _ in 0..5 {
+        let loss = loss_of(&model);
+        let g = GradientsParams::from_grads(loss.backward(), &model);
+        model = opt.step(1e-3, model, g);
+    }
+    let last: f32 = loss_of(&model).into_scalar();
+    assert!(last < first * 0.8, "loss {first} -> {last}");
+}
+
+struct ToF64;
+impl<Bk: Backend> ModuleMapper<Bk> for ToF64 {
+    fn map_float<const N: usize>(&mut self, param: Param<Tensor<Bk, N>>) -> Param<Tensor<Bk, N>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.cast(DType::F64), mapper)
+    }
+}
+
+/// Central differences of `sum(f(x) * w)` with respect to the input, in f64.
+fn grad_check(name: &str, shape: [usize; 3], f: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>) {
+    let n: usize = shape.iter().product();
+    let x0: Vec<f64> = (0..n).map(|i| ((i * 7919) % 97) as f64 / 48.5 - 1.0).collect();
+    let w: Vec<f64> = (0..n).map(|i| ((i * 104_729) % 89) as f64 / 44.5 - 1.0).collect();
+    let make = |v: Vec<f64>| Tensor::<B, 3>::from_data(TensorData::new(v, shape), (&D, DType::F64));
+    let weights = make(w);
+    let value = |x: Tensor<B, 3>| -> f64 {
+        (f(x) * weights.clone()).sum().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0]
+    };
+    let x = make(x0.clone()).require_grad();
+    let y = (f(x.clone()) * weights.clone()).sum();
+    let g = x.grad(&y.backward()).expect("grad").into_data().convert::<f64>().to_vec::<f64>().expect("f64");
+    let h = 1e-6;
+    let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for i in 0..n {
+        let (mut p, mut m) = (x0.clone(), x0.clone());
+        p[i] += h;
+        m[i] -= h;
+        let fd = (value(make(p)) - value(make(m))) / (2.0 * h);
+        assert!((g[i] - fd).abs() <= 1e-6 * scale.max(1.0), "{name}[{i}]: autodiff {} vs finite difference {fd}", g[i]);
+    }
+}
+
+#[test]
+fn layer_gradients_match_finite_differences() {
+    for act in [Activation::QuickGelu, Activation::Gelu, Activation::Relu] {
+        let enc = TransformerEncoderConfig::new(8, 1, 2).with_activation(act).init::<B>(&D).map(&mut ToF64);
+        grad_check(&format!("encoder layer ({act:?})"), [2, 3, 8], |x| enc.forward(x, None));
+    }
+    let enc = TransformerEncoderConfig::new(8, 2, 2).init::<B>(&D).map(&mut ToF64);
+    let mask = Tensor::<B, 2, Bool>::tril_mask([3, 3], 0, &D).unsqueeze_dim::<3>(0).expand([2, 3, 3]);
+    grad_check("causal encoder", [2, 3, 8], |x| enc.forward(x, Some(mask.clone())));
+}

@@ -1,0 +1,34 @@
+//! Datasets for fairness studies.
+//!
+//! - [`load_split`]: Harvard-FairVLMed as distributed (npz files with numpy unicode notes,
+//!   `Test` or `Testing`, GPT-4 summaries, FairCLIP's filter of unknown attributes).
+//! - [`SynthConfig`]: a synthetic benchmark with FairVLMed's structure and documented bias
+//!   knobs, written by [`write_fairvlmed`] in the same format so that one loader reads both.
+//! - [`read_npz`], [`write_npz`]: numpy's npz/npy format.
+//!
+//! ```
+//! use fair_data::{load_split, write_fairvlmed, LoadOptions, Split, SynthConfig};
+//! let dir = std::env::temp_dir().join(format!("fair-data-doc-{}", std::process::id()));
+//! let cfg = SynthConfig { sizes: [20, 5, 5], image_size: 32, ..SynthConfig::default() };
+//! write_fairvlmed(&dir, &cfg.generate()?)?;
+//! let train = load_split(&dir, Split::Training, &LoadOptions::default())?;
+//! assert_eq!(train.samples.len(), 20);
+//! assert_eq!(train.samples[0].image.height, 32);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), fair_data::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+mod fairvlmed;
+mod npy;
+mod synth;
+
+pub use error::{Error, Result};
+pub use fairvlmed::{
+    load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample,
+    Split, ATTRIBUTES,
+};
+pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
+pub use synth::{write_fairvlmed, GroupEffect, SynthConfig};

@@ -1,0 +1,131 @@
+//! The FairVLMed loader on files written by numpy (fixtures/make_fairvlmed.py), bad files, and
+//! the synthetic benchmark written and read back.
+
+use std::path::{Path, PathBuf};
+
+use fair_data::{load_split, read_sample, write_fairvlmed, LoadOptions, OnError, Split, SynthConfig};
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fairvlmed")
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fair-data-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[test]
+fn numpy_written_files_read_back_exactly() {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fairvlmed_expected.json")).expect("expected"),
+    )
+    .expect("json");
+    let opts = LoadOptions { filter_unknown: Some(false), ..LoadOptions::default() };
+    let mut all = Vec::new();
+    for split in [Split::Training, Split::Validation, Split::Test] {
+        all.extend(load_split(&fixture(), split, &opts).expect("load").samples);
+    }
+    let subjects = expected["subjects"].as_array().expect("subjects");
+    assert_eq!(all.len(), subjects.len());
+    for (s, e) in all.iter().zip(subjects) {
+        assert_eq!(s.file, e["file"].as_str().unwrap_or_default());
+        assert_eq!(s.image.height as u64, e["height"].as_u64().unwrap_or(0));
+        assert_eq!(s.image.width as u64, e["width"].as_u64().unwrap_or(0));
+        let px: Vec<f32> = e["pixels"].as_array().expect("pixels").iter().map(|v| v.as_f64().unwrap_or(f64::NAN) as f32).collect();
+        assert_eq!(s.image.pixels, px, "{}", s.file);
+        assert_eq!(s.glaucoma as i64, e["glaucoma"].as_i64().unwrap_or(-9));
+        for a in ["race", "gender", "ethnicity", "language", "maritalstatus"] {
+            assert_eq!(s.attribute(a), e[a].as_i64(), "{} {a}", s.file);
+        }
+        assert_eq!(s.age, e["age"].as_f64().unwrap_or(f64::NAN));
+        assert_eq!(s.note, e["note"].as_str().unwrap_or_default());
+    }
+}
+
+#[test]
+fn evaluation_splits_drop_unknown_attributes_and_test_may_be_testing() {
+    let val = load_split(&fixture(), Split::Validation, &LoadOptions::default()).expect("load");
+    assert_eq!((val.samples.len(), val.filtered_unknown), (1, 1));
+    let train = load_split(&fixture(), Split::Training, &LoadOptions::default()).expect("load");
+    assert_eq!(train.filtered_unknown, 0);
+    assert_eq!(load_split(&fixture(), Split::Test, &LoadOptions::default()).expect("Testing folder").samples.len(), 1);
+}
+
+#[test]
+fn summary_csv_replaces_the_notes() {
+    let opts = LoadOptions { summary_csv: Some(fixture().join("gpt-4_summarized_notes.csv")), ..LoadOptions::default() };
+    let train = load_split(&fixture(), Split::Training, &opts).expect("load");
+    assert_eq!(train.samples[1].note, "summary of data_00002.npz, with a comma");
+}
+
+#[test]
+fn bad_files_name_the_file_or_are_skipped() {
+    let dir = temp("bad");
+    let train = dir.join("Training");
+    std::fs::create_dir_all(&train).expect("dir");
+    let good = fixture().join("Training/data_00001.npz");
+    let bytes = std::fs::read(&good).expect("fixture");
+    std::fs::write(train.join("data_00001.npz"), &bytes).expect("copy");
+    std::fs::write(train.join("data_00002.npz"), &bytes[..bytes.len() / 2]).expect("truncated");
+    std::fs::write(train.join("data_00003.npz"), b"not a zip at all").expect("garbage");
+    // An archive without the label.
+    let arrays = fair_data::read_npz(&good).expect("read");
+    let without: Vec<(&str, fair_data::NpyArray)> = arrays.iter().filter(|(k, _)| *k != "glaucoma").map(|(k, v)| (k.as_str(), v.clone())).collect();
+    fair_data::write_npz(&train.join("data_00004.npz"), &without).expect("write");
+
+    let e = load_split(&dir, Split::Training, &LoadOptions::default()).expect_err("must fail").to_string();
+    assert!(e.contains("data_00002.npz"), "{e}");
+    let e = read_sample(&train.join("data_00004.npz")).expect_err("missing key").to_string();
+    assert!(e.contains("data_00004.npz") && e.contains("missing key 'glaucoma'"), "{e}");
+    let skip = load_split(&dir, Split::Training, &LoadOptions { on_error: OnError::Skip, ..LoadOptions::default() }).expect("skip");
+    assert_eq!(skip.samples.len(), 1);
+    assert_eq!(skip.skipped.len(), 3);
+    assert!(load_split(&dir, Split::Validation, &LoadOptions::default()).is_err(), "no Validation folder");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn synthetic_benchmark_round_trips_and_is_deterministic() {
+    let cfg = SynthConfig { sizes: [60, 20, 20], image_size: 32, seed: 3, ..SynthConfig::default() };
+    let splits = cfg.generate().expect("generate");
+    assert_eq!(splits, cfg.generate().expect("again"), "same seed, same data");
+    assert_ne!(splits, SynthConfig { seed: 4, ..cfg.clone() }.generate().expect("other seed"));
+    let dir = temp("synth");
+    write_fairvlmed(&dir, &splits).expect("write");
+    let opts = LoadOptions { filter_unknown: Some(false), ..LoadOptions::default() };
+    for (split, written) in [Split::Training, Split::Validation, Split::Test].into_iter().zip(&splits) {
+        let back = load_split(&dir, split, &opts).expect("load").samples;
+        assert_eq!(&back, written);
+    }
+    let summaries = fair_data::read_summary_csv(&dir.join("gpt-4_summarized_notes.csv")).expect("csv");
+    assert_eq!(summaries["data_00001.npz"], splits[0][0].note);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn synthetic_benchmark_has_the_configured_structure() {
+    let cfg = SynthConfig { sizes: [3000, 0, 0], image_size: 32, ..SynthConfig::default() };
+    let [train, _, _] = cfg.generate().expect("generate");
+    let share = |f: &dyn Fn(&fair_data::Sample) -> bool| train.iter().filter(|s| f(s)).count() as f64 / train.len() as f64;
+    assert!((share(&|s| s.race == 1) - 0.149).abs() < 0.03);
+    assert!((share(&|s| s.gender == 0) - 0.563).abs() < 0.03);
+    assert!((share(&|s| s.glaucoma == 1) - 0.5).abs() < 0.04);
+    // Glaucoma enlarges the bright cup: count near-white pixels, by race. The default config
+    // weakens the signal for Black subjects (0.45), so their gap must be clearly smaller.
+    let cup = |g: u8, race: i64| {
+        let v: Vec<f64> = train
+            .iter()
+            .filter(|s| s.glaucoma == g && s.race == race && s.ethnicity != 1)
+            .map(|s| s.image.pixels.iter().filter(|&&p| p > 185.0).count() as f64)
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let (white_gap, black_gap) = (cup(1, 2) - cup(0, 2), cup(1, 1) - cup(0, 1));
+    assert!(cup(1, 2) > 1.5 * cup(0, 2), "glaucoma signal missing: {} vs {}", cup(1, 2), cup(0, 2));
+    assert!(black_gap < 0.6 * white_gap, "bias knob ineffective: gap {black_gap} (Black) vs {white_gap} (White)");
+    assert!(SynthConfig { prevalence: 1.5, ..SynthConfig::default() }.generate().is_err());
+    assert!(SynthConfig { image_size: 4, ..SynthConfig::default() }.generate().is_err());
+}

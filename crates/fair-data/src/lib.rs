@@ -23,6 +23,7 @@
 mod error;
 mod fairvlmed;
 mod npy;
+mod preprocess;
 mod synth;
 
 pub use error::{Error, Result};
@@ -31,4 +32,5 @@ pub use fairvlmed::{
     Split, ATTRIBUTES,
 };
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
+pub use preprocess::{clip_preprocess, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
 pub use synth::{write_fairvlmed, GroupEffect, SynthConfig};

@@ -129,3 +129,21 @@ fn synthetic_benchmark_has_the_configured_structure() {
     assert!(SynthConfig { prevalence: 1.5, ..SynthConfig::default() }.generate().is_err());
     assert!(SynthConfig { image_size: 4, ..SynthConfig::default() }.generate().is_err());
 }
+
+#[test]
+fn clip_preprocessing_matches_pillow() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess_expected.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    for case in v["cases"].as_array().expect("cases") {
+        let num = |k: &str| case[k].as_u64().unwrap_or(0) as usize;
+        let floats = |k: &str| -> Vec<f32> { case[k].as_array().expect(k).iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect() };
+        let img = fair_data::GrayImage { height: num("height"), width: num("width"), pixels: floats("pixels") };
+        let ours = fair_data::clip_preprocess(&img, num("size"));
+        let theirs = floats("expected");
+        assert_eq!(ours.len(), theirs.len());
+        // One grey level is 1/255/std = 0.015 after normalisation: a truncation that falls the
+        // other way would show as a difference of that size.
+        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{}: max difference {worst}", case["name"]);
+    }
+}

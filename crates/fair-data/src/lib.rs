@@ -25,6 +25,7 @@ mod fairvlmed;
 mod npy;
 mod preprocess;
 mod synth;
+mod text;
 
 pub use error::{Error, Result};
 pub use fairvlmed::{
@@ -34,3 +35,4 @@ pub use fairvlmed::{
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
 pub use preprocess::{clip_preprocess, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
 pub use synth::{write_fairvlmed, GroupEffect, SynthConfig};
+pub use text::{TextTokenizer, END, PAD, START};

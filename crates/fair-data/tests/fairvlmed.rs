@@ -147,3 +147,35 @@ fn clip_preprocessing_matches_pillow() {
         assert!(worst < 1e-5, "{}: max difference {worst}", case["name"]);
     }
 }
+
+#[test]
+fn tokenizer_trained_on_notes_frames_pads_and_round_trips() {
+    let cfg = SynthConfig { sizes: [300, 0, 0], image_size: 16, ..SynthConfig::default() };
+    let [train, _, _] = cfg.generate().expect("generate");
+    let notes: Vec<&str> = train.iter().map(|s| s.note.as_str()).collect();
+    let tok = fair_data::TextTokenizer::train(&notes, 400, 24).expect("train");
+    assert!(tok.vocab_size() > 100 && tok.vocab_size() <= 402, "vocab {}", tok.vocab_size());
+    assert_eq!(tok.end_id() as usize, tok.vocab_size() - 1, "end token must have the largest id");
+    assert_eq!(tok.pad_id(), 0);
+    let long = "glaucoma suspected ".repeat(30);
+    let ids = tok.encode_batch(&["healthy optic nerve", long.as_str()]).expect("encode");
+    assert_eq!(ids.len(), 48);
+    let (a, b) = ids.split_at(24);
+    assert_eq!(a[0] as u32, tok.start_id());
+    let end_at = a.iter().position(|&i| i as u32 == tok.end_id()).expect("end token");
+    assert!(end_at > 1 && a[end_at + 1..].iter().all(|&i| i == 0), "{a:?}");
+    assert_eq!(b[23] as u32, tok.end_id(), "truncation keeps the end token");
+    // The argmax of each row is the end token, which the text tower pools at.
+    let argmax = |r: &[i64]| r.iter().enumerate().max_by_key(|(_, v)| **v).map(|(i, _)| i).unwrap_or(0);
+    assert_eq!((argmax(a), argmax(b)), (end_at, 23));
+
+    let dir = temp("tok");
+    let path = dir.join("tokenizer.json");
+    tok.save(&path).expect("save");
+    let back = fair_data::TextTokenizer::from_file(&path, 24).expect("load");
+    assert_eq!(back.encode_batch(&["healthy optic nerve"]).expect("encode"), a.to_vec());
+    std::fs::write(dir.join("bad.json"), "{ not json").expect("write");
+    let e = fair_data::TextTokenizer::from_file(&dir.join("bad.json"), 24).expect_err("bad file").to_string();
+    assert!(e.contains("bad.json"), "{e}");
+    std::fs::remove_dir_all(dir).ok();
+}

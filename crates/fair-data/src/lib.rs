@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod error;
 mod fairvlmed;
 mod npy;
@@ -27,12 +28,13 @@ mod preprocess;
 mod synth;
 mod text;
 
+pub use batch::{ClipBatch, Prepared};
 pub use error::{Error, Result};
 pub use fairvlmed::{
     load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample,
     Split, ATTRIBUTES,
 };
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
-pub use preprocess::{clip_preprocess, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
+pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
 pub use synth::{write_fairvlmed, GroupEffect, SynthConfig};
 pub use text::{TextTokenizer, END, PAD, START};

@@ -102,21 +102,32 @@ pub fn resized_size(width: usize, height: usize, size: usize) -> (usize, usize) 
 /// assert!((x[0] - (128.0 / 255.0 - 0.481_454_66) / 0.268_629_54).abs() < 1e-5);
 /// ```
 pub fn clip_preprocess(img: &GrayImage, size: usize) -> Vec<f32> {
+    normalize(&clip_grey(img, size))
+}
+
+/// The grey levels CLIP's preprocessing produces before normalisation: resize of the shorter
+/// side to `size` (bicubic), centre crop, then Pillow's `convert("RGB")` of a float image
+/// (clamped to 0-255 and truncated). `size * size` bytes, row-major.
+pub fn clip_grey(img: &GrayImage, size: usize) -> Vec<u8> {
     let (w, h) = resized_size(img.width, img.height, size);
     let resized = resize_bicubic(img, w, h);
     // torchvision center_crop: int(round((dim - crop) / 2.0)), Python's round half to even.
     let top = ((h.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
     let left = ((w.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
-    let mut out = vec![0f32; 3 * size * size];
+    let mut out = vec![0u8; size * size];
     for y in 0..size.min(h) {
         for x in 0..size.min(w) {
-            // convert("RGB") from mode F: clamp and truncate to a byte; ToTensor: / 255.
-            let byte = resized.pixels[(top + y) * w + left + x] as u8;
-            let v = byte as f32 / 255.0;
-            for c in 0..3 {
-                out[c * size * size + y * size + x] = (v - CLIP_MEAN[c]) / CLIP_STD[c];
-            }
+            out[y * size + x] = resized.pixels[(top + y) * w + left + x] as u8;
         }
+    }
+    out
+}
+
+/// `ToTensor` and `Normalize` of grey bytes into the three CLIP channels, `[3, n]`.
+pub fn normalize(grey: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(3 * grey.len());
+    for c in 0..3 {
+        out.extend(grey.iter().map(|&b| (b as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]));
     }
     out
 }

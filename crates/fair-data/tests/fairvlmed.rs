@@ -179,3 +179,21 @@ fn tokenizer_trained_on_notes_frames_pads_and_round_trips() {
     assert!(e.contains("bad.json"), "{e}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn prepared_batches_equal_direct_preprocessing() {
+    use burn::backend::Flex;
+    let cfg = SynthConfig { sizes: [40, 0, 0], image_size: 40, ..SynthConfig::default() };
+    let [train, _, _] = cfg.generate().expect("generate");
+    let notes: Vec<&str> = train.iter().map(|s| s.note.as_str()).collect();
+    let tok = fair_data::TextTokenizer::train(&notes, 300, 20).expect("tokenizer");
+    let prep = fair_data::Prepared::new(&train, 24, &tok).expect("prepare");
+    let b = prep.batch::<Flex>(&[3, 7], &Default::default());
+    assert_eq!(b.images.dims(), [2, 3, 24, 24]);
+    assert_eq!(b.tokens.dims(), [2, 20]);
+    assert_eq!(b.labels, vec![train[3].glaucoma, train[7].glaucoma]);
+    let got = b.images.into_data().to_vec::<f32>().expect("f32");
+    let want = fair_data::clip_preprocess(&train[7].image, 24);
+    let worst = got[3 * 576..].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "{worst}");
+}

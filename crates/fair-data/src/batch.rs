@@ -1,0 +1,89 @@
+//! A split prepared for training: every image preprocessed once, every note tokenised once,
+//! and batches of them as burn tensors.
+
+use burn::prelude::*;
+
+use crate::fairvlmed::{Sample, ATTRIBUTES};
+use crate::preprocess::{clip_grey, normalize};
+use crate::text::TextTokenizer;
+use crate::error::Result;
+
+/// Preprocessed samples of one split, held compactly: the cropped grey levels (one byte per
+/// pixel, since CLIP's three channels are the same grey), the token ids, labels and attributes.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Side of the square model input.
+    pub image_size: usize,
+    /// Tokens per text.
+    pub context_length: usize,
+    grey: Vec<u8>,
+    tokens: Vec<i64>,
+    /// Glaucoma labels.
+    pub labels: Vec<u8>,
+    /// Race, gender, ethnicity, language per sample ([`ATTRIBUTES`] order).
+    pub attributes: Vec<[i64; 4]>,
+}
+
+/// One batch on a device.
+#[derive(Debug, Clone)]
+pub struct ClipBatch<B: Backend> {
+    /// Normalised RGB images [batch, 3, size, size].
+    pub images: Tensor<B, 4>,
+    /// Token ids [batch, context].
+    pub tokens: Tensor<B, 2, Int>,
+    /// Labels of the rows.
+    pub labels: Vec<u8>,
+    /// Attributes of the rows.
+    pub attributes: Vec<[i64; 4]>,
+}
+
+impl Prepared {
+    /// Preprocesses every sample (CLIP's resize and crop, FairCLIP's 180-character note
+    /// truncation) and tokenises its note.
+    pub fn new(samples: &[Sample], image_size: usize, tokenizer: &TextTokenizer) -> Result<Self> {
+        let mut grey = Vec::with_capacity(samples.len() * image_size * image_size);
+        for s in samples {
+            grey.extend(clip_grey(&s.image, image_size));
+        }
+        let notes: Vec<String> = samples.iter().map(|s| crate::fairvlmed::truncate_note(&s.note, 180)).collect();
+        Ok(Self {
+            image_size,
+            context_length: tokenizer.context_length(),
+            grey,
+            tokens: tokenizer.encode_batch(&notes)?,
+            labels: samples.iter().map(|s| s.glaucoma).collect(),
+            attributes: samples
+                .iter()
+                .map(|s| ATTRIBUTES.map(|a| s.attribute(a).unwrap_or(-1)))
+                .collect(),
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The rows `indices` as tensors on `device`.
+    pub fn batch<B: Backend>(&self, indices: &[usize], device: &B::Device) -> ClipBatch<B> {
+        let s2 = self.image_size * self.image_size;
+        let mut images = Vec::with_capacity(indices.len() * 3 * s2);
+        let mut tokens = Vec::with_capacity(indices.len() * self.context_length);
+        for &i in indices {
+            images.extend(normalize(&self.grey[i * s2..(i + 1) * s2]));
+            tokens.extend_from_slice(&self.tokens[i * self.context_length..(i + 1) * self.context_length]);
+        }
+        let n = indices.len();
+        ClipBatch {
+            images: Tensor::from_data(TensorData::new(images, [n, 3, self.image_size, self.image_size]), device),
+            tokens: Tensor::from_data(TensorData::new(tokens, [n, self.context_length]), device),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            attributes: indices.iter().map(|&i| self.attributes[i]).collect(),
+        }
+    }
+}

@@ -194,17 +194,21 @@ impl SynthConfig {
     }
 
     fn note(&self, rng: &mut ChaCha8Rng, glaucoma: bool, cdr: f64, age: f64, race: i64, gender: i64) -> String {
+        // Findings end with the class word of FairCLIP's prompts ("A photo of glaucoma" /
+        // "A photo of non-glaucoma") and close the note, as the prompts close with it, so that
+        // zero-shot evaluation with the two prompts is in distribution for a text tower that
+        // pools at the end token.
         const POS: [&str; 4] = [
-            "cup-to-disc ratio {c} with inferior rim thinning, glaucoma suspected",
-            "glaucomatous optic neuropathy with arcuate visual field defect",
-            "elevated intraocular pressure and enlarged cup, cdr {c}",
+            "cup-to-disc ratio {c} with inferior rim thinning, glaucoma",
+            "arcuate visual field defect, glaucomatous optic neuropathy, glaucoma",
+            "elevated intraocular pressure and enlarged cup, cdr {c}, glaucoma",
             "progressive nerve fiber layer loss consistent with glaucoma",
         ];
         const NEG: [&str; 4] = [
-            "healthy optic nerve, cup-to-disc ratio {c}, no glaucoma",
-            "no glaucomatous changes, full visual field",
-            "normal intraocular pressure and intact neuroretinal rim",
-            "optic discs appear normal, cdr {c}",
+            "healthy optic nerve, cup-to-disc ratio {c}, non-glaucoma",
+            "no glaucomatous changes, full visual field, non-glaucoma",
+            "normal intraocular pressure and intact rim, non-glaucoma",
+            "optic discs appear normal, cdr {c}, non-glaucoma",
         ];
         const NEUTRAL: [&str; 5] = [
             "routine follow-up visit for eye examination",
@@ -220,7 +224,7 @@ impl SynthConfig {
             pick(rng, &NEUTRAL)
         };
         let extra = pick(rng, &NEUTRAL);
-        let mut note = format!("{finding}; {extra}.");
+        let mut note = format!("{extra}; {finding}.");
         if rng.random::<f64>() < self.demographic_leakage {
             let race_word = ["asian", "black", "white"].get(race as usize).copied().unwrap_or("");
             let gender_word = if gender == 0 { "female" } else { "male" };

@@ -47,25 +47,6 @@ pub(crate) enum Codes {
     U32(Vec<u32>),
 }
 
-trait Code: Copy + Send + Sync {
-    fn index(self) -> usize;
-}
-impl Code for u8 {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-impl Code for u16 {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-impl Code for u32 {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// One group for every row (the overall pass).
 #[derive(Clone, Copy)]
 struct Single;
@@ -198,12 +179,23 @@ impl Sorted {
     }
 }
 
+/// The group of a row: a group code, or [`Single`] for the overall pass.
 trait GroupOf: Copy {
     fn group(self) -> usize;
 }
-impl<T: Code> GroupOf for T {
+impl GroupOf for u8 {
     fn group(self) -> usize {
-        self.index()
+        self as usize
+    }
+}
+impl GroupOf for u16 {
+    fn group(self) -> usize {
+        self as usize
+    }
+}
+impl GroupOf for u32 {
+    fn group(self) -> usize {
+        self as usize
     }
 }
 impl GroupOf for Single {

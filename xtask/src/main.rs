@@ -3,6 +3,8 @@
 //! - `test`: the whole test suite (README's test command; `.ci/run` calls it).
 //! - `fixtures`: regenerate the reference fixtures with the real Python peers.
 //! - `bench metrics`: fair-metrics against the FairCLIP evaluation pipeline in Python.
+//! - `train`: CLIP and FairCLIP on the built-in synthetic benchmark (CPU), side by side.
+//! - `gpu-smoke`: a short training on the GPU backend, with samples per second.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +27,25 @@ enum Task {
     /// Regenerate reference fixtures with the real peers: scikit-learn and fairlearn in .venv,
     /// PyTorch and geomloss in .venv-torch (needs PyPI the first time).
     Fixtures,
+    /// Train CLIP and FairCLIP on the built-in synthetic benchmark and print their accuracy
+    /// and fairness side by side (README's first command).
+    Train {
+        /// Backend of fairvlm: cpu, cuda or wgpu (the latter two build with that feature).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Extra `--set KEY=VALUE` overrides for both runs, e.g. optim.epochs=2.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// A short training on the GPU backend (cuda by default), printing samples per second.
+    GpuSmoke {
+        /// cuda or wgpu.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Epochs of the benchmark's CLIP run.
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+    },
     /// Benchmarks against the Python peers.
     Bench {
         #[command(subcommand)]
@@ -55,6 +76,8 @@ fn main() -> Result<()> {
         Task::Test => test(&root),
         Task::Fixtures => fixtures(&root),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench_metrics(&root, rows, runs, peer_runs),
+        Task::Train { device, set } => train(&root, &device, &set),
+        Task::GpuSmoke { device, epochs } => gpu_smoke(&root, &device, epochs),
     }
 }
 
@@ -208,5 +231,84 @@ fn bench_metrics(root: &Path, rows: usize, runs: usize, peer_runs: usize) -> Res
     println!("| fair-metrics CLI ({runs} runs) | {:.3} s | {ours_rss:.1} MiB | {:.2}x |", ours_s, ours_rss / csv_mib);
     println!("| Python FairCLIP pipeline ({peer_runs} runs) | {:.3} s | {peer_rss:.1} MiB | {:.2}x |", peer_s, peer_rss / csv_mib);
     println!("speed-up: {:.0}x; {compared} shared values agree to {max_diff:.2e}", peer_s / ours_s);
+    Ok(())
+}
+
+/// Builds the release `fairvlm` with the feature of `device` and returns its path.
+fn build_fairvlm(root: &Path, device: &str) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.current_dir(root).args(["build", "--release", "--locked", "-p", "trainer", "--bin", "fairvlm"]);
+    match device {
+        "cpu" => {}
+        "cuda" | "wgpu" => {
+            cmd.args(["--features", device]);
+        }
+        other => bail!("device '{other}': expected cpu, cuda or wgpu"),
+    }
+    run(&mut cmd)?;
+    Ok(root.join("target/release/fairvlm"))
+}
+
+fn train(root: &Path, device: &str, set: &[String]) -> Result<()> {
+    let fairvlm = build_fairvlm(root, device)?;
+    eprintln!("benchmark: the built-in synthetic FairVLMed-like data (2,000 / 400 / 800 subjects, seed 0), generated in memory; `fairvlm synth --out DIR` writes it to disk");
+    let mut reports = Vec::new();
+    let mut total = 0.0;
+    for method in ["clip", "fairclip"] {
+        let out = root.join("runs").join(format!("benchmark-{method}"));
+        let mut cmd = Command::new(&fairvlm);
+        cmd.current_dir(root)
+            .args(["train", "--config"])
+            .arg(root.join(format!("configs/benchmark-{method}.toml")))
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", device]);
+        for s in set {
+            cmd.args(["--set", s]);
+        }
+        let m = measure(&mut cmd)?;
+        let text = std::fs::read_to_string(out.join("report.json")).with_context(|| format!("{}/report.json", out.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        let train_seconds: f64 = json["history"].as_array().map_or(0.0, |h| h.iter().filter_map(|l| l["train_seconds"].as_f64()).sum());
+        eprintln!("{method}: {:.0} s in all ({:.0} s of training steps), peak RSS {:.0} MiB, reports in {}", m.seconds, train_seconds, m.max_rss_mib, out.display());
+        total += m.seconds;
+        reports.push((method, json));
+    }
+    let f = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.2}", 100.0 * x));
+    println!("\nTest split, selected epoch, values x100 ({:.1} min for both runs)\n", total / 60.0);
+    println!("| attribute | metric | clip | fairclip |\n|---|---|---|---|");
+    for attr in ["race", "gender", "ethnicity", "language"] {
+        for (key, label) in [("auc", "AUC"), ("es_auc", "ES-AUC"), ("dpd", "DPD"), ("eod", "DEOdds")] {
+            let cell = |j: &serde_json::Value| if key == "auc" { f(&j["test"]["overall"]["auc"]) } else { f(&j["test"]["attributes"][attr][key]) };
+            println!("| {attr} | {label} | {} | {} |", cell(&reports[0].1), cell(&reports[1].1));
+        }
+        let groups = |j: &serde_json::Value| -> String {
+            j["test"]["attributes"][attr]["groups"]
+                .as_object()
+                .map(|g| g.iter().map(|(k, v)| format!("{k} {}", f(&v["auc"]))).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        };
+        println!("| {attr} | group AUC | {} | {} |", groups(&reports[0].1), groups(&reports[1].1));
+    }
+    Ok(())
+}
+
+fn gpu_smoke(root: &Path, device: &str, epochs: usize) -> Result<()> {
+    ensure!(device == "cuda" || device == "wgpu", "gpu-smoke runs on cuda or wgpu");
+    let fairvlm = build_fairvlm(root, device)?;
+    let out = root.join("runs/gpu-smoke");
+    let _ = std::fs::remove_dir_all(&out);
+    run(Command::new(&fairvlm)
+        .current_dir(root)
+        .args(["train", "--quiet", "--device", device, "--config"])
+        .arg(root.join("configs/benchmark-clip.toml"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--set", &format!("optim.epochs={epochs}"), "--set", "eval.bootstrap=0"]))?;
+    let log = std::fs::read_to_string(out.join("log.jsonl")).context("runs/gpu-smoke/log.jsonl")?;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        println!("epoch {}: {:.1} samples/s ({:.2} s), validation AUC {}", v["epoch"], v["samples_per_second"].as_f64().unwrap_or(0.0), v["train_seconds"].as_f64().unwrap_or(0.0), v["validation"]["auc"]);
+    }
     Ok(())
 }

@@ -38,14 +38,14 @@ pub struct ClipBatch<B: Backend> {
 }
 
 impl Prepared {
-    /// Preprocesses every sample (CLIP's resize and crop, FairCLIP's 180-character note
-    /// truncation) and tokenises its note.
-    pub fn new(samples: &[Sample], image_size: usize, tokenizer: &TextTokenizer) -> Result<Self> {
+    /// Preprocesses every sample (CLIP's resize and crop) and tokenises its note, cut to
+    /// `note_chars` characters first (FairCLIP: 180).
+    pub fn new(samples: &[Sample], image_size: usize, tokenizer: &TextTokenizer, note_chars: usize) -> Result<Self> {
         let mut grey = Vec::with_capacity(samples.len() * image_size * image_size);
         for s in samples {
             grey.extend(clip_grey(&s.image, image_size));
         }
-        let notes: Vec<String> = samples.iter().map(|s| crate::fairvlmed::truncate_note(&s.note, 180)).collect();
+        let notes: Vec<String> = samples.iter().map(|s| crate::fairvlmed::truncate_note(&s.note, note_chars)).collect();
         Ok(Self {
             image_size,
             context_length: tokenizer.context_length(),

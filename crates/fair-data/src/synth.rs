@@ -9,6 +9,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fairvlmed::{GrayImage, Sample, Split};
@@ -16,8 +17,9 @@ use crate::npy::{write_npz, NpyArray};
 
 /// How belonging to one group changes the data. Effects of several groups a subject belongs
 /// to combine: signals, contrasts multiply; brightness, blur, label noise and prevalence shifts
-/// add.
-#[derive(Debug, Clone, PartialEq)]
+/// add. In a config file, omitted knobs have no effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GroupEffect {
     /// The attribute (`race`, `gender`, `ethnicity`, `language`).
     pub attribute: String,
@@ -25,16 +27,22 @@ pub struct GroupEffect {
     pub value: i64,
     /// Multiplies the glaucoma signal in the image (the cup enlargement): below 1, the disease
     /// is harder to see in this group.
+    #[serde(default = "one")]
     pub signal: f64,
     /// Added to the probability of glaucoma in this group.
+    #[serde(default)]
     pub prevalence_shift: f64,
     /// Added to pixel intensities (0-255 scale).
+    #[serde(default)]
     pub brightness: f64,
     /// Multiplies the contrast around the image mean.
+    #[serde(default = "one")]
     pub contrast: f64,
     /// Passes of a 3x3 box blur.
+    #[serde(default)]
     pub blur: usize,
     /// Probability that the recorded label is flipped.
+    #[serde(default)]
     pub label_noise: f64,
 }
 
@@ -45,8 +53,14 @@ impl GroupEffect {
     }
 }
 
-/// Settings of the benchmark.
-#[derive(Debug, Clone, PartialEq)]
+fn one() -> f64 {
+    1.0
+}
+
+/// Settings of the benchmark. In a config file every field is optional (the default
+/// benchmark's value) and unknown keys are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SynthConfig {
     /// Seed of everything.
     pub seed: u64,
@@ -116,21 +130,23 @@ fn normal(rng: &mut ChaCha8Rng, mean: f64, std: f64) -> f64 {
 }
 
 impl SynthConfig {
-    fn validate(&self) -> Result<()> {
+    /// Checks every knob; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
         if self.image_size < 16 {
-            return Err(Error::Invalid(format!("image_size {} is below 16", self.image_size)));
+            return bad(format!("image_size = {}: expected at least 16", self.image_size));
         }
         for (name, p) in [("prevalence", self.prevalence), ("text_signal", self.text_signal), ("demographic_leakage", self.demographic_leakage)] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(Error::Invalid(format!("{name} = {p}, expected a probability in [0, 1]")));
+                return bad(format!("{name} = {p}: expected a probability in [0, 1]"));
             }
         }
-        for e in &self.effects {
+        for (i, e) in self.effects.iter().enumerate() {
             if !["race", "gender", "ethnicity", "language"].contains(&e.attribute.as_str()) {
-                return Err(Error::Invalid(format!("group effect on unknown attribute '{}'", e.attribute)));
+                return bad(format!("effects[{i}].attribute = '{}': expected race, gender, ethnicity or language", e.attribute));
             }
-            if !(e.signal >= 0.0 && e.contrast > 0.0 && (0.0..=0.5).contains(&e.label_noise)) {
-                return Err(Error::Invalid(format!("group effect {}={}: signal >= 0, contrast > 0, label_noise in [0, 0.5]", e.attribute, e.value)));
+            if !(e.signal >= 0.0 && e.contrast > 0.0 && (0.0..=0.5).contains(&e.label_noise) && e.prevalence_shift.is_finite() && e.brightness.is_finite()) {
+                return bad(format!("effects[{i}] ({}={}): expected signal >= 0, contrast > 0, label_noise in [0, 0.5]", e.attribute, e.value));
             }
         }
         Ok(())

@@ -187,7 +187,7 @@ fn prepared_batches_equal_direct_preprocessing() {
     let [train, _, _] = cfg.generate().expect("generate");
     let notes: Vec<&str> = train.iter().map(|s| s.note.as_str()).collect();
     let tok = fair_data::TextTokenizer::train(&notes, 300, 20).expect("tokenizer");
-    let prep = fair_data::Prepared::new(&train, 24, &tok).expect("prepare");
+    let prep = fair_data::Prepared::new(&train, 24, &tok, 180).expect("prepare");
     let b = prep.batch::<Flex>(&[3, 7], &Default::default());
     assert_eq!(b.images.dims(), [2, 3, 24, 24]);
     assert_eq!(b.tokens.dims(), [2, 20]);

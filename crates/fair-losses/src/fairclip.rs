@@ -44,13 +44,25 @@ pub fn pair_similarities<B: Backend>(
         return Err(Error::Shape(format!("image features [{bi}, {ei}] and text features [{bt}, {et}]")));
     }
     Ok(match variant {
-        FairClipVariant::Official => {
-            let l = image.matmul(text.transpose()) * scale; // logits_per_image
-            // diag(L @ L)_i = Σ_j L_ij L_ji
-            (l.clone() * l.transpose()).sum_dim(1).reshape([bi])
-        }
+        FairClipVariant::Official => official_similarities(image.matmul(text.transpose()) * scale),
         FairClipVariant::Aligned => (image * text).sum_dim(1).reshape([bi]),
     })
+}
+
+/// The released code's per-pair "similarities" from `logits_per_image` `L` (already scaled):
+/// `diag(L @ logits_per_textᵀ) = diag(L L)`, i.e. `s_i = Σ_j L_ij L_ji`. Taking `L` from the
+/// model keeps the gradient that reaches the logit scale, as in the code.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use burn::prelude::*;
+/// let l = Tensor::<Flex, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &Default::default());
+/// let s = fair_losses::official_similarities(l);
+/// assert_eq!(s.into_data().to_vec::<f32>().unwrap(), vec![7.0, 22.0]); // 1·1+2·3, 3·2+4·4
+/// ```
+pub fn official_similarities<B: Backend>(logits_per_image: Tensor<B, 2>) -> Tensor<B, 1> {
+    let b = logits_per_image.dims()[0];
+    (logits_per_image.clone() * logits_per_image.transpose()).sum_dim(1).reshape([b])
 }
 
 /// `Σ_g S_ε(batch, group_g)` over the groups' similarity vectors, each compared with the

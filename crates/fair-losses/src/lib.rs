@@ -20,5 +20,5 @@ mod sinkhorn;
 
 pub use clip::{clip_contrastive_loss, log_sum_exp};
 pub use error::{Error, Result};
-pub use fairclip::{fairclip_regularizer, pair_similarities, FairClipVariant};
+pub use fairclip::{fairclip_regularizer, official_similarities, pair_similarities, FairClipVariant};
 pub use sinkhorn::{epsilon_schedule, sinkhorn_divergence, SinkhornConfig};

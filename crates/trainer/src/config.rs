@@ -1,0 +1,455 @@
+//! The experiment file (TOML). Every field has a default; unknown keys and bad values are
+//! errors that name the key. The defaults of `[optim]` and `[fairclip]` are the papers' (the
+//! FairCLIP scripts'); the shipped `configs/benchmark-*.toml` override what training from
+//! scratch on the CPU needs.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A whole experiment.
+///
+/// ```
+/// let exp = trainer::Experiment::from_toml_str("method = \"fairclip\"\n[optim]\nepochs = 3\n", "inline")?;
+/// assert_eq!(exp.optim.lr, 1e-5); // FairCLIP's script
+/// assert_eq!(exp.fairclip.lambda, 1e-6);
+/// assert!(trainer::Experiment::from_toml_str("[optim]\nlearning_rate = 1\n", "inline").is_err());
+/// # Ok::<(), trainer::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Seed of the data order, the initialisation and the synthetic data.
+    pub seed: u64,
+    /// The method.
+    pub method: Method,
+    /// Data.
+    pub data: DataConfig,
+    /// Model sizes.
+    pub model: ModelConfig,
+    /// Optimiser and schedule.
+    pub optim: OptimConfig,
+    /// FairCLIP's regulariser (method `fairclip`).
+    pub fairclip: FairClipConfig,
+    /// Evaluation and model selection.
+    pub eval: EvalConfig,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            method: Method::Clip,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            optim: OptimConfig::default(),
+            fairclip: FairClipConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+/// Training methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// CLIP fine-tuning with the symmetric InfoNCE loss (FairCLIP's "CLIP" rows).
+    Clip,
+    /// CLIP loss plus λ · Σ_g Sinkhorn(batch similarities, group-g similarities).
+    Fairclip,
+}
+
+impl Method {
+    /// The name used in files and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Clip => "clip",
+            Method::Fairclip => "fairclip",
+        }
+    }
+}
+
+/// Where the data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataSource {
+    /// The built-in synthetic benchmark, generated in memory from `[data.synthetic]`.
+    Synthetic,
+    /// A folder in Harvard-FairVLMed's format (`root`): the real download or `fairvlm synth`'s.
+    Fairvlmed,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `synthetic` or `fairvlmed`.
+    pub source: DataSource,
+    /// The dataset folder (source `fairvlmed`); relative paths are relative to the config file.
+    pub root: Option<PathBuf>,
+    /// A summary CSV whose text replaces the npz notes (FairCLIP trains on the GPT-4 summaries:
+    /// `gpt-4_summarized_notes.csv`).
+    pub summary_csv: Option<PathBuf>,
+    /// Drop samples with an unknown (-1) attribute; unset does what FairCLIP does (drop them
+    /// from validation and test only).
+    pub filter_unknown: Option<bool>,
+    /// Unreadable files: `fail` (default) or `skip` (counted and reported).
+    pub on_error: OnErrorConfig,
+    /// A `tokenizer.json`; unset trains a byte-level BPE tokenizer on the training notes and
+    /// saves it in the run folder.
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary of a tokenizer trained here.
+    pub vocab_size: usize,
+    /// Tokens per text (CLIP: 77).
+    pub context_length: usize,
+    /// FairCLIP truncates notes to this many characters before tokenising.
+    pub note_chars: usize,
+    /// The synthetic benchmark (source `synthetic`): [`fair_data::SynthConfig`]'s fields, with
+    /// `[[data.synthetic.effects]]` entries for [`fair_data::GroupEffect`]; unset fields are the
+    /// default benchmark's.
+    pub synthetic: fair_data::SynthConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: DataSource::Synthetic,
+            root: None,
+            summary_csv: None,
+            filter_unknown: None,
+            on_error: OnErrorConfig::Fail,
+            tokenizer: None,
+            vocab_size: 1000,
+            context_length: 77,
+            note_chars: 180,
+            synthetic: fair_data::SynthConfig::default(),
+        }
+    }
+}
+
+/// `[data] on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnErrorConfig {
+    /// Stop at the first unreadable file, naming it.
+    Fail,
+    /// Skip unreadable files and count them.
+    Skip,
+}
+
+/// Named model sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// For tests: 32 px in 8 px patches, width 32, 2 + 2 layers.
+    Tiny,
+    /// Trains from scratch on a CPU in minutes: 64 px in 16 px patches, width 128, 3 + 2 layers.
+    Small,
+    /// OpenAI CLIP ViT-B/16 (224 px, 768 x 12; text 512 x 12; projection 512).
+    VitB16,
+}
+
+/// `[model]`: a preset, and any size overridden.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Starting sizes (default `small`).
+    pub preset: Option<Preset>,
+    /// Input side in pixels.
+    pub image_size: Option<usize>,
+    /// Patch side.
+    pub patch_size: Option<usize>,
+    /// Image tower width.
+    pub vision_width: Option<usize>,
+    /// Image tower layers.
+    pub vision_layers: Option<usize>,
+    /// Image tower heads.
+    pub vision_heads: Option<usize>,
+    /// Text tower width.
+    pub text_width: Option<usize>,
+    /// Text tower layers.
+    pub text_layers: Option<usize>,
+    /// Text tower heads.
+    pub text_heads: Option<usize>,
+    /// Joint embedding width.
+    pub projection_dim: Option<usize>,
+}
+
+impl ModelConfig {
+    /// The CLIP configuration for a vocabulary and context length.
+    pub fn clip_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::ClipConfig {
+        use vlm_backbone::{ClipConfig, TextTransformerConfig, VisionTransformerConfig};
+        let base = match self.preset.unwrap_or(Preset::Small) {
+            Preset::Tiny => ClipConfig::tiny(),
+            Preset::Small => ClipConfig::new(
+                VisionTransformerConfig::new(64, 16, 128, 3, 4),
+                TextTransformerConfig::new(vocab_size, context_length, 128, 2, 4),
+                128,
+            ),
+            Preset::VitB16 => ClipConfig::vit_b16(),
+        };
+        let v = &base.vision;
+        let t = &base.text;
+        let vision = VisionTransformerConfig::new(
+            self.image_size.unwrap_or(v.image_size),
+            self.patch_size.unwrap_or(v.patch_size),
+            self.vision_width.unwrap_or(v.width),
+            self.vision_layers.unwrap_or(v.layers),
+            self.vision_heads.unwrap_or(v.heads),
+        );
+        let text = TextTransformerConfig::new(
+            vocab_size,
+            context_length,
+            self.text_width.unwrap_or(t.width),
+            self.text_layers.unwrap_or(t.layers),
+            self.text_heads.unwrap_or(t.heads),
+        );
+        ClipConfig::new(vision, text, self.projection_dim.unwrap_or(base.projection_dim))
+    }
+}
+
+/// Optimisers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam with L2 weight decay added to the gradient (PyTorch `Adam`, the papers' choice).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// `[optim]`. Defaults: FairCLIP's `finetune_*.sh` (Adam, lr 1e-5, betas (0.1, 0.1), eps 1e-6,
+/// weight decay 6e-5, batch 32, 10 epochs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Adam or AdamW.
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Adam's β₁, β₂.
+    pub betas: [f64; 2],
+    /// Adam's ε.
+    pub eps: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Linear warm-up of the learning rate over this many steps (0: none, as the papers).
+    pub warmup_steps: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-5,
+            betas: [0.1, 0.1],
+            eps: 1e-6,
+            weight_decay: 6e-5,
+            batch_size: 32,
+            epochs: 10,
+            warmup_steps: 0,
+        }
+    }
+}
+
+/// Which FairCLIP similarities (see [`fair_losses::FairClipVariant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VariantConfig {
+    /// The released code's (default).
+    Official,
+    /// The paper's reading.
+    Aligned,
+}
+
+/// `[fairclip]`. Defaults: `scripts/finetune_FairCLIP.sh` (λ 1e-6, blur 1e-6, group batch 32).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FairClipConfig {
+    /// The attribute whose groups are matched.
+    pub attribute: String,
+    /// Weight λ of the regulariser (the paper's text says 1e-7).
+    pub lambda: f64,
+    /// Sinkhorn blur σ.
+    pub blur: f64,
+    /// geomloss ε-scaling ratio.
+    pub scaling: f64,
+    /// Samples per group batch.
+    pub group_batch_size: usize,
+    /// Official code or paper.
+    pub variant: VariantConfig,
+}
+
+impl Default for FairClipConfig {
+    fn default() -> Self {
+        Self { attribute: "race".into(), lambda: 1e-6, blur: 1e-6, scaling: 0.5, group_batch_size: 32, variant: VariantConfig::Official }
+    }
+}
+
+/// The split that picks the best epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectOn {
+    /// Validation AUC (default; the clean protocol).
+    Validation,
+    /// Test AUC, as the official FairCLIP and Fair-MoE code does.
+    Test,
+}
+
+/// `[eval]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Model selection split.
+    pub select_on: SelectOn,
+    /// Zero-shot prompts of class 0 and class 1.
+    pub prompts: [String; 2],
+    /// Bootstrap replicates for the intervals of the final report (0: none).
+    pub bootstrap: usize,
+    /// Threshold of the hard predictions.
+    pub threshold: f64,
+    /// Samples per inference batch.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            select_on: SelectOn::Validation,
+            prompts: ["A photo of non-glaucoma".into(), "A photo of glaucoma".into()],
+            bootstrap: 200,
+            threshold: 0.5,
+            batch_size: 128,
+        }
+    }
+}
+
+impl Experiment {
+    /// Parses and validates TOML; `origin` names the text in errors (usually the file).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self> {
+        let exp: Experiment = toml::from_str(text).map_err(|e| Error::Config { origin: origin.into(), message: e.to_string() })?;
+        exp.validate().map_err(|message| Error::Config { origin: origin.into(), message })?;
+        Ok(exp)
+    }
+
+    /// Reads, parses and validates a config file; relative data paths become relative to it.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_with(path, &[])
+    }
+
+    /// [`Experiment::from_file`] with `key=value` overrides (dotted keys, TOML values; a value
+    /// that is not TOML is taken as a string), e.g. `optim.epochs=1` or `method=fairclip`.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("exp-{}.toml", std::process::id()));
+    /// std::fs::write(&path, "[optim]\nepochs = 8\n")?;
+    /// let exp = trainer::Experiment::from_file_with(&path, &["optim.epochs=2".into(), "method=fairclip".into()])?;
+    /// assert_eq!(exp.optim.epochs, 2);
+    /// assert_eq!(exp.method, trainer::Method::Fairclip);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_file_with(path: &Path, overrides: &[String]) -> Result<Self> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let text = if overrides.is_empty() { text } else { apply_overrides(&text, overrides).map_err(|message| Error::Config { origin: origin.clone(), message })? };
+        let mut exp = Self::from_toml_str(&text, &origin)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut exp.data.root, &mut exp.data.summary_csv, &mut exp.data.tokenizer].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(exp)
+    }
+
+    /// The config as TOML (saved in every run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let positive = |key: &str, v: f64| if v.is_finite() && v > 0.0 { Ok(()) } else { Err(format!("{key} = {v}: expected a number > 0")) };
+        let at_least = |key: &str, v: usize, min: usize| if v >= min { Ok(()) } else { Err(format!("{key} = {v}: expected at least {min}")) };
+        let o = &self.optim;
+        positive("optim.lr", o.lr)?;
+        positive("optim.eps", o.eps)?;
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(format!("optim.betas[{i}] = {b}: expected a value in [0, 1)"));
+            }
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(format!("optim.weight_decay = {}: expected a number >= 0", o.weight_decay));
+        }
+        at_least("optim.batch_size", o.batch_size, 2)?;
+        at_least("optim.epochs", o.epochs, 1)?;
+        let f = &self.fairclip;
+        if !fair_data::ATTRIBUTES.contains(&f.attribute.as_str()) {
+            return Err(format!("fairclip.attribute = '{}': expected one of {}", f.attribute, fair_data::ATTRIBUTES.join(", ")));
+        }
+        if !(f.lambda.is_finite() && f.lambda >= 0.0) {
+            return Err(format!("fairclip.lambda = {}: expected a number >= 0", f.lambda));
+        }
+        positive("fairclip.blur", f.blur)?;
+        if !(f.scaling > 0.0 && f.scaling < 1.0) {
+            return Err(format!("fairclip.scaling = {}: expected a value in (0, 1)", f.scaling));
+        }
+        at_least("fairclip.group_batch_size", f.group_batch_size, 2)?;
+        let d = &self.data;
+        at_least("data.context_length", d.context_length, 4)?;
+        at_least("data.vocab_size", d.vocab_size, 300)?;
+        at_least("data.note_chars", d.note_chars, 1)?;
+        if d.source == DataSource::Fairvlmed && d.root.is_none() {
+            return Err("data.root: required when data.source = \"fairvlmed\"".into());
+        }
+        for (i, n) in d.synthetic.sizes.iter().enumerate() {
+            at_least(&format!("data.synthetic.sizes[{i}]"), *n, 2)?;
+        }
+        d.synthetic.validate().map_err(|e| format!("data.synthetic.{}", e))?;
+        let m = self.model.clip_config(d.vocab_size, d.context_length);
+        let v = &m.vision;
+        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+            return Err(format!("model.patch_size = {}: must divide model.image_size = {}", v.patch_size, v.image_size));
+        }
+        if v.width % v.heads != 0 {
+            return Err(format!("model.vision_heads = {}: must divide model.vision_width = {}", v.heads, v.width));
+        }
+        if m.text.width % m.text.heads != 0 {
+            return Err(format!("model.text_heads = {}: must divide model.text_width = {}", m.text.heads, m.text.width));
+        }
+        let e = &self.eval;
+        if !(0.0..=1.0).contains(&e.threshold) {
+            return Err(format!("eval.threshold = {}: expected a value in [0, 1]", e.threshold));
+        }
+        at_least("eval.batch_size", e.batch_size, 1)?;
+        Ok(())
+    }
+}
+
+/// Applies `key=value` overrides to a TOML document.
+fn apply_overrides(text: &str, overrides: &[String]) -> std::result::Result<String, String> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    for o in overrides {
+        let (key, raw) = o.split_once('=').ok_or_else(|| format!("override '{o}': expected key=value"))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let (last, path) = parts.split_last().ok_or_else(|| format!("override '{o}': empty key"))?;
+        let mut table = &mut doc;
+        for p in path {
+            let entry = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().ok_or_else(|| format!("override '{o}': '{p}' is not a table"))?;
+        }
+        table.insert(last.to_string(), value);
+    }
+    toml::to_string(&doc).map_err(|e| e.to_string())
+}

@@ -1,0 +1,60 @@
+//! fairvlm's experiments: a TOML [`Experiment`], the method recipes (`clip`, `fairclip`), a
+//! training loop that evaluates fairness after every epoch, checkpoints atomically and
+//! resumes, and the final reports (JSON, Markdown, HTML with SVG plots). Generic over burn's
+//! backend; the `fairvlm` binary picks CPU (Flex), CUDA or wgpu.
+//!
+//! ```no_run
+//! use burn::backend::{Autodiff, Flex};
+//! use trainer::{train, Experiment, RunOptions};
+//!
+//! let exp = Experiment::from_file("configs/benchmark-clip.toml".as_ref())?;
+//! let outcome = train::<Autodiff<Flex>>(&exp, &RunOptions::new("runs/clip"), &Default::default())?;
+//! let report = outcome.report.expect("ran to the end");
+//! println!("ES-AUC (race) {:?}", report.test.attributes["race"].es_auc);
+//! # Ok::<(), trainer::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod config;
+mod data;
+mod error;
+mod evaluate;
+mod html;
+mod recipe;
+mod report;
+mod train;
+
+pub use config::{
+    DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, Method, ModelConfig, OnErrorConfig,
+    OptimConfig, OptimizerKind, Preset, SelectOn, VariantConfig,
+};
+pub use data::{group_name, write_synthetic, ExperimentData};
+pub use error::{Error, Result};
+pub use evaluate::{attributes, evaluate, predict, report, AttributeMetrics, EpochMetrics};
+pub use recipe::{loss, GroupLoaders, Losses};
+pub use report::{FinalReport, Roc};
+pub use train::{init_model, load_safetensors, save_safetensors, train, EpochLog, RunOptions, TrainOutcome};
+
+use std::path::Path;
+
+use burn::prelude::*;
+
+/// Evaluates a finished run's checkpoint (`best.safetensors`, `last.safetensors` or any file
+/// with the same model) on a split (`test` or `validation`), with the run's own config and
+/// tokenizer.
+pub fn evaluate_run<B: Backend>(run: &Path, checkpoint: &Path, split: &str, device: &B::Device) -> Result<fair_metrics::Report> {
+    let exp = Experiment::from_file(&run.join("config.toml"))?;
+    let tokenizer = fair_data::TextTokenizer::from_file(&run.join("tokenizer.json"), exp.data.context_length)?;
+    let image_size = exp.model.clip_config(2, 2).vision.image_size;
+    let data = ExperimentData::load(&exp, image_size, Some(tokenizer))?;
+    let model = load_safetensors(init_model::<B>(&exp, &data, device), checkpoint)?;
+    let prepared = match split {
+        "test" => &data.test,
+        "validation" => &data.validation,
+        other => return Err(Error::Invalid(format!("split '{other}': expected test or validation"))),
+    };
+    let scores = predict(&model, prepared, &data.prompt_tokens, exp.eval.batch_size, device);
+    let bootstrap = (exp.eval.bootstrap > 0).then(|| fair_metrics::Bootstrap::new(exp.eval.bootstrap, exp.seed));
+    report(&exp, prepared, scores, bootstrap)
+}

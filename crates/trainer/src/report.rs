@@ -1,0 +1,206 @@
+//! The end-of-run report: the selected model on the test split, as `report.json`,
+//! `report.md`, a self-contained `report.html` with SVG plots, and `predictions.csv` (which the
+//! `fair-metrics` CLI can audit again).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use burn::prelude::*;
+use fair_data::{Prepared, ATTRIBUTES};
+use fair_metrics::{Bootstrap, Format, Report};
+use indexmap::IndexMap;
+use serde::Serialize;
+use vlm_backbone::Clip;
+
+use crate::config::{Experiment, SelectOn};
+use crate::data::{group_name, ExperimentData};
+use crate::error::Result;
+use crate::evaluate::{predict, report};
+use crate::train::{write_atomic, EpochLog};
+
+/// A ROC curve: false and true positive rates at every distinct threshold (at most a few
+/// hundred points kept).
+#[derive(Debug, Clone, Serialize)]
+pub struct Roc {
+    /// False positive rates, from 0 to 1.
+    pub fpr: Vec<f64>,
+    /// True positive rates.
+    pub tpr: Vec<f64>,
+}
+
+impl Roc {
+    /// The curve of scores against labels; `None` if a class is missing.
+    ///
+    /// ```
+    /// let roc = trainer::Roc::of(&[0.9, 0.8, 0.3, 0.1], &[true, false, true, false]).unwrap();
+    /// assert_eq!(roc.fpr, vec![0.0, 0.0, 0.5, 0.5, 1.0]);
+    /// assert_eq!(roc.tpr, vec![0.0, 0.5, 0.5, 1.0, 1.0]);
+    /// ```
+    pub fn of(scores: &[f64], labels: &[bool]) -> Option<Self> {
+        let pos = labels.iter().filter(|&&l| l).count() as f64;
+        let neg = labels.len() as f64 - pos;
+        if pos == 0.0 || neg == 0.0 {
+            return None;
+        }
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let (mut fpr, mut tpr) = (vec![0.0], vec![0.0]);
+        let (mut tp, mut fp) = (0.0, 0.0);
+        for (k, &i) in order.iter().enumerate() {
+            if labels[i] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            // One point per distinct threshold, as sklearn's roc_curve.
+            if order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]) {
+                fpr.push(fp / neg);
+                tpr.push(tp / pos);
+            }
+        }
+        let step = fpr.len().div_ceil(300).max(1);
+        let keep = |v: Vec<f64>| -> Vec<f64> {
+            let last = v.len() - 1;
+            v.into_iter().enumerate().filter(|(i, _)| i % step == 0 || *i == last).map(|(_, x)| x).collect()
+        };
+        Some(Self { fpr: keep(fpr), tpr: keep(tpr) })
+    }
+}
+
+/// Everything a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalReport {
+    /// `clip` or `fairclip`.
+    pub method: String,
+    /// The experiment.
+    pub config: Experiment,
+    /// The epoch whose weights are reported.
+    pub best_epoch: usize,
+    /// Its selection split.
+    pub selected_on: SelectOn,
+    /// Samples per split (training, validation, test).
+    pub samples: [usize; 3],
+    /// The fair-metrics report of the selected model on the test split (with bootstrap
+    /// intervals).
+    pub test: Report,
+    /// Per attribute and group, the test ROC curve (`overall` under the key `""`).
+    pub roc: IndexMap<String, IndexMap<String, Roc>>,
+    /// The training log.
+    pub history: Vec<EpochLog>,
+    /// `predictions.csv` of the test split.
+    #[serde(skip)]
+    pub predictions: String,
+}
+
+/// Per attribute, per group (and `""` for everyone), the ROC curve.
+fn roc_curves(data: &Prepared, scores: &[f64]) -> IndexMap<String, IndexMap<String, Roc>> {
+    let labels: Vec<bool> = data.labels.iter().map(|&l| l == 1).collect();
+    let mut out = IndexMap::new();
+    let mut all = IndexMap::new();
+    if let Some(r) = Roc::of(scores, &labels) {
+        all.insert("overall".to_string(), r);
+    }
+    out.insert(String::new(), all);
+    for (a, name) in ATTRIBUTES.iter().enumerate() {
+        let mut codes: Vec<i64> = data.attributes.iter().map(|r| r[a]).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        let mut per = IndexMap::new();
+        for c in codes {
+            let rows: Vec<usize> = (0..data.len()).filter(|&i| data.attributes[i][a] == c).collect();
+            let s: Vec<f64> = rows.iter().map(|&i| scores[i]).collect();
+            let l: Vec<bool> = rows.iter().map(|&i| labels[i]).collect();
+            if let Some(r) = Roc::of(&s, &l) {
+                per.insert(group_name(name, c).to_string(), r);
+            }
+        }
+        out.insert(name.to_string(), per);
+    }
+    out
+}
+
+impl FinalReport {
+    /// Predicts the test split with the selected model and assembles the report.
+    pub fn compute<B: Backend>(
+        exp: &Experiment,
+        model: &Clip<B>,
+        data: &ExperimentData,
+        history: &[EpochLog],
+        best_epoch: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let scores = predict(model, &data.test, &data.prompt_tokens, exp.eval.batch_size, device);
+        let bootstrap = (exp.eval.bootstrap > 0).then(|| Bootstrap::new(exp.eval.bootstrap, exp.seed));
+        let test = report(exp, &data.test, scores.clone(), bootstrap)?;
+        Ok(Self {
+            method: exp.method.name().into(),
+            config: exp.clone(),
+            best_epoch,
+            selected_on: exp.eval.select_on,
+            samples: [data.train.len(), data.validation.len(), data.test.len()],
+            test,
+            roc: roc_curves(&data.test, &scores),
+            history: history.to_vec(),
+            predictions: predictions_csv(&data.test, &scores),
+        })
+    }
+
+    /// Writes `report.json`, `report.md`, `report.html` and `predictions.csv` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join("report.json"), (serde_json::to_string_pretty(self).unwrap_or_default() + "\n").as_bytes())?;
+        write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        write_atomic(&dir.join("report.html"), crate::html::render(self).as_bytes())?;
+        write_atomic(&dir.join("predictions.csv"), self.predictions.as_bytes())
+    }
+
+    /// The Markdown report: the headline table of the FairCLIP papers (per attribute DPD,
+    /// DEOdds, AUC, ES-AUC and group AUCs), then fair-metrics' full tables.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}", 100.0 * v));
+        let _ = writeln!(s, "# {} on the test split\n", self.method);
+        let _ = writeln!(
+            s,
+            "Epoch {} of {} selected on {} AUC. Samples: {} training, {} validation, {} test. Values x100.\n",
+            self.best_epoch,
+            self.config.optim.epochs,
+            match self.selected_on {
+                SelectOn::Validation => "validation",
+                SelectOn::Test => "test",
+            },
+            self.samples[0],
+            self.samples[1],
+            self.samples[2]
+        );
+        let _ = writeln!(s, "| attribute | DPD | DEOdds | AUC | ES-AUC | group AUCs |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for (name, a) in &self.test.attributes {
+            let groups: Vec<String> = a.groups.iter().map(|(g, m)| format!("{g} {}", f(m.auc))).collect();
+            let _ = writeln!(s, "| {name} | {} | {} | {} | {} | {} |", f(a.dpd), f(a.eod), f(self.test.overall.auc), f(a.es_auc), groups.join(", "));
+        }
+        let _ = writeln!(s, "\n## Training\n\n| epoch | loss | val AUC | test AUC | s |\n|---|---|---|---|---|");
+        for l in &self.history {
+            let _ = writeln!(s, "| {} | {:.4} | {} | {} | {:.1} |", l.epoch, l.loss, f(l.validation.auc), f(l.test.auc), l.train_seconds);
+        }
+        let _ = writeln!(s, "\n## All metrics (fair-metrics)\n");
+        s.push_str(&self.test.render(Format::Markdown));
+        s
+    }
+}
+
+fn predictions_csv(data: &Prepared, scores: &[f64]) -> String {
+    let mut s = String::from("glaucoma,prob,race,gender,ethnicity,language\n");
+    for (i, p) in scores.iter().enumerate() {
+        let a = data.attributes[i];
+        let _ = writeln!(
+            s,
+            "{},{p},{},{},{},{}",
+            data.labels[i],
+            group_name("race", a[0]),
+            group_name("gender", a[1]),
+            group_name("ethnicity", a[2]),
+            group_name("language", a[3])
+        );
+    }
+    s
+}

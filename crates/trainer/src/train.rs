@@ -1,0 +1,355 @@
+//! The training loop: recipes' losses, per-epoch evaluation, logs, checkpoints, resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use vlm_backbone::Clip;
+
+use crate::config::{Experiment, OptimizerKind, SelectOn};
+use crate::data::ExperimentData;
+use crate::error::{Error, Result};
+use crate::evaluate::{evaluate, EpochMetrics};
+use crate::recipe::{self, GroupLoaders};
+use crate::report;
+
+/// Options of one run that are not part of the experiment.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue a run in `out` after its last completed epoch.
+    pub resume: bool,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+    /// Stop after this many epochs of this invocation (tests of `--resume` use it to simulate a
+    /// kill between epochs); `None` runs to the end.
+    pub stop_after: Option<usize>,
+}
+
+impl RunOptions {
+    /// A run in `out`, from the start, with progress bars.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self { out: out.into(), resume: false, progress: true, stop_after: None }
+    }
+}
+
+/// One epoch of the log (a line of `log.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean total loss over the epoch's steps.
+    pub loss: f64,
+    /// Mean CLIP loss.
+    pub clip_loss: f64,
+    /// Mean FairCLIP regulariser (before λ), when the method has one.
+    pub fair_loss: Option<f64>,
+    /// Steps so far.
+    pub steps: usize,
+    /// Validation metrics.
+    pub validation: EpochMetrics,
+    /// Test metrics.
+    pub test: EpochMetrics,
+    /// Seconds spent training this epoch (evaluation excluded).
+    pub train_seconds: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+}
+
+/// What survives between invocations (`state.json`); the model and optimiser are in
+/// `state-<epoch>-model.bin` / `state-<epoch>-optim.bin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    epochs_done: usize,
+    steps: usize,
+    best_epoch: usize,
+    best_auc: f64,
+    group_cursors: Vec<usize>,
+    history: Vec<EpochLog>,
+}
+
+/// The outcome of a finished run.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Per-epoch log.
+    pub history: Vec<EpochLog>,
+    /// The selected epoch.
+    pub best_epoch: usize,
+    /// The final report of the selected model on the test split (None if stopped early).
+    pub report: Option<report::FinalReport>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_owned(), source }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a kill never leaves a
+/// half-written file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Checkpoint { path: path.to_owned(), message: e.to_string() }
+}
+
+/// Saves the model as safetensors (Hugging Face key names), atomically.
+pub fn save_safetensors<B: Backend>(model: &Clip<B>, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    model.save_into(&mut SafetensorsStore::from_file(&tmp).overwrite(true)).map_err(|e| ckpt_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Loads safetensors weights into `model` (every tensor must be present with its shape).
+pub fn load_safetensors<B: Backend>(mut model: Clip<B>, path: &Path) -> Result<Clip<B>> {
+    if !path.is_file() {
+        return Err(ckpt_err(path, "no such checkpoint"));
+    }
+    let res = model.load_from(&mut SafetensorsStore::from_file(path)).map_err(|e| ckpt_err(path, e))?;
+    if !res.errors.is_empty() || !res.missing.is_empty() {
+        return Err(ckpt_err(path, res));
+    }
+    Ok(model)
+}
+
+/// Touches every parameter, so that burn's lazy initialisation happens now.
+struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// The model of an experiment, with the seed applied to the initialisation. burn's random
+/// generator is global to the process and parameters are drawn lazily, so seeding, creating
+/// and drawing happen under one lock: two runs in one process (tests, a sweep) cannot
+/// interleave their draws.
+pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Clip<B> {
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, exp.seed);
+    let model = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    model.visit(&mut Materialize);
+    model
+}
+
+/// Trains `exp` in `opts.out`, evaluating after every epoch, and writes the final reports.
+pub fn train<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
+    let o = &exp.optim;
+    match o.optimizer {
+        OptimizerKind::Adam => {
+            let cfg = AdamConfig::new()
+                .with_beta_1(o.betas[0] as f32)
+                .with_beta_2(o.betas[1] as f32)
+                .with_epsilon(o.eps as f32)
+                .with_weight_decay((o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32)));
+            train_with(exp, opts, device, cfg.init::<B, Clip<B>>())
+        }
+        OptimizerKind::Adamw => {
+            let cfg = AdamWConfig::new()
+                .with_beta_1(o.betas[0] as f32)
+                .with_beta_2(o.betas[1] as f32)
+                .with_epsilon(o.eps as f32)
+                .with_weight_decay(o.weight_decay as f32);
+            train_with(exp, opts, device, cfg.init::<B, Clip<B>>())
+        }
+    }
+}
+
+fn read_state(out: &Path) -> Result<State> {
+    let path = out.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))
+}
+
+fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
+    exp: &Experiment,
+    opts: &RunOptions,
+    device: &B::Device,
+    mut optim: O,
+) -> Result<TrainOutcome> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let image_size = exp.model.clip_config(2, 2).vision.image_size;
+
+    // A resumed run reuses its own tokenizer, so token ids cannot change under the model.
+    let state = if opts.resume && out.join("state.json").is_file() {
+        let saved = out.join("config.toml");
+        let text = std::fs::read_to_string(&saved).map_err(io_err(&saved))?;
+        let before = Experiment::from_toml_str(&text, &saved.display().to_string())?;
+        if before != *exp {
+            return Err(ckpt_err(&saved, "the run was started with a different config; resume with the same one or use a new --out"));
+        }
+        Some(read_state(out)?)
+    } else {
+        None
+    };
+    let tokenizer = match &state {
+        Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
+        None => None,
+    };
+    let data = ExperimentData::load(exp, image_size, tokenizer)?;
+    if state.is_none() {
+        write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
+        data.tokenizer.save(&out.join("tokenizer.json"))?;
+    }
+
+    let mut model: Clip<B> = init_model(exp, &data, device);
+    let mut groups = GroupLoaders::new(exp, &data.train)?;
+    let mut st = match state {
+        Some(st) => {
+            let (mpath, opath) = state_files(out, st.epochs_done);
+            let record = recorder.load(mpath.clone(), device).map_err(|e| ckpt_err(&mpath, e))?;
+            model = model.load_record(record);
+            let record = recorder.load(opath.clone(), device).map_err(|e| ckpt_err(&opath, e))?;
+            optim = optim.load_record(record);
+            groups.set_cursors(&st.group_cursors);
+            st
+        }
+        None => State { epochs_done: 0, steps: 0, best_epoch: 0, best_auc: f64::NEG_INFINITY, group_cursors: groups.cursors(), history: vec![] },
+    };
+
+    let n = data.train.len();
+    let bs = exp.optim.batch_size;
+    let steps_per_epoch = n.div_ceil(bs);
+    let mut ran = 0;
+    while st.epochs_done < exp.optim.epochs && opts.stop_after.is_none_or(|k| ran < k) {
+        let epoch = st.epochs_done + 1;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(exp.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64));
+        let bar = progress_bar(opts.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", exp.method.name(), exp.optim.epochs));
+        let start = Instant::now();
+        let (mut sum, mut sum_clip, mut sum_fair) = (0.0, 0.0, 0.0);
+        for idx in order.chunks(bs) {
+            let batch = data.train.batch::<B>(idx, device);
+            let losses = recipe::loss(exp, &model, batch, &mut groups, &data.train, device)?;
+            let lr = exp.optim.lr * if exp.optim.warmup_steps > 0 { ((st.steps + 1) as f64 / exp.optim.warmup_steps as f64).min(1.0) } else { 1.0 };
+            let total: f64 = losses.total.clone().into_data().convert::<f64>().to_vec::<f64>().map_or(f64::NAN, |v| v[0]);
+            if !total.is_finite() {
+                return Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {total}; lower optim.lr", st.steps + 1)));
+            }
+            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+            model = optim.step(lr, model, grads);
+            st.steps += 1;
+            sum += total;
+            sum_clip += losses.clip;
+            sum_fair += losses.fair.unwrap_or(0.0);
+            bar.inc(1);
+            bar.set_message(format!("loss {total:.4}"));
+        }
+        bar.finish_and_clear();
+        let train_seconds = start.elapsed().as_secs_f64();
+        let steps = steps_per_epoch as f64;
+        let valid = model.valid();
+        let validation = evaluate(exp, &valid, &data.validation, &data.prompt_tokens, device)?;
+        let test = evaluate(exp, &valid, &data.test, &data.prompt_tokens, device)?;
+        let log = EpochLog {
+            epoch,
+            loss: sum / steps,
+            clip_loss: sum_clip / steps,
+            fair_loss: groups.is_active().then_some(sum_fair / steps),
+            steps: st.steps,
+            validation,
+            test,
+            train_seconds,
+            samples_per_second: n as f64 / train_seconds,
+        };
+        eprintln!("{}", log.one_line(exp));
+        let selected = match exp.eval.select_on {
+            SelectOn::Validation => log.validation.auc,
+            SelectOn::Test => log.test.auc,
+        }
+        .unwrap_or(f64::NEG_INFINITY);
+
+        // Commit order: weights and optimiser under a new name, then state.json, which is
+        // what a resume trusts; older state files are removed only after.
+        let (mpath, opath) = state_files(out, epoch);
+        recorder.record(model.clone().into_record(), mpath.clone()).map_err(|e| ckpt_err(&mpath, e))?;
+        recorder.record(optim.to_record(), opath.clone()).map_err(|e| ckpt_err(&opath, e))?;
+        save_safetensors(&model, &out.join("last.safetensors"))?;
+        if selected > st.best_auc || st.best_epoch == 0 {
+            st.best_auc = selected;
+            st.best_epoch = epoch;
+            save_safetensors(&model, &out.join("best.safetensors"))?;
+        }
+        st.epochs_done = epoch;
+        st.group_cursors = groups.cursors();
+        st.history.push(log);
+        write_atomic(&out.join("state.json"), serde_json::to_string_pretty(&st).unwrap_or_default().as_bytes())?;
+        let jsonl: String = st.history.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
+        write_atomic(&out.join("log.jsonl"), jsonl.as_bytes())?;
+        for old in 1..epoch {
+            let (m, o) = state_files(out, old);
+            for p in [m, o].map(|p| p.with_extension("bin")) {
+                if p.exists() {
+                    std::fs::remove_file(&p).map_err(io_err(&p))?;
+                }
+            }
+        }
+        ran += 1;
+    }
+
+    let report = if st.epochs_done == exp.optim.epochs {
+        let best = load_safetensors(model.valid(), &out.join("best.safetensors"))?;
+        let r = report::FinalReport::compute(exp, &best, &data, &st.history, st.best_epoch, device)?;
+        r.write(out)?;
+        Some(r)
+    } else {
+        None
+    };
+    Ok(TrainOutcome { history: st.history, best_epoch: st.best_epoch, report })
+}
+
+/// The model and optimiser records of an epoch (burn's recorder appends `.bin`).
+fn state_files(out: &Path, epoch: usize) -> (PathBuf, PathBuf) {
+    (out.join(format!("state-{epoch}-model")), out.join(format!("state-{epoch}-optim")))
+}
+
+pub(crate) fn progress_bar(enabled: bool, len: u64, prefix: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix.to_owned());
+    bar
+}
+
+impl EpochLog {
+    /// A one-line summary for the terminal.
+    pub fn one_line(&self, exp: &Experiment) -> String {
+        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+        let es: Vec<String> = self.validation.attributes.iter().map(|(a, m)| format!("{a} {}", f(m.es_auc))).collect();
+        format!(
+            "{} epoch {}/{}: loss {:.4} | val AUC {} ES-AUC {} | test AUC {} | {:.1} s, {:.0} samples/s",
+            exp.method.name(),
+            self.epoch,
+            exp.optim.epochs,
+            self.loss,
+            f(self.validation.auc),
+            es.join(", "),
+            f(self.test.auc),
+            self.train_seconds,
+            self.samples_per_second
+        )
+    }
+}

@@ -1,0 +1,229 @@
+//! The training pipeline end to end on the CPU backend with a tiny model: losses go down,
+//! resume equals an uninterrupted run, reports are written, bad input is refused.
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, Flex};
+use trainer::{train, Error, Experiment, GroupLoaders, Method, RunOptions};
+
+type B = Autodiff<Flex>;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fairvlm-trainer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn tiny(method: &str, epochs: usize) -> Experiment {
+    let text = format!(
+        r#"
+seed = 3
+method = "{method}"
+[data]
+vocab_size = 300
+context_length = 32
+[data.synthetic]
+image_size = 32
+sizes = [96, 40, 40]
+text_signal = 1.0
+[model]
+preset = "tiny"
+[optim]
+optimizer = "adamw"
+lr = 2e-3
+betas = [0.9, 0.98]
+weight_decay = 0.0
+batch_size = 16
+epochs = {epochs}
+[fairclip]
+group_batch_size = 8
+lambda = 1e-3
+blur = 1e-2
+[eval]
+bootstrap = 20
+batch_size = 64
+"#
+    );
+    Experiment::from_toml_str(&text, "tiny").expect("tiny config")
+}
+
+fn quiet(out: PathBuf) -> RunOptions {
+    RunOptions { out, resume: false, progress: false, stop_after: None }
+}
+
+#[test]
+fn clip_training_lowers_the_loss_and_writes_reports() {
+    let out = scratch("clip");
+    let outcome = train::<B>(&tiny("clip", 4), &quiet(out.clone()), &Default::default()).expect("train");
+    let h = &outcome.history;
+    assert_eq!(h.len(), 4);
+    assert!(h[3].loss < h[0].loss, "loss {} -> {}", h[0].loss, h[3].loss);
+    let report = outcome.report.expect("final report");
+    assert_eq!(report.test.attributes.len(), 4);
+    for f in ["report.json", "report.md", "report.html", "predictions.csv", "log.jsonl", "best.safetensors", "last.safetensors", "config.toml", "tokenizer.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(html.contains("<svg") && html.contains("ROC curves") && !html.contains("<script"));
+    let log = std::fs::read_to_string(out.join("log.jsonl")).expect("log");
+    assert_eq!(log.lines().count(), 4);
+    let line: serde_json::Value = serde_json::from_str(log.lines().next().expect("line")).expect("json line");
+    assert!(line["validation"]["attributes"]["race"]["es_auc"].is_number());
+    // The report's AUC is the fair-metrics AUC of predictions.csv.
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json")).expect("parse");
+    assert_eq!(json["test"]["overall"]["auc"].as_f64(), report.test.overall.auc);
+    // `eval` of the best checkpoint reproduces the final report.
+    let again = trainer::evaluate_run::<Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
+    assert_eq!(again.overall.auc, report.test.overall.auc);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn fairclip_training_runs_both_variants() {
+    for variant in ["official", "aligned"] {
+        let mut exp = tiny("fairclip", 3);
+        exp.fairclip.variant = if variant == "official" { trainer::VariantConfig::Official } else { trainer::VariantConfig::Aligned };
+        let out = scratch(&format!("fairclip-{variant}"));
+        let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
+        let h = &outcome.history;
+        assert!(h.iter().all(|l| l.fair_loss.is_some_and(f64::is_finite)), "{variant}: regulariser missing");
+        assert!(h[2].clip_loss < h[0].clip_loss, "{variant}: {} -> {}", h[0].clip_loss, h[2].clip_loss);
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
+
+#[test]
+fn resume_after_a_kill_reaches_the_same_metrics() {
+    for method in ["clip", "fairclip"] {
+        let exp = tiny(method, 3);
+        let whole = scratch(&format!("whole-{method}"));
+        let full = train::<B>(&exp, &quiet(whole.clone()), &Default::default()).expect("uninterrupted");
+
+        let parts = scratch(&format!("parts-{method}"));
+        let mut opts = quiet(parts.clone());
+        opts.stop_after = Some(1); // "killed" after epoch 1
+        let first = train::<B>(&exp, &opts, &Default::default()).expect("first part");
+        assert_eq!(first.history.len(), 1);
+        assert!(first.report.is_none());
+        opts.stop_after = Some(1);
+        opts.resume = true;
+        train::<B>(&exp, &opts, &Default::default()).expect("second part");
+        opts.stop_after = None;
+        let resumed = train::<B>(&exp, &opts, &Default::default()).expect("resumed");
+
+        assert_eq!(resumed.history.len(), 3);
+        for (a, b) in full.history.iter().zip(&resumed.history) {
+            assert_eq!(a.loss, b.loss, "{method} epoch {}", a.epoch);
+            assert_eq!(a.validation, b.validation, "{method} epoch {}", a.epoch);
+            assert_eq!(a.test, b.test, "{method} epoch {}", a.epoch);
+        }
+        let (r1, r2) = (full.report.expect("r1"), resumed.report.expect("r2"));
+        assert_eq!(r1.best_epoch, r2.best_epoch);
+        assert_eq!(r1.test.overall.auc, r2.test.overall.auc);
+        assert_eq!(r1.test.attributes["race"].es_auc, r2.test.attributes["race"].es_auc);
+        std::fs::remove_dir_all(&whole).ok();
+        std::fs::remove_dir_all(&parts).ok();
+    }
+}
+
+#[test]
+fn resume_with_another_config_is_refused() {
+    let out = scratch("otherconfig");
+    let mut opts = quiet(out.clone());
+    opts.stop_after = Some(1);
+    train::<B>(&tiny("clip", 2), &opts, &Default::default()).expect("first");
+    opts.resume = true;
+    let mut other = tiny("clip", 2);
+    other.optim.lr = 1e-3;
+    let err = train::<B>(&other, &opts, &Default::default()).expect_err("different config");
+    assert!(err.to_string().contains("different config"), "{err}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let cases = [
+        ("[optim]\nlr = -1.0\n", "optim.lr"),
+        ("[optim]\nlearning_rate = 1e-3\n", "learning_rate"),
+        ("method = \"moe\"\n", "method"),
+        ("[fairclip]\nattribute = \"height\"\n", "fairclip.attribute"),
+        ("[model]\nimage_size = 60\npatch_size = 16\n", "model.patch_size"),
+        ("[data]\nsource = \"fairvlmed\"\n", "data.root"),
+        ("[optim]\nbetas = [0.9, 1.5]\n", "optim.betas[1]"),
+        ("[data.synthetic]\ntext_signal = 2.0\n", "data.synthetic.text_signal"),
+        ("[[data.synthetic.effects]]\nattribute = \"race\"\nvalue = 1\nsignall = 0.5\n", "signall"),
+        ("[[data.synthetic.effects]]\nattribute = \"height\"\nvalue = 1\n", "data.synthetic.effects[0].attribute"),
+        ("[data.synthetic]\nsizes = [10, 0, 5]\n", "data.synthetic.sizes[1]"),
+    ];
+    for (text, key) in cases {
+        let err = Experiment::from_toml_str(text, "exp.toml").expect_err(text);
+        let msg = err.to_string();
+        assert!(msg.starts_with("exp.toml") && msg.contains(key), "{text:?}: {msg}");
+    }
+}
+
+#[test]
+fn defaults_are_the_papers() {
+    let exp = Experiment::default();
+    assert_eq!(exp.method, Method::Clip);
+    assert_eq!((exp.optim.lr, exp.optim.betas, exp.optim.eps, exp.optim.weight_decay), (1e-5, [0.1, 0.1], 1e-6, 6e-5));
+    assert_eq!((exp.optim.batch_size, exp.optim.epochs), (32, 10));
+    assert_eq!((exp.fairclip.lambda, exp.fairclip.blur, exp.fairclip.group_batch_size), (1e-6, 1e-6, 32));
+    assert_eq!(exp.eval.prompts, ["A photo of non-glaucoma".to_string(), "A photo of glaucoma".to_string()]);
+    // Round trip through the TOML saved in run folders.
+    assert_eq!(Experiment::from_toml_str(&exp.to_toml(), "saved").expect("round trip"), exp);
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&root).expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Experiment::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn missing_dataset_folder_is_an_error_naming_it() {
+    let mut exp = tiny("clip", 1);
+    exp.data.source = trainer::DataSource::Fairvlmed;
+    exp.data.root = Some(PathBuf::from("/nonexistent/fairvlmed"));
+    let out = scratch("missing");
+    let err = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect_err("no data");
+    assert!(matches!(err, Error::Data(_)) && err.to_string().contains("/nonexistent/fairvlmed"), "{err}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn group_loaders_draw_only_their_group_and_cover_it() {
+    let exp = tiny("fairclip", 1);
+    let image_size = exp.model.clip_config(2, 2).vision.image_size;
+    let data = trainer::ExperimentData::load(&exp, image_size, None).expect("data");
+    let mut loaders = GroupLoaders::new(&exp, &data.train).expect("loaders");
+    let codes = loaders.codes();
+    assert_eq!(codes, vec![0, 1, 2]);
+    for (g, code) in codes.iter().enumerate() {
+        let members: Vec<usize> = (0..data.train.len()).filter(|&i| data.train.attributes[i][0] == *code).collect();
+        let size = exp.fairclip.group_batch_size.min(members.len());
+        let per_pass = members.len() / size;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..per_pass {
+            let b = loaders.next(g);
+            assert_eq!(b.len(), size);
+            assert!(b.iter().all(|i| members.contains(i)));
+            seen.extend(b);
+        }
+        assert_eq!(seen.len(), per_pass * size, "no repeats within a pass");
+    }
+    // Positions restore exactly.
+    let saved = loaders.cursors();
+    let next = loaders.next(1);
+    let mut again = GroupLoaders::new(&exp, &data.train).expect("loaders");
+    again.set_cursors(&saved);
+    assert_eq!(again.next(1), next);
+}

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Run every test of the workspace (unit, integration, parity, property and doc tests).
+    /// Run every test of the workspace (unit, integration, parity, property and doc tests),
+    /// then check that the wgpu build of the trainer compiles.
     Test,
     /// Regenerate reference fixtures with the real peers: scikit-learn and fairlearn in .venv,
     /// PyTorch and geomloss in .venv-torch (needs PyPI the first time).
@@ -98,7 +99,10 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn test(root: &Path) -> Result<()> {
-    run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]))
+    run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]))?;
+    // The GPU backends are not tested here (no GPU in CI), but must keep compiling; wgpu is
+    // the lighter of the two to check.
+    run(cargo().current_dir(root).args(["check", "--locked", "-p", "trainer", "--features", "wgpu"]))
 }
 
 /// A virtual environment in `root/name` with the given requirement files installed.

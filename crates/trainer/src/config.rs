@@ -363,7 +363,9 @@ impl Experiment {
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut exp.data.root, &mut exp.data.summary_csv, &mut exp.data.tokenizer].into_iter().flatten() {
             if p.is_relative() {
-                *p = base.join(&*p);
+                // Absolute, so that the copy saved in a run folder still points at the data.
+                let joined = base.join(&*p);
+                *p = std::path::absolute(&joined).unwrap_or(joined);
             }
         }
         Ok(exp)

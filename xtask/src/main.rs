@@ -260,6 +260,8 @@ fn train(root: &Path, device: &str, set: &[String]) -> Result<()> {
     let mut total = 0.0;
     for method in ["clip", "fairclip"] {
         let out = root.join("runs").join(format!("benchmark-{method}"));
+        // The task's own output: every invocation trains afresh.
+        let _ = std::fs::remove_dir_all(&out);
         let mut cmd = Command::new(&fairvlm);
         cmd.current_dir(root)
             .args(["train", "--config"])

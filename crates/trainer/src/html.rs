@@ -17,6 +17,15 @@ fn esc(s: &str) -> String {
 struct Frame {
     x: (f64, f64),
     y: (f64, f64),
+    /// Tick labels on the x axis: none (bars), integers (epochs) or fractions.
+    xticks: Ticks,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Ticks {
+    None,
+    Int,
+    Frac,
 }
 
 impl Frame {
@@ -45,8 +54,17 @@ impl Frame {
         for k in 0..=4 {
             let v = self.y.0 + (self.y.1 - self.y.0) * k as f64 / 4.0;
             let _ = write!(s, r##"<text x="{}" y="{}" font-size="9" text-anchor="end">{}</text><line x1="{PAD}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##, PAD - 3.0, self.py(v) + 3.0, fmt_tick(v), W - PAD / 2.0, y = self.py(v));
-            let u = self.x.0 + (self.x.1 - self.x.0) * k as f64 / 4.0;
-            let _ = write!(s, r##"<text x="{}" y="{}" font-size="9" text-anchor="middle">{}</text>"##, self.px(u), H - PAD + 12.0, fmt_tick(u));
+            if self.xticks == Ticks::Frac {
+                let u = self.x.0 + (self.x.1 - self.x.0) * k as f64 / 4.0;
+                let _ = write!(s, r##"<text x="{}" y="{}" font-size="9" text-anchor="middle">{}</text>"##, self.px(u), H - PAD + 12.0, fmt_tick(u));
+            }
+        }
+        if self.xticks == Ticks::Int {
+            let (a, b) = (self.x.0.ceil() as i64, self.x.1.floor() as i64);
+            let step = ((b - a) / 8).max(1);
+            for u in (a..=b).step_by(step as usize) {
+                let _ = write!(s, r##"<text x="{}" y="{}" font-size="9" text-anchor="middle">{u}</text>"##, self.px(u as f64), H - PAD + 12.0);
+            }
         }
     }
 }
@@ -63,9 +81,10 @@ fn svg_open() -> String {
     format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif">"#)
 }
 
-fn legend(s: &mut String, names: &[String]) {
+fn legend(s: &mut String, names: &[String], bottom: bool) {
+    let top = if bottom { H - PAD - 8.0 - 13.0 * names.len() as f64 } else { 0.6 * PAD + 4.0 };
     for (i, n) in names.iter().enumerate() {
-        let y = 0.6 * PAD + 4.0 + 13.0 * i as f64;
+        let y = top + 13.0 * i as f64;
         let _ = write!(
             s,
             r#"<rect x="{}" y="{}" width="10" height="3" fill="{}"/><text x="{}" y="{}" font-size="10">{}</text>"#,
@@ -95,7 +114,8 @@ fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f64, f
             }
         }
     }
-    legend(&mut s, &series.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+    // ROC curves fill the upper left, so their legend goes to the lower right.
+    legend(&mut s, &series.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), diagonal);
     s.push_str("</svg>");
     s
 }
@@ -104,7 +124,7 @@ fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f64, f
 fn bars(title: &str, items: &[(String, Option<f64>, Option<(f64, f64)>)], reference: Option<f64>) -> String {
     let mut s = svg_open();
     let lo = items.iter().filter_map(|(_, v, ci)| ci.map(|c| c.0).or(*v)).fold(1.0f64, f64::min);
-    let frame = Frame { x: (0.0, items.len().max(1) as f64), y: ((lo - 0.05).clamp(0.0, 0.5), 1.0) };
+    let frame = Frame { x: (0.0, items.len().max(1) as f64), y: ((lo - 0.05).clamp(0.0, 0.5), 1.0), xticks: Ticks::None };
     frame.axes(&mut s, title, "", "AUC");
     for (i, (name, v, ci)) in items.iter().enumerate() {
         let x0 = frame.px(i as f64 + 0.2);
@@ -161,7 +181,7 @@ pub fn render(r: &FinalReport) -> String {
     for (name, groups) in &r.roc {
         let series: Vec<(String, Vec<(f64, f64)>)> = groups.iter().map(|(g, c)| (g.clone(), c.fpr.iter().copied().zip(c.tpr.iter().copied()).collect())).collect();
         let title = if name.is_empty() { "all".to_string() } else { name.clone() };
-        s.push_str(&lines(&title, "false positive rate", "true positive rate", &series, Frame { x: (0.0, 1.0), y: (0.0, 1.0) }, true));
+        s.push_str(&lines(&title, "false positive rate", "true positive rate", &series, Frame { x: (0.0, 1.0), y: (0.0, 1.0), xticks: Ticks::Frac }, true));
     }
     s.push_str("</div><h2>Training</h2><div class=\"row\">");
     let epochs = r.history.len().max(1) as f64;
@@ -169,9 +189,11 @@ pub fn render(r: &FinalReport) -> String {
     let loss = vec![("loss".to_string(), ex(&|l| Some(l.loss))), ("CLIP loss".to_string(), ex(&|l| Some(l.clip_loss)))];
     let (lmin, lmax) = r.history.iter().flat_map(|l| [l.loss, l.clip_loss]).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     let lrange = if lmin.is_finite() { (lmin * 0.95, lmax * 1.05 + 1e-9) } else { (0.0, 1.0) };
-    s.push_str(&lines("training loss", "epoch", "loss", &loss, Frame { x: (1.0, epochs.max(2.0)), y: lrange }, false));
+    s.push_str(&lines("training loss", "epoch", "loss", &loss, Frame { x: (1.0, epochs.max(2.0)), y: lrange, xticks: Ticks::Int }, false));
     let auc = vec![("validation AUC".to_string(), ex(&|l| l.validation.auc)), ("test AUC".to_string(), ex(&|l| l.test.auc))];
-    s.push_str(&lines("AUC by epoch", "epoch", "AUC", &auc, Frame { x: (1.0, epochs.max(2.0)), y: (0.4, 1.0) }, false));
+    // The y axis starts at 0.4 (0.3 for ES-AUC) unless a value is lower.
+    let floor = |series: &[(String, Vec<(f64, f64)>)], at: f64| series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(at, f64::min).max(0.0);
+    s.push_str(&lines("AUC by epoch", "epoch", "AUC", &auc, Frame { x: (1.0, epochs.max(2.0)), y: (floor(&auc, 0.4), 1.0), xticks: Ticks::Int }, false));
     let es: Vec<(String, Vec<(f64, f64)>)> = r
         .history
         .first()
@@ -183,7 +205,7 @@ pub fn render(r: &FinalReport) -> String {
             (a, pts)
         })
         .collect();
-    s.push_str(&lines("validation ES-AUC by epoch", "epoch", "ES-AUC", &es, Frame { x: (1.0, epochs.max(2.0)), y: (0.3, 1.0) }, false));
+    s.push_str(&lines("validation ES-AUC by epoch", "epoch", "ES-AUC", &es, Frame { x: (1.0, epochs.max(2.0)), y: (floor(&es, 0.3), 1.0), xticks: Ticks::Int }, false));
     s.push_str("</div></body></html>\n");
     s
 }

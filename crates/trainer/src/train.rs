@@ -189,8 +189,12 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
     let image_size = exp.model.clip_config(2, 2).vision.image_size;
 
+    let has_run = out.join("state.json").is_file();
+    if has_run && !opts.resume {
+        return Err(ckpt_err(out, "already holds a run; continue it with --resume or choose another --out"));
+    }
     // A resumed run reuses its own tokenizer, so token ids cannot change under the model.
-    let state = if opts.resume && out.join("state.json").is_file() {
+    let state = if has_run {
         let saved = out.join("config.toml");
         let text = std::fs::read_to_string(&saved).map_err(io_err(&saved))?;
         let before = Experiment::from_toml_str(&text, &saved.display().to_string())?;

@@ -127,11 +127,13 @@ fn resume_after_a_kill_reaches_the_same_metrics() {
 }
 
 #[test]
-fn resume_with_another_config_is_refused() {
+fn a_run_folder_is_never_overwritten_nor_resumed_with_another_config() {
     let out = scratch("otherconfig");
     let mut opts = quiet(out.clone());
     opts.stop_after = Some(1);
     train::<B>(&tiny("clip", 2), &opts, &Default::default()).expect("first");
+    let err = train::<B>(&tiny("clip", 2), &opts, &Default::default()).expect_err("a second run into the same folder");
+    assert!(err.to_string().contains("--resume"), "{err}");
     opts.resume = true;
     let mut other = tiny("clip", 2);
     other.optim.lr = 1e-3;

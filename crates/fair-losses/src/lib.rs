@@ -6,6 +6,8 @@
 //!   FairCLIP's distance between the similarity distributions of a batch and of each group.
 //! - [`pair_similarities`] and [`fairclip_regularizer`]: FairCLIP's regulariser, in the
 //!   official code's form and in the paper-aligned form ([`FairClipVariant`]).
+//! - [`fol_term`]: Fair-MoE's Fairness-Oriented Loss on MoE routing weights, in the paper's and
+//!   the code's form ([`FolForm`]).
 //!
 //! Every function works on any backend; with an autodiff backend, gradients flow as in the
 //! PyTorch reference (for the Sinkhorn divergence: only through the last soft-min, by the
@@ -16,9 +18,11 @@
 mod clip;
 mod error;
 mod fairclip;
+mod fol;
 mod sinkhorn;
 
 pub use clip::{clip_contrastive_loss, log_sum_exp};
 pub use error::{Error, Result};
 pub use fairclip::{fairclip_regularizer, official_similarities, pair_similarities, FairClipVariant};
+pub use fol::{fol_term, routing_variance, FolForm};
 pub use sinkhorn::{epsilon_schedule, sinkhorn_divergence, SinkhornConfig};

@@ -5,7 +5,8 @@ use burn::backend::{flex::FlexDevice, Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use fair_losses::{
-    clip_contrastive_loss, fairclip_regularizer, log_sum_exp, pair_similarities, sinkhorn_divergence, FairClipVariant,
+    clip_contrastive_loss, fairclip_regularizer, fol_term, log_sum_exp, official_similarities, pair_similarities,
+    sinkhorn_divergence, FairClipVariant, FolForm,
     SinkhornConfig,
 };
 use serde_json::Value;
@@ -176,6 +177,33 @@ fn gradient_checks() {
             fairclip_regularizer(s, &[group.clone()], &cfg, variant).expect("reg")
         }, 1e-3);
     }
+    grad_check("official similarities", pseudo_random(16, 9), [4, 4], |l| official_similarities(l).sum(), 1e-7);
+    let groups: Vec<Tensor<B, 2>> = (0..2)
+        .map(|g| Tensor::<B, 2>::from_data(TensorData::new(pseudo_random(15, 10 + g), [5, 3]), (&FlexDevice, DType::F64)))
+        .collect();
+    for form in [FolForm::Paper, FolForm::Code] {
+        grad_check(&format!("FOL {form:?}"), pseudo_random(18, 12), [6, 3], |w| fol_term(w, &groups, form, 0.5).expect("fol"), 1e-7);
+    }
+}
+
+#[test]
+fn fol_forms_follow_their_formulas() {
+    let d = (&FlexDevice, DType::F64);
+    // Column variances: batch [1, 1/3], group [0.25, 0].
+    let batch = Tensor::<B, 2>::from_data(TensorData::new(vec![0.0, 1.0, 1.0, 0.0, 2.0, 1.0], [3, 2]), d);
+    let group = Tensor::<B, 2>::from_data(TensorData::new(vec![0.5, 0.5, 1.0, 0.5], [2, 2]), d);
+    let paper = scalar(fol_term(batch.clone(), &[group.clone(), group.clone()], FolForm::Paper, 7.0).expect("paper"));
+    let expected = 2.0 * ((1.0f64 - 0.125).powi(2) + (1.0f64 / 3.0).powi(2));
+    assert!((paper - expected).abs() < 1e-12, "{paper} vs {expected}");
+    let lambda = 1e-4;
+    let code = scalar(fol_term(batch, &[group], FolForm::Code, lambda).expect("code"));
+    let (v, vg) = ((1.0 + 1.0 / 3.0) / 2.0, (0.125 + 0.0) / 2.0);
+    let expected = -lambda * v + lambda * (vg - v) * (vg - v);
+    assert!((code - expected).abs() < 1e-15, "{code} vs {expected}");
+    let one_row = Tensor::<B, 2>::from_data(TensorData::new(vec![0.5, 0.5], [1, 2]), d);
+    assert!(fol_term(one_row.clone(), &[], FolForm::Paper, 1.0).is_err(), "a variance needs 2 rows");
+    let three = Tensor::<B, 2>::from_data(TensorData::new(vec![0.5; 6], [2, 3]), d);
+    assert!(fol_term(three.clone(), &[three.clone().narrow(1, 0, 2)], FolForm::Code, 1.0).is_err(), "expert counts must agree");
 }
 
 #[test]

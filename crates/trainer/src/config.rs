@@ -35,6 +35,10 @@ pub struct Experiment {
     pub fairclip: FairClipConfig,
     /// Evaluation and model selection.
     pub eval: EvalConfig,
+    /// FO-MoE layers (methods `fair-moe`, `fo-moe`).
+    pub moe: MoeConfig,
+    /// The Fairness-Oriented Loss (method `fair-moe`).
+    pub fol: FolConfig,
 }
 
 impl Default for Experiment {
@@ -47,6 +51,8 @@ impl Default for Experiment {
             optim: OptimConfig::default(),
             fairclip: FairClipConfig::default(),
             eval: EvalConfig::default(),
+            moe: MoeConfig::default(),
+            fol: FolConfig::default(),
         }
     }
 }
@@ -59,6 +65,11 @@ pub enum Method {
     Clip,
     /// CLIP loss plus λ · Σ_g Sinkhorn(batch similarities, group-g similarities).
     Fairclip,
+    /// Fair-MoE: the FO-MoE model (`[moe]`) trained with the Fairness-Oriented Loss (`[fol]`);
+    /// the attribute, group batches and distance term come from `[fairclip]`.
+    FairMoe,
+    /// The FO-MoE model trained with the CLIP loss only (the paper's "w/o FOL" ablation).
+    FoMoe,
 }
 
 impl Method {
@@ -67,7 +78,19 @@ impl Method {
         match self {
             Method::Clip => "clip",
             Method::Fairclip => "fairclip",
+            Method::FairMoe => "fair-moe",
+            Method::FoMoe => "fo-moe",
         }
+    }
+
+    /// Whether the model carries FO-MoE layers.
+    pub fn uses_moe(self) -> bool {
+        matches!(self, Method::FairMoe | Method::FoMoe)
+    }
+
+    /// Whether the method draws per-group batches.
+    pub fn uses_group_batches(self) -> bool {
+        matches!(self, Method::Fairclip | Method::FairMoe)
     }
 }
 
@@ -292,6 +315,135 @@ impl Default for FairClipConfig {
     }
 }
 
+/// Expert capacity rules of the token MoE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityRule {
+    /// The code: `int(capacity_reference · rate · k / experts)` (197 tokens for every tower).
+    Code,
+    /// The paper: from each sequence's real token count.
+    Tokens,
+    /// No capacity limit.
+    None,
+}
+
+/// `[moe]`: FO-MoE's layers. Defaults: the official code (10 experts, top 3, capacity 0.8 of
+/// 197 tokens, `out − x`, dense feature MoEs), in all four places (the paper's full model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MoeConfig {
+    /// Token-MoE experts.
+    pub experts: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// Capacity rule.
+    pub capacity: CapacityRule,
+    /// Capacity rate C.
+    pub capacity_rate: f64,
+    /// Token count of the code's rule.
+    pub capacity_reference: usize,
+    /// The code's `out − x`.
+    pub subtract_input: bool,
+    /// Renormalise kept routing weights per token.
+    pub renormalize: bool,
+    /// Feature-MoE top-k (the paper); unset: dense softmax (the code).
+    pub feature_top_k: Option<usize>,
+    /// Token MoE in the image tower.
+    pub image_token: bool,
+    /// Token MoE in the text tower.
+    pub text_token: bool,
+    /// Feature MoE after the image projection.
+    pub image_feature: bool,
+    /// Feature MoE after the text projection.
+    pub text_feature: bool,
+}
+
+impl Default for MoeConfig {
+    fn default() -> Self {
+        Self {
+            experts: 10,
+            top_k: 3,
+            capacity: CapacityRule::Code,
+            capacity_rate: 0.8,
+            capacity_reference: 197,
+            subtract_input: true,
+            renormalize: false,
+            feature_top_k: None,
+            image_token: true,
+            text_token: true,
+            image_feature: true,
+            text_feature: true,
+        }
+    }
+}
+
+/// Which FOL formula (see [`fair_losses::FolForm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolFormConfig {
+    /// The released code's.
+    Code,
+    /// The paper's.
+    Paper,
+}
+
+/// `[fol]`: the Fairness-Oriented Loss; each term switchable for ablations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FolConfig {
+    /// Formula.
+    pub form: FolFormConfig,
+    /// λ_moe of the code's form (1e-4).
+    pub lambda_moe: f64,
+    /// F_EI: the image token MoE's term.
+    pub image_token: bool,
+    /// F_ET: the text token MoE's term.
+    pub text_token: bool,
+    /// F_FI: the image feature MoE's term.
+    pub image_feature: bool,
+    /// F_FT: the text feature MoE's term.
+    pub text_feature: bool,
+    /// The Sinkhorn distance term (FairCLIP's, weighted by `fairclip.lambda`).
+    pub distance: bool,
+}
+
+impl Default for FolConfig {
+    fn default() -> Self {
+        Self { form: FolFormConfig::Code, lambda_moe: 1e-4, image_token: true, text_token: true, image_feature: true, text_feature: true, distance: true }
+    }
+}
+
+impl MoeConfig {
+    /// The FO-MoE settings, with one feature expert per group of `attribute`.
+    pub fn fo_moe(&self, attribute: &str) -> vlm_backbone::FoMoeConfig {
+        use moe_layers::{Capacity, FeatureRouting};
+        let capacity = match self.capacity {
+            CapacityRule::Code => Capacity::Reference { tokens: self.capacity_reference, rate: self.capacity_rate },
+            CapacityRule::Tokens => Capacity::FromTokens { rate: self.capacity_rate },
+            CapacityRule::None => Capacity::Unlimited,
+        };
+        vlm_backbone::FoMoeConfig::new(attribute_groups(attribute))
+            .with_experts(self.experts)
+            .with_top_k(self.top_k)
+            .with_capacity(capacity)
+            .with_subtract_input(self.subtract_input)
+            .with_renormalize(self.renormalize)
+            .with_feature_routing(self.feature_top_k.map_or(FeatureRouting::Dense, FeatureRouting::TopK))
+            .with_image_token(self.image_token)
+            .with_text_token(self.text_token)
+            .with_image_feature(self.image_feature)
+            .with_text_feature(self.text_feature)
+    }
+}
+
+/// Groups of each attribute with a known code (the feature MoE's expert count in the code).
+pub fn attribute_groups(attribute: &str) -> usize {
+    match attribute {
+        "race" | "language" => 3,
+        _ => 2,
+    }
+}
+
 /// The split that picks the best epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -425,6 +577,23 @@ impl Experiment {
         }
         if m.text.width % m.text.heads != 0 {
             return Err(format!("model.text_heads = {}: must divide model.text_width = {}", m.text.heads, m.text.width));
+        }
+        let moe = &self.moe;
+        at_least("moe.experts", moe.experts, 1)?;
+        if moe.top_k == 0 || moe.top_k > moe.experts {
+            return Err(format!("moe.top_k = {}: expected 1 to moe.experts ({})", moe.top_k, moe.experts));
+        }
+        if !(moe.capacity_rate > 0.0 && moe.capacity_rate.is_finite()) {
+            return Err(format!("moe.capacity_rate = {}: expected a number > 0", moe.capacity_rate));
+        }
+        if let Some(k) = moe.feature_top_k {
+            let groups = attribute_groups(&self.fairclip.attribute);
+            if k == 0 || k > groups {
+                return Err(format!("moe.feature_top_k = {k}: expected 1 to {groups} (the groups of {})", self.fairclip.attribute));
+            }
+        }
+        if !(self.fol.lambda_moe.is_finite() && self.fol.lambda_moe >= 0.0) {
+            return Err(format!("fol.lambda_moe = {}: expected a number >= 0", self.fol.lambda_moe));
         }
         let e = &self.eval;
         if !(0.0..=1.0).contains(&e.threshold) {

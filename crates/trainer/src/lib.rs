@@ -26,7 +26,7 @@ mod report;
 mod train;
 
 pub use config::{
-    DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, Method, ModelConfig, OnErrorConfig,
+    attribute_groups, CapacityRule, DataConfig, DataSource, EvalConfig, FolConfig, FolFormConfig, MoeConfig, Experiment, FairClipConfig, Method, ModelConfig, OnErrorConfig,
     OptimConfig, OptimizerKind, Preset, SelectOn, VariantConfig,
 };
 pub use data::{group_name, write_synthetic, ExperimentData};
@@ -48,7 +48,7 @@ pub fn evaluate_run<B: Backend>(run: &Path, checkpoint: &Path, split: &str, devi
     let tokenizer = fair_data::TextTokenizer::from_file(&run.join("tokenizer.json"), exp.data.context_length)?;
     let image_size = exp.model.clip_config(2, 2).vision.image_size;
     let data = ExperimentData::load(&exp, image_size, Some(tokenizer))?;
-    let model = load_safetensors(init_model::<B>(&exp, &data, device), checkpoint)?;
+    let model = load_safetensors(init_model::<B>(&exp, &data, device)?, checkpoint)?;
     let prepared = match split {
         "test" => &data.test,
         "validation" => &data.validation,

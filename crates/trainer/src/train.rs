@@ -57,6 +57,9 @@ pub struct EpochLog {
     pub clip_loss: f64,
     /// Mean FairCLIP regulariser (before λ), when the method has one.
     pub fair_loss: Option<f64>,
+    /// Mean FOL routing terms (as added to the loss), for `fair-moe`.
+    #[serde(default)]
+    pub fol_loss: Option<f64>,
     /// Steps so far.
     pub steps: usize,
     /// Validation metrics.
@@ -140,13 +143,18 @@ impl<B: Backend> ModuleVisitor<B> for Materialize {
 /// generator is global to the process and parameters are drawn lazily, so seeding, creating
 /// and drawing happen under one lock: two runs in one process (tests, a sweep) cannot
 /// interleave their draws.
-pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Clip<B> {
+pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Clip<B>> {
     static INIT: Mutex<()> = Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     B::seed(device, exp.seed);
-    let model = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    let mut model = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    if exp.method.uses_moe() {
+        // Experts are copies of the (here freshly initialised, later pretrained) MLPs.
+        model.visit(&mut Materialize);
+        model = model.with_fo_moe(&exp.moe.fo_moe(&exp.fairclip.attribute), device).map_err(|e| Error::Invalid(format!("[moe]: {e}")))?;
+    }
     model.visit(&mut Materialize);
-    model
+    Ok(model)
 }
 
 /// Trains `exp` in `opts.out`, evaluating after every epoch, and writes the final reports.
@@ -215,7 +223,7 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
         data.tokenizer.save(&out.join("tokenizer.json"))?;
     }
 
-    let mut model: Clip<B> = init_model(exp, &data, device);
+    let mut model: Clip<B> = init_model(exp, &data, device)?;
     let mut groups = GroupLoaders::new(exp, &data.train)?;
     let mut st = match state {
         Some(st) => {
@@ -240,7 +248,8 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(exp.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64));
         let bar = progress_bar(opts.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", exp.method.name(), exp.optim.epochs));
         let start = Instant::now();
-        let (mut sum, mut sum_clip, mut sum_fair) = (0.0, 0.0, 0.0);
+        let (mut fair_seen, mut fol_seen) = (false, false);
+        let (mut sum, mut sum_clip, mut sum_fair, mut sum_fol) = (0.0, 0.0, 0.0, 0.0);
         for idx in order.chunks(bs) {
             let batch = data.train.batch::<B>(idx, device);
             let losses = recipe::loss(exp, &model, batch, &mut groups, &data.train, device)?;
@@ -255,6 +264,9 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
             sum += total;
             sum_clip += losses.clip;
             sum_fair += losses.fair.unwrap_or(0.0);
+            sum_fol += losses.fol.unwrap_or(0.0);
+            fair_seen |= losses.fair.is_some();
+            fol_seen |= losses.fol.is_some();
             bar.inc(1);
             bar.set_message(format!("loss {total:.4}"));
         }
@@ -268,7 +280,8 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
             epoch,
             loss: sum / steps,
             clip_loss: sum_clip / steps,
-            fair_loss: groups.is_active().then_some(sum_fair / steps),
+            fair_loss: fair_seen.then_some(sum_fair / steps),
+            fol_loss: fol_seen.then_some(sum_fol / steps),
             steps: st.steps,
             validation,
             test,

@@ -229,3 +229,29 @@ fn group_loaders_draw_only_their_group_and_cover_it() {
     again.set_cursors(&saved);
     assert_eq!(again.next(1), next);
 }
+
+#[test]
+fn fair_moe_and_fo_moe_train_with_their_losses_in_every_form() {
+    for (method, form, capacity) in [("fair-moe", "code", "code"), ("fair-moe", "paper", "tokens"), ("fo-moe", "code", "none")] {
+        let mut doc: toml::Table = toml::from_str(&tiny(method, 3).to_toml()).expect("toml");
+        let extra: toml::Table = toml::from_str(&format!("experts = 4\ntop_k = 2\ncapacity = \"{capacity}\"")).expect("moe");
+        doc.insert("moe".into(), toml::Value::Table(extra));
+        let extra: toml::Table = toml::from_str(&format!("form = \"{form}\"\nlambda_moe = 0.1")).expect("fol");
+        doc.insert("fol".into(), toml::Value::Table(extra));
+        let mut exp = Experiment::from_toml_str(&toml::to_string(&doc).expect("toml"), "moe").unwrap_or_else(|e| panic!("{e}"));
+        exp.fairclip.lambda = 1e-6; // the scripts' weight: the distance term must not swamp a tiny model
+        let out = scratch(&format!("{method}-{form}"));
+        let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
+        let h = &outcome.history;
+        assert!(h[2].clip_loss < h[0].clip_loss, "{method} {form}: {} -> {}", h[0].clip_loss, h[2].clip_loss);
+        if method == "fair-moe" {
+            assert!(h.iter().all(|l| l.fol_loss.is_some_and(f64::is_finite) && l.fair_loss.is_some()), "{form}: FOL and distance logged");
+        } else {
+            assert!(h.iter().all(|l| l.fol_loss.is_none() && l.fair_loss.is_none()));
+        }
+        // The checkpoint holds the experts and reloads into an FO-MoE model.
+        let again = trainer::evaluate_run::<Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
+        assert_eq!(again.overall.auc, outcome.report.expect("report").test.overall.auc);
+        std::fs::remove_dir_all(&out).ok();
+    }
+}

@@ -4,6 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use moe_layers::FeatureMoe;
 
 use crate::text::{TextTransformer, TextTransformerConfig};
 use crate::vision::{VisionTransformer, VisionTransformerConfig};
@@ -41,6 +42,8 @@ impl ClipConfig {
             visual_projection: LinearConfig::new(self.vision.width, self.projection_dim).with_bias(false).init(device),
             text_projection: LinearConfig::new(self.text.width, self.projection_dim).with_bias(false).init(device),
             logit_scale: Param::from_tensor(Tensor::from_floats([self.logit_scale_init as f32], device)),
+            visual_feature_moe: None,
+            text_feature_moe: None,
         }
     }
 }
@@ -58,6 +61,31 @@ pub struct Clip<B: Backend> {
     pub text_projection: Linear<B>,
     /// Log of the temperature of the contrastive logits.
     pub logit_scale: Param<Tensor<B, 1>>,
+    /// FO-MoE's feature-level MoE on the projected image feature (see [`crate::FoMoeConfig`]).
+    pub visual_feature_moe: Option<FeatureMoe<B>>,
+    /// FO-MoE's feature-level MoE on the projected text feature.
+    pub text_feature_moe: Option<FeatureMoe<B>>,
+}
+
+/// The routing weights of one tower's MoEs in a forward pass (`[rows, experts]` each).
+#[derive(Debug, Clone)]
+pub struct Routing<B: Backend> {
+    /// Token-level MoEs, in layer order (rows: tokens x batch).
+    pub token: Vec<Tensor<B, 2>>,
+    /// The feature-level MoE (rows: batch).
+    pub feature: Option<Tensor<B, 2>>,
+}
+
+/// The feature MoE's output replaces the feature (the code computes `x + output` and
+/// discards it).
+fn feature_moe<B: Backend>(f: Tensor<B, 2>, moe: Option<&FeatureMoe<B>>) -> (Tensor<B, 2>, Option<Tensor<B, 2>>) {
+    match moe {
+        Some(m) => {
+            let out = m.forward(f);
+            (out.output, Some(out.routing))
+        }
+        None => (f, None),
+    }
 }
 
 fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -68,12 +96,26 @@ fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 impl<B: Backend> Clip<B> {
     /// L2-normalised image embeddings [batch, projection_dim].
     pub fn encode_image(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        l2_normalize(self.visual_projection.forward(self.vision_model.forward(images)))
+        self.encode_image_routed(images).0
     }
 
     /// L2-normalised text embeddings [batch, projection_dim].
     pub fn encode_text(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        l2_normalize(self.text_projection.forward(self.text_model.forward(tokens)))
+        self.encode_text_routed(tokens).0
+    }
+
+    /// [`Clip::encode_image`] and the routing weights of the image tower's MoEs.
+    pub fn encode_image_routed(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Routing<B>) {
+        let (pooled, token) = self.vision_model.forward_routed(images);
+        let (f, feature) = feature_moe(self.visual_projection.forward(pooled), self.visual_feature_moe.as_ref());
+        (l2_normalize(f), Routing { token, feature })
+    }
+
+    /// [`Clip::encode_text`] and the routing weights of the text tower's MoEs.
+    pub fn encode_text_routed(&self, tokens: Tensor<B, 2, Int>) -> (Tensor<B, 2>, Routing<B>) {
+        let (pooled, token) = self.text_model.forward_routed(tokens);
+        let (f, feature) = feature_moe(self.text_projection.forward(pooled), self.text_feature_moe.as_ref());
+        (l2_normalize(f), Routing { token, feature })
     }
 
     /// `exp(logit_scale)` as a [1, 1] tensor (differentiable).

@@ -3,6 +3,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use moe_layers::TokenMoe;
 use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
 
 /// Activation of the MLP.
@@ -105,13 +106,29 @@ pub struct EncoderLayer<B: Backend> {
     pub mlp: Mlp<B>,
     /// Norm before the MLP.
     pub layer_norm2: LayerNorm<B>,
+    /// FO-MoE's token-level mixture of experts, which replaces `mlp` when present (the dense
+    /// MLP is kept, as the checkpoint it was initialised from).
+    pub moe: Option<TokenMoe<B>>,
 }
 
 impl<B: Backend> EncoderLayer<B> {
     /// Applies the layer.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
+        self.forward_routed(x, mask).0
+    }
+
+    /// Applies the layer and returns the MoE's routing weights (`[tokens x batch, experts]`)
+    /// when the layer has one.
+    pub fn forward_routed(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
         let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
-        h.clone() + self.mlp.forward(self.layer_norm2.forward(h))
+        let normed = self.layer_norm2.forward(h.clone());
+        match &self.moe {
+            Some(moe) => {
+                let out = moe.forward(normed);
+                (h + out.output, Some(out.routing))
+            }
+            None => (h + self.mlp.forward(normed), None),
+        }
     }
 }
 
@@ -145,6 +162,7 @@ impl TransformerEncoderConfig {
                 layer_norm1: ln(),
                 mlp: Mlp::new(self.width, self.width * self.mlp_ratio, self.activation, device),
                 layer_norm2: ln(),
+                moe: None,
             })
             .collect();
         TransformerEncoder { layers }
@@ -160,10 +178,18 @@ pub struct TransformerEncoder<B: Backend> {
 
 impl<B: Backend> TransformerEncoder<B> {
     /// Applies every layer with the same mask.
-    pub fn forward(&self, mut x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
+        self.forward_routed(x, mask).0
+    }
+
+    /// Applies every layer and collects the routing weights of the MoE layers, in order.
+    pub fn forward_routed(&self, mut x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> (Tensor<B, 3>, Vec<Tensor<B, 2>>) {
+        let mut routing = Vec::new();
         for layer in &self.layers {
-            x = layer.forward(x, mask.clone());
+            let (y, r) = layer.forward_routed(x, mask.clone());
+            x = y;
+            routing.extend(r);
         }
-        x
+        (x, routing)
     }
 }

@@ -5,7 +5,8 @@
 //! - [`TextTransformer`]: a text encoder, causal with end-of-text pooling (CLIP) or
 //!   bidirectional with class-token or mean pooling.
 //! - [`Clip`]: the dual encoder with projections and a learnable logit scale, the contrastive
-//!   logits and FairCLIP's zero-shot scoring.
+//!   logits and FairCLIP's zero-shot scoring; [`Clip::with_fo_moe`] turns it into Fair-MoE's
+//!   FO-MoE model, whose routing weights [`Clip::encode_image_routed`] exposes.
 //!
 //! Field names follow Hugging Face's `CLIPModel` (`vision_model.embeddings.patch_embedding`,
 //! `encoder.layers.N.self_attn.q_proj`, `visual_projection`, ...), so that loading a checkpoint
@@ -27,11 +28,13 @@
 #![warn(missing_docs)]
 
 mod clip;
+mod fomoe;
 mod layers;
 mod text;
 mod vision;
 
-pub use clip::{Clip, ClipConfig};
+pub use clip::{Clip, ClipConfig, Routing};
+pub use fomoe::FoMoeConfig;
 pub use layers::{Activation, Attention, EncoderLayer, Mlp, TransformerEncoder, TransformerEncoderConfig};
 pub use text::{Pooling, TextTransformer, TextTransformerConfig};
 pub use vision::{VisionTransformer, VisionTransformerConfig};

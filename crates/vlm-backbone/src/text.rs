@@ -100,6 +100,11 @@ impl<B: Backend> TextTransformer<B> {
     /// Token states after the final norm: [batch, tokens, width] for ids [batch, tokens]
     /// (at most `context_length` tokens).
     pub fn forward_tokens(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_tokens_routed(tokens).0
+    }
+
+    /// [`TextTransformer::forward_tokens`] and the routing weights of its MoE layers.
+    pub fn forward_tokens_routed(&self, tokens: Tensor<B, 2, Int>) -> (Tensor<B, 3>, Vec<Tensor<B, 2>>) {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]);
@@ -112,14 +117,20 @@ impl<B: Backend> TextTransformer<B> {
             let pad = tokens.equal_elem(self.pad_token_id as i64); // [b, t]
             Some(pad.unsqueeze_dim::<3>(1).expand([b, t, t]))
         };
-        self.final_layer_norm.forward(self.encoder.forward(x, mask))
+        let (states, routing) = self.encoder.forward_routed(x, mask);
+        (self.final_layer_norm.forward(states), routing)
     }
 
     /// The pooled text feature: [batch, width].
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let states = self.forward_tokens(tokens.clone());
+        self.forward_routed(tokens).0
+    }
+
+    /// The pooled text feature and the routing weights of the MoE layers.
+    pub fn forward_routed(&self, tokens: Tensor<B, 2, Int>) -> (Tensor<B, 2>, Vec<Tensor<B, 2>>) {
+        let (states, routing) = self.forward_tokens_routed(tokens.clone());
         let [b, t, width] = states.dims();
-        match self.pooling {
+        let pooled = match self.pooling {
             Pooling::Eot => {
                 let idx = tokens.argmax(1).reshape([b, 1, 1]).expand([b, 1, width]);
                 states.gather(1, idx).reshape([b, width])
@@ -130,6 +141,7 @@ impl<B: Backend> TextTransformer<B> {
                 let count = keep.clone().sum_dim(1).clamp_min(1.0); // [b, 1, 1]
                 ((states * keep).sum_dim(1) / count).reshape([b, width])
             }
-        }
+        };
+        (pooled, routing)
     }
 }

@@ -92,6 +92,11 @@ pub struct VisionTransformer<B: Backend> {
 impl<B: Backend> VisionTransformer<B> {
     /// Tokens after the last layer: [batch, 1 + patches, width] for images [batch, C, H, W].
     pub fn forward_tokens(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.forward_tokens_routed(images).0
+    }
+
+    /// [`VisionTransformer::forward_tokens`] and the routing weights of its MoE layers.
+    pub fn forward_tokens_routed(&self, images: Tensor<B, 4>) -> (Tensor<B, 3>, Vec<Tensor<B, 2>>) {
         let e = &self.embeddings;
         let patches = e.patch_embedding.forward(images); // [b, width, h, w]
         let [b, width, _, _] = patches.dims();
@@ -99,13 +104,18 @@ impl<B: Backend> VisionTransformer<B> {
         let cls = e.class_embedding.val().reshape([1, 1, width]).repeat_dim(0, b);
         let x = Tensor::cat(vec![cls, patches], 1);
         let x = x + e.position_embedding.weight.val().unsqueeze_dim::<3>(0);
-        self.encoder.forward(self.pre_layrnorm.forward(x), None)
+        self.encoder.forward_routed(self.pre_layrnorm.forward(x), None)
     }
 
     /// The pooled image feature: [batch, width].
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let tokens = self.forward_tokens(images);
+        self.forward_routed(images).0
+    }
+
+    /// The pooled image feature and the routing weights of the MoE layers.
+    pub fn forward_routed(&self, images: Tensor<B, 4>) -> (Tensor<B, 2>, Vec<Tensor<B, 2>>) {
+        let (tokens, routing) = self.forward_tokens_routed(images);
         let [b, _, width] = tokens.dims();
-        self.post_layernorm.forward(tokens.narrow(1, 0, 1).reshape([b, width]))
+        (self.post_layernorm.forward(tokens.narrow(1, 0, 1).reshape([b, width])), routing)
     }
 }

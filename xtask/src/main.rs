@@ -5,6 +5,7 @@
 //! - `bench metrics`: fair-metrics against the FairCLIP evaluation pipeline in Python.
 //! - `train`: CLIP and FairCLIP on the built-in synthetic benchmark (CPU), side by side.
 //! - `gpu-smoke`: a short training on the GPU backend, with samples per second.
+//! - `reproduce fair-moe`: the Fair-MoE reproduction study on the synthetic benchmark.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,10 +48,38 @@ enum Task {
         #[arg(long, default_value_t = 2)]
         epochs: usize,
     },
+    /// Reproduction studies on the synthetic benchmark (resumable: finished runs are kept).
+    Reproduce {
+        #[command(subcommand)]
+        which: Reproduce,
+    },
     /// Benchmarks against the Python peers.
     Bench {
         #[command(subcommand)]
         which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Reproduce {
+    /// CLIP, FairCLIP, FO-MoE without FOL and Fair-MoE, per attribute and seed, in the layout
+    /// of the Fair-MoE paper's Table 1, plus the FOL-term ablation; writes docs/reproduction.md.
+    FairMoe {
+        /// Seeds (0, 1, ...).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Attributes, comma-separated.
+        #[arg(long, default_value = "race,gender,ethnicity,language")]
+        attributes: String,
+        /// Override the configs' epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Backend: cpu, cuda or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Skip the FOL-term ablation.
+        #[arg(long)]
+        no_ablation: bool,
     },
 }
 
@@ -78,6 +107,9 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures(&root),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench_metrics(&root, rows, runs, peer_runs),
         Task::Train { device, set } => train(&root, &device, &set),
+        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, no_ablation } } => {
+            reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_ablation)
+        }
         Task::GpuSmoke { device, epochs } => gpu_smoke(&root, &device, epochs),
     }
 }
@@ -316,5 +348,95 @@ fn gpu_smoke(root: &Path, device: &str, epochs: usize) -> Result<()> {
         let v: serde_json::Value = serde_json::from_str(line)?;
         println!("epoch {}: {:.1} samples/s ({:.2} s), validation AUC {}", v["epoch"], v["samples_per_second"].as_f64().unwrap_or(0.0), v["train_seconds"].as_f64().unwrap_or(0.0), v["validation"]["auc"]);
     }
+    Ok(())
+}
+
+/// One training run of a study: kept if its report exists, so a study can be resumed.
+fn study_run(fairvlm: &Path, root: &Path, out: &Path, config: &str, device: &str, sets: &[String]) -> Result<serde_json::Value> {
+    let report = out.join("report.json");
+    if !report.is_file() {
+        let _ = std::fs::remove_dir_all(out);
+        let mut cmd = Command::new(fairvlm);
+        cmd.current_dir(root).args(["train", "--quiet", "--device", device, "--config"]).arg(root.join(config)).arg("--out").arg(out);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        run(&mut cmd)?;
+    }
+    let text = std::fs::read_to_string(&report).with_context(|| report.display().to_string())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Mean and sample standard deviation (n − 1), x100, as "m ± s".
+fn mean_std(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 { (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
+}
+
+fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<usize>, device: &str, ablation: bool) -> Result<()> {
+    ensure!(seeds > 0, "at least one seed");
+    let fairvlm = build_fairvlm(root, device)?;
+    let attrs: Vec<&str> = attributes.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let dir = root.join("runs/reproduce-fair-moe");
+    let base = |seed: u64, attr: &str| -> Vec<String> {
+        let mut v = vec![format!("seed={seed}"), format!("fairclip.attribute=\"{attr}\""), "eval.bootstrap=0".to_string()];
+        if let Some(e) = epochs {
+            v.push(format!("optim.epochs={e}"));
+        }
+        v
+    };
+    let metric = |j: &serde_json::Value, attr: &str, key: &str| -> Option<f64> {
+        if key == "auc" { j["test"]["overall"]["auc"].as_f64() } else { j["test"]["attributes"][attr][key].as_f64() }
+    };
+    let mut md = String::from("# Reproduction: Fair-MoE on the synthetic benchmark\n\n");
+    md.push_str(&format!(
+        "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed).\n\n",
+        epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+        (0..seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+    ));
+    md.push_str("| attribute | model | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|---|\n");
+    for attr in &attrs {
+        for (method, label) in [("clip", "CLIP"), ("fairclip", "FairCLIP"), ("fo-moe", "FO-MoE w/o FOL"), ("fair-moe", "Fair-MoE")] {
+            let mut cols: [Vec<f64>; 4] = Default::default();
+            for seed in 0..seeds {
+                let run_attr = if method == "clip" { "race" } else { attr };
+                let out = dir.join(format!("{method}-{run_attr}-s{seed}"));
+                let j = study_run(&fairvlm, root, &out, &format!("configs/benchmark-{method}.toml"), device, &base(seed, run_attr))?;
+                for (c, key) in cols.iter_mut().zip(["es_auc", "auc", "dpd", "eod"]) {
+                    c.extend(metric(&j, attr, key));
+                }
+            }
+            md.push_str(&format!("| {attr} | {label} | {} | {} | {} | {} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
+        }
+    }
+    if ablation {
+        let attr = attrs.first().copied().unwrap_or("race");
+        md.push_str(&format!("\n## FOL-term ablation ({attr})\n\n| variant | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|\n"));
+        for (name, off) in [("full Fair-MoE", ""), ("w/o F_EI", "image_token"), ("w/o F_ET", "text_token"), ("w/o F_FI", "image_feature"), ("w/o F_FT", "text_feature"), ("w/o distance", "distance")] {
+            let mut cols: [Vec<f64>; 4] = Default::default();
+            for seed in 0..seeds {
+                let mut sets = base(seed, attr);
+                let tag = if off.is_empty() { "full".to_string() } else { format!("no-{off}") };
+                if !off.is_empty() {
+                    sets.push(format!("fol.{off}=false"));
+                }
+                let out = if off.is_empty() { dir.join(format!("fair-moe-{attr}-s{seed}")) } else { dir.join(format!("fair-moe-{attr}-{tag}-s{seed}")) };
+                let j = study_run(&fairvlm, root, &out, "configs/benchmark-fair-moe.toml", device, &sets)?;
+                for (c, key) in cols.iter_mut().zip(["es_auc", "auc", "dpd", "eod"]) {
+                    c.extend(metric(&j, attr, key));
+                }
+            }
+            md.push_str(&format!("| {name} | {} | {} | {} | {} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
+        }
+    }
+    let path = root.join("runs/reproduce-fair-moe/reproduction.md");
+    std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
+    println!("{md}");
+    println!("written to {} (copy the table into docs/reproduction.md with the discussion)", path.display());
     Ok(())
 }

@@ -201,6 +201,12 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Side of the model's input images in pixels.
+    pub fn image_size(&self) -> usize {
+        // The vision tower does not depend on the text sizes.
+        self.clip_config(2, 2).vision.image_size
+    }
+
     /// The CLIP configuration for a vocabulary and context length.
     pub fn clip_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::ClipConfig {
         use vlm_backbone::{ClipConfig, TextTransformerConfig, VisionTransformerConfig};
@@ -479,6 +485,13 @@ impl Default for EvalConfig {
             threshold: 0.5,
             batch_size: 128,
         }
+    }
+}
+
+impl EvalConfig {
+    /// The bootstrap of the final report's intervals (`None` when `bootstrap = 0`).
+    pub fn bootstrap(&self, seed: u64) -> Option<fair_metrics::Bootstrap> {
+        (self.bootstrap > 0).then(|| fair_metrics::Bootstrap::new(self.bootstrap, seed))
     }
 }
 

@@ -54,9 +54,11 @@ fn keep_known(samples: Vec<Sample>, filter: bool) -> (Vec<Sample>, usize) {
 }
 
 impl ExperimentData {
-    /// Loads (or generates) the splits. The tokenizer is `tokenizer` when given, else the
-    /// config's `data.tokenizer`, else one trained on the training notes.
-    pub fn load(exp: &Experiment, image_size: usize, tokenizer: Option<TextTokenizer>) -> Result<Self> {
+    /// Loads (or generates) the splits at the model's image size. The tokenizer is
+    /// `tokenizer` when given, else the config's `data.tokenizer`, else one trained on the
+    /// training notes.
+    pub fn load(exp: &Experiment, tokenizer: Option<TextTokenizer>) -> Result<Self> {
+        let image_size = exp.model.image_size();
         let d = &exp.data;
         let mut skipped = Vec::new();
         let mut filtered_unknown = [0; 3];

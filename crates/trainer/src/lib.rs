@@ -46,8 +46,7 @@ use burn::prelude::*;
 pub fn evaluate_run<B: Backend>(run: &Path, checkpoint: &Path, split: &str, device: &B::Device) -> Result<fair_metrics::Report> {
     let exp = Experiment::from_file(&run.join("config.toml"))?;
     let tokenizer = fair_data::TextTokenizer::from_file(&run.join("tokenizer.json"), exp.data.context_length)?;
-    let image_size = exp.model.clip_config(2, 2).vision.image_size;
-    let data = ExperimentData::load(&exp, image_size, Some(tokenizer))?;
+    let data = ExperimentData::load(&exp, Some(tokenizer))?;
     let model = load_safetensors(init_model::<B>(&exp, &data, device)?, checkpoint)?;
     let prepared = match split {
         "test" => &data.test,
@@ -55,6 +54,5 @@ pub fn evaluate_run<B: Backend>(run: &Path, checkpoint: &Path, split: &str, devi
         other => return Err(Error::Invalid(format!("split '{other}': expected test or validation"))),
     };
     let scores = predict(&model, prepared, &data.prompt_tokens, exp.eval.batch_size, device);
-    let bootstrap = (exp.eval.bootstrap > 0).then(|| fair_metrics::Bootstrap::new(exp.eval.bootstrap, exp.seed));
-    report(&exp, prepared, scores, bootstrap)
+    report(&exp, prepared, scores, exp.eval.bootstrap(exp.seed))
 }

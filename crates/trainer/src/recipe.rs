@@ -104,7 +104,8 @@ impl GroupLoaders {
     }
 }
 
-fn value<B: Backend>(t: &Tensor<B, 1>) -> f64 {
+/// The first value of a tensor as f64 (NaN if it has none).
+pub(crate) fn value<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_data().convert::<f64>().to_vec::<f64>().map_or(f64::NAN, |v| v.first().copied().unwrap_or(f64::NAN))
 }
 
@@ -141,13 +142,14 @@ pub fn loss<B: AutodiffBackend>(
         FairClipVariant::Official => official_similarities(logits),
         FairClipVariant::Aligned => (image * text).sum_dim(1).flatten::<1>(0, 1),
     };
-    let mut group_sims = Vec::with_capacity(groups.codes().len());
+    let n_groups = groups.codes().len();
+    let mut group_sims = Vec::with_capacity(n_groups);
     // Per FOL term, the routing weights of every group batch (without gradient, as the code).
     let mut group_routing: [Vec<Tensor<B, 2>>; 4] = Default::default();
     // The official code runs the group batches under no_grad; the paper's reading lets the
     // gradient through both sides.
     let frozen = (variant == FairClipVariant::Official).then(|| model.valid());
-    for g in 0..groups.codes().len() {
+    for g in 0..n_groups {
         let idx = groups.next(g);
         let (sims, routing) = match &frozen {
             Some(m) => {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use fair_data::{Prepared, ATTRIBUTES};
-use fair_metrics::{Bootstrap, Format, Report};
+use fair_metrics::{Format, Report};
 use indexmap::IndexMap;
 use serde::Serialize;
 use vlm_backbone::Clip;
@@ -130,8 +130,7 @@ impl FinalReport {
         device: &B::Device,
     ) -> Result<Self> {
         let scores = predict(model, &data.test, &data.prompt_tokens, exp.eval.batch_size, device);
-        let bootstrap = (exp.eval.bootstrap > 0).then(|| Bootstrap::new(exp.eval.bootstrap, exp.seed));
-        let test = report(exp, &data.test, scores.clone(), bootstrap)?;
+        let test = report(exp, &data.test, scores.clone(), exp.eval.bootstrap(exp.seed))?;
         Ok(Self {
             method: exp.method.name().into(),
             config: exp.clone(),

@@ -195,7 +195,6 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let image_size = exp.model.clip_config(2, 2).vision.image_size;
 
     let has_run = out.join("state.json").is_file();
     if has_run && !opts.resume {
@@ -217,7 +216,7 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
         Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
         None => None,
     };
-    let data = ExperimentData::load(exp, image_size, tokenizer)?;
+    let data = ExperimentData::load(exp, tokenizer)?;
     if state.is_none() {
         write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
         data.tokenizer.save(&out.join("tokenizer.json"))?;
@@ -254,7 +253,7 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
             let batch = data.train.batch::<B>(idx, device);
             let losses = recipe::loss(exp, &model, batch, &mut groups, &data.train, device)?;
             let lr = exp.optim.lr * if exp.optim.warmup_steps > 0 { ((st.steps + 1) as f64 / exp.optim.warmup_steps as f64).min(1.0) } else { 1.0 };
-            let total: f64 = losses.total.clone().into_data().convert::<f64>().to_vec::<f64>().map_or(f64::NAN, |v| v[0]);
+            let total = recipe::value(&losses.total);
             if !total.is_finite() {
                 return Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {total}; lower optim.lr", st.steps + 1)));
             }

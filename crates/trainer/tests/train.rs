@@ -204,8 +204,7 @@ fn missing_dataset_folder_is_an_error_naming_it() {
 #[test]
 fn group_loaders_draw_only_their_group_and_cover_it() {
     let exp = tiny("fairclip", 1);
-    let image_size = exp.model.clip_config(2, 2).vision.image_size;
-    let data = trainer::ExperimentData::load(&exp, image_size, None).expect("data");
+    let data = trainer::ExperimentData::load(&exp, None).expect("data");
     let mut loaders = GroupLoaders::new(&exp, &data.train).expect("loaders");
     let codes = loaders.codes();
     assert_eq!(codes, vec![0, 1, 2]);

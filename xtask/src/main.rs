@@ -77,6 +77,9 @@ enum Reproduce {
         /// Backend: cpu, cuda or wgpu.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Seeds of the FOL-term ablation (at most --seeds; default all of them).
+        #[arg(long)]
+        ablation_seeds: Option<u64>,
         /// Skip the FOL-term ablation.
         #[arg(long)]
         no_ablation: bool,
@@ -107,8 +110,9 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures(&root),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench_metrics(&root, rows, runs, peer_runs),
         Task::Train { device, set } => train(&root, &device, &set),
-        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, no_ablation } } => {
-            reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_ablation)
+        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation } } => {
+            let ablation = (!no_ablation).then(|| ablation_seeds.unwrap_or(seeds).min(seeds));
+            reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, ablation)
         }
         Task::GpuSmoke { device, epochs } => gpu_smoke(&root, &device, epochs),
     }
@@ -351,10 +355,14 @@ fn gpu_smoke(root: &Path, device: &str, epochs: usize) -> Result<()> {
     Ok(())
 }
 
-/// One training run of a study: kept if its report exists, so a study can be resumed.
+/// One training run of a study: kept if it finished with the same config and overrides, so a
+/// study can be resumed; anything else in its folder is retrained.
 fn study_run(fairvlm: &Path, root: &Path, out: &Path, config: &str, device: &str, sets: &[String]) -> Result<serde_json::Value> {
     let report = out.join("report.json");
-    if !report.is_file() {
+    let stamp_path = out.join("study-args.txt");
+    let stamp = format!("{config}\n{}\n", sets.join("\n"));
+    let done = report.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp);
+    if !done {
         let _ = std::fs::remove_dir_all(out);
         let mut cmd = Command::new(fairvlm);
         cmd.current_dir(root).args(["train", "--quiet", "--device", device, "--config"]).arg(root.join(config)).arg("--out").arg(out);
@@ -362,6 +370,7 @@ fn study_run(fairvlm: &Path, root: &Path, out: &Path, config: &str, device: &str
             cmd.args(["--set", s]);
         }
         run(&mut cmd)?;
+        std::fs::write(&stamp_path, &stamp).with_context(|| stamp_path.display().to_string())?;
     }
     let text = std::fs::read_to_string(&report).with_context(|| report.display().to_string())?;
     Ok(serde_json::from_str(&text)?)
@@ -378,7 +387,7 @@ fn mean_std(v: &[f64]) -> String {
     format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
 }
 
-fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<usize>, device: &str, ablation: bool) -> Result<()> {
+fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<usize>, device: &str, ablation: Option<u64>) -> Result<()> {
     ensure!(seeds > 0, "at least one seed");
     let fairvlm = build_fairvlm(root, device)?;
     let attrs: Vec<&str> = attributes.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
@@ -395,8 +404,13 @@ fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<
     };
     let mut md = String::from("# Reproduction: Fair-MoE on the synthetic benchmark\n\n");
     md.push_str(&format!(
-        "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed).\n\n",
+        "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed; FO-MoE w/o FOL depends only on the number of groups, so its race runs serve language and its gender runs serve ethnicity).\n\n",
         epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+        match ablation {
+            None => " --no-ablation".to_string(),
+            Some(k) if k != seeds => format!(" --ablation-seeds {k}"),
+            Some(_) => String::new(),
+        },
         (0..seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
     ));
     md.push_str("| attribute | model | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|---|\n");
@@ -404,7 +418,15 @@ fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<
         for (method, label) in [("clip", "CLIP"), ("fairclip", "FairCLIP"), ("fo-moe", "FO-MoE w/o FOL"), ("fair-moe", "Fair-MoE")] {
             let mut cols: [Vec<f64>; 4] = Default::default();
             for seed in 0..seeds {
-                let run_attr = if method == "clip" { "race" } else { attr };
+                // CLIP ignores the attribute, and FO-MoE without FOL uses it only for the
+                // feature-MoE size (its groups: race and language 3, gender and ethnicity 2),
+                // so those runs are shared between attributes instead of repeated.
+                let run_attr = match method {
+                    "clip" => "race",
+                    "fo-moe" if matches!(*attr, "gender" | "ethnicity") => "gender",
+                    "fo-moe" => "race",
+                    _ => attr,
+                };
                 let out = dir.join(format!("{method}-{run_attr}-s{seed}"));
                 let j = study_run(&fairvlm, root, &out, &format!("configs/benchmark-{method}.toml"), device, &base(seed, run_attr))?;
                 for (c, key) in cols.iter_mut().zip(["es_auc", "auc", "dpd", "eod"]) {
@@ -414,12 +436,15 @@ fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<
             md.push_str(&format!("| {attr} | {label} | {} | {} | {} | {} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
         }
     }
-    if ablation {
+    if let Some(ablation_seeds) = ablation {
         let attr = attrs.first().copied().unwrap_or("race");
-        md.push_str(&format!("\n## FOL-term ablation ({attr})\n\n| variant | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|\n"));
+        md.push_str(&format!(
+            "\n## FOL-term ablation ({attr}, seeds {})\n\nFair-MoE with one FOL term switched off (`--set fol.<term>=false`).\n\n| variant | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|\n",
+            (0..ablation_seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        ));
         for (name, off) in [("full Fair-MoE", ""), ("w/o F_EI", "image_token"), ("w/o F_ET", "text_token"), ("w/o F_FI", "image_feature"), ("w/o F_FT", "text_feature"), ("w/o distance", "distance")] {
             let mut cols: [Vec<f64>; 4] = Default::default();
-            for seed in 0..seeds {
+            for seed in 0..ablation_seeds {
                 let mut sets = base(seed, attr);
                 let tag = if off.is_empty() { "full".to_string() } else { format!("no-{off}") };
                 if !off.is_empty() {
@@ -437,6 +462,23 @@ fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<
     let path = root.join("runs/reproduce-fair-moe/reproduction.md");
     std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
     println!("{md}");
-    println!("written to {} (copy the table into docs/reproduction.md with the discussion)", path.display());
+    let docs = root.join("docs/reproduction.md");
+    splice_section(&docs, "fair-moe", &md)?;
+    println!("written to {} and into {}", path.display(), docs.display());
     Ok(())
+}
+
+/// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in a document (the
+/// generated tables), keeping the hand-written discussion around it; appends the section if the
+/// markers are missing.
+fn splice_section(doc: &Path, name: &str, body: &str) -> Result<()> {
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let old = std::fs::read_to_string(doc).unwrap_or_default();
+    let body = body.strip_prefix("# ").map_or(body.to_string(), |b| format!("## {b}")).replace("\n## ", "\n### ");
+    let section = format!("{begin}\n{body}{end}");
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &old[..b], &old[e + end.len()..]),
+        _ => format!("{old}{}{section}\n", if old.is_empty() { "" } else { "\n" }),
+    };
+    std::fs::write(doc, new).with_context(|| doc.display().to_string())
 }

@@ -6,6 +6,8 @@
 //!   FairCLIP's distance between the similarity distributions of a batch and of each group.
 //! - [`pair_similarities`] and [`fairclip_regularizer`]: FairCLIP's regulariser, in the
 //!   official code's form and in the paper-aligned form ([`FairClipVariant`]).
+//! - [`surrogate_auc`] and [`surrogate_auc_gap`]: MultiFair's pairwise-logistic AUC surrogate
+//!   and the group gap on it.
 //! - [`fol_term`]: Fair-MoE's Fairness-Oriented Loss on MoE routing weights, in the paper's and
 //!   the code's form ([`FolForm`]).
 //!
@@ -15,12 +17,14 @@
 
 #![warn(missing_docs)]
 
+mod auc;
 mod clip;
 mod error;
 mod fairclip;
 mod fol;
 mod sinkhorn;
 
+pub use auc::{surrogate_auc, surrogate_auc_gap};
 pub use clip::{clip_contrastive_loss, log_sum_exp};
 pub use error::{Error, Result};
 pub use fairclip::{fairclip_regularizer, official_similarities, pair_similarities, FairClipVariant};

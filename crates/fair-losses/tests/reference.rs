@@ -7,7 +7,7 @@ use burn::tensor::{DType, TensorData};
 use fair_losses::{
     clip_contrastive_loss, fairclip_regularizer, fol_term, log_sum_exp, official_similarities, pair_similarities,
     sinkhorn_divergence, FairClipVariant, FolForm,
-    SinkhornConfig,
+    SinkhornConfig, surrogate_auc, surrogate_auc_gap,
 };
 use serde_json::Value;
 
@@ -222,4 +222,44 @@ fn bad_arguments_are_errors() {
     let z = Tensor::<Flex, 2>::from_floats([[0.5], [0.5]], &d);
     let v: f32 = sinkhorn_divergence(z.clone(), z, &SinkhornConfig::new(0.1)).expect("loss").into_scalar();
     assert_eq!(v, 0.0);
+}
+
+#[test]
+fn surrogate_auc_and_gap_match_pytorch_values_and_gradients() {
+    use burn::tensor::activation::softmax;
+    for case in reference()["surrogate_auc"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let labels: Vec<bool> = case["labels"].as_array().expect("labels").iter().map(|v| v.as_i64() == Some(1)).collect();
+        let groups: Vec<i64> = case["groups"].as_array().expect("groups").iter().filter_map(Value::as_i64).collect();
+        let q = |logits: Tensor<B, 2>| -> Tensor<B, 1> {
+            let n = logits.dims()[0];
+            softmax(logits, 1).narrow(1, 1, 1).reshape([n])
+        };
+        let logits = tensor64(&case["logits"]).require_grad();
+        let auc = surrogate_auc(q(logits.clone()), &labels).expect("auc").expect("both classes");
+        assert_close(&format!("{name}: surrogate AUC"), &[scalar(auc.clone())], &[case["auc"].as_f64().expect("auc")], 1e-12);
+        let grad = values(logits.grad(&auc.backward()).expect("gradient"));
+        assert_close(&format!("{name}: surrogate AUC gradient"), &grad, &flat(&case["grad_auc"]), 1e-10);
+
+        let logits = tensor64(&case["logits"]).require_grad();
+        let gap = surrogate_auc_gap(q(logits.clone()), &labels, &groups, 3).expect("gap").expect("groups");
+        assert_close(&format!("{name}: surrogate gap"), &[scalar(gap.clone())], &[case["gap"].as_f64().expect("gap")], 1e-12);
+        let grad = values(logits.grad(&gap.backward()).expect("gradient"));
+        assert_close(&format!("{name}: surrogate gap gradient"), &grad, &flat(&case["grad_gap"]), 1e-10);
+
+        let (x0, shape) = matrix(&case["logits"]);
+        grad_check(&format!("{name}: surrogate AUC"), x0.clone(), shape, |l| surrogate_auc(q(l), &labels).expect("auc").expect("defined"), 1e-7);
+        grad_check(&format!("{name}: surrogate gap"), x0, shape, |l| surrogate_auc_gap(q(l), &labels, &groups, 3).expect("gap").expect("defined"), 1e-6);
+    }
+}
+
+#[test]
+fn surrogate_auc_is_undefined_without_both_classes() {
+    let d = (&FlexDevice, DType::F64);
+    let q = Tensor::<B, 1>::from_data(TensorData::new(vec![0.2, 0.7, 0.4], [3]), d);
+    assert!(surrogate_auc(q.clone(), &[true, true, true]).expect("valid").is_none());
+    assert!(surrogate_auc(q.clone().narrow(0, 0, 1), &[true]).expect("valid").is_none());
+    assert!(surrogate_auc(q.clone(), &[true, false]).is_err(), "lengths must agree");
+    // One group with both classes only: no gap.
+    assert!(surrogate_auc_gap(q, &[true, false, true], &[0, 0, 1], 2).expect("valid").is_none());
 }

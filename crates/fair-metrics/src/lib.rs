@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+mod auc;
 mod bootstrap;
 mod csv;
 mod engine;
@@ -39,6 +40,7 @@ mod report;
 mod rng;
 mod stream;
 
+pub use auc::roc_auc;
 pub use bootstrap::{Bootstrap, Ci};
 pub use csv::{parse_csv, read_csv, CsvSpec, Table};
 pub use error::{Error, Result};

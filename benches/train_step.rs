@@ -1,0 +1,115 @@
+//! One training step (forward, loss, backward, AdamW update) of each method on the benchmark
+//! model (`configs/benchmark-*.toml`, preset `small`, batch 32, 3 group batches for the
+//! group-aware methods), CPU backend: FO-MoE against the same model without MoE (`clip`) and
+//! Fair-MoE against FairCLIP. Before the timings it prints each step's peak heap above the
+//! live heap, counted by the allocator below.
+//!
+//! `cargo bench -p fairvlm-benches --bench train_step` (from the repository root).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::backend::{Autodiff, Flex};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use criterion::{criterion_group, criterion_main, Criterion};
+use trainer::{init_model, loss, Experiment, ExperimentData, GroupLoaders};
+use vlm_backbone::Clip;
+
+type B = Autodiff<Flex>;
+
+/// The system allocator, counting live and peak bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Everything one method's step needs, built as `fairvlm train` builds it.
+struct Step {
+    exp: Experiment,
+    data: ExperimentData,
+    model: Option<Clip<B>>,
+    optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Clip<B>, B>,
+    groups: GroupLoaders,
+    cursor: usize,
+}
+
+impl Step {
+    fn new(method: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let config = root.join(format!("configs/benchmark-{method}.toml"));
+        let exp = Experiment::from_file(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        let data = ExperimentData::load(&exp, None).unwrap_or_else(|e| panic!("benchmark data: {e}"));
+        let device = Default::default();
+        let model = init_model::<B>(&exp, &data, &device).unwrap_or_else(|e| panic!("model: {e}"));
+        let o = &exp.optim;
+        let optim = AdamWConfig::new()
+            .with_beta_1(o.betas[0] as f32)
+            .with_beta_2(o.betas[1] as f32)
+            .with_epsilon(o.eps as f32)
+            .with_weight_decay(o.weight_decay as f32)
+            .init::<B, Clip<B>>();
+        let groups = GroupLoaders::new(&exp, &data.train).unwrap_or_else(|e| panic!("group loaders: {e}"));
+        Step { exp, data, model: Some(model), optim, groups, cursor: 0 }
+    }
+
+    /// One optimiser step on the next batch of the training split; returns the loss.
+    fn run(&mut self) -> f64 {
+        let device = Default::default();
+        let bs = self.exp.optim.batch_size;
+        if self.cursor + bs > self.data.train.len() {
+            self.cursor = 0;
+        }
+        let idx: Vec<usize> = (self.cursor..self.cursor + bs).collect();
+        self.cursor += bs;
+        let batch = self.data.train.batch::<B>(&idx, &device);
+        let model = self.model.take().unwrap_or_else(|| unreachable!());
+        let losses = loss(&self.exp, &model, batch, &mut self.groups, &self.data.train, &device).unwrap_or_else(|e| panic!("loss: {e}"));
+        let value = losses.clip;
+        let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+        self.model = Some(self.optim.step(self.exp.optim.lr, model, grads));
+        value
+    }
+}
+
+const METHODS: [&str; 4] = ["clip", "fo-moe", "fairclip", "fair-moe"];
+
+fn train_step(c: &mut Criterion) {
+    let mut steps: Vec<(&str, Step)> = METHODS.iter().map(|m| (*m, Step::new(m))).collect();
+    for (method, step) in &mut steps {
+        step.run(); // optimiser state allocated, caches warm
+        let live = LIVE.load(Ordering::Relaxed);
+        PEAK.store(live, Ordering::Relaxed);
+        step.run();
+        let peak = PEAK.load(Ordering::Relaxed) - live;
+        println!("{method}: peak heap of one step above the live heap {:.1} MiB (live {:.1} MiB)", peak as f64 / (1 << 20) as f64, live as f64 / (1 << 20) as f64);
+    }
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(20);
+    for (method, step) in &mut steps {
+        group.bench_function(*method, |b| b.iter(|| black_box(step.run())));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, train_step);
+criterion_main!(benches);

@@ -7,6 +7,8 @@
 //! - [`Clip`]: the dual encoder with projections and a learnable logit scale, the contrastive
 //!   logits and FairCLIP's zero-shot scoring; [`Clip::with_fo_moe`] turns it into Fair-MoE's
 //!   FO-MoE model, whose routing weights [`Clip::encode_image_routed`] exposes.
+//! - [`MultimodalClassifier`]: MultiFair's fundus + text or fundus + OCT-volume classifier
+//!   with transformer (or OGM-GE's concat) fusion, and its [`AuxiliaryHeads`].
 //!
 //! Field names follow Hugging Face's `CLIPModel` (`vision_model.embeddings.patch_embedding`,
 //! `encoder.layers.N.self_attn.q_proj`, `visual_projection`, ...), so that loading a checkpoint
@@ -30,11 +32,16 @@
 mod clip;
 mod fomoe;
 mod layers;
+mod multimodal;
 mod text;
 mod vision;
 
 pub use clip::{Clip, ClipConfig, Routing};
 pub use fomoe::FoMoeConfig;
 pub use layers::{Activation, Attention, EncoderLayer, Mlp, TransformerEncoder, TransformerEncoderConfig};
+pub use multimodal::{
+    AuxiliaryHeads, ClassifierHead, Fusion, MultimodalClassifier, MultimodalClassifierConfig, MultimodalOutput, OctEncoder, PostNormEncoder, PostNormEncoderConfig,
+    PostNormLayer, Projection, SecondInput, SecondModality,
+};
 pub use text::{Pooling, TextTransformer, TextTransformerConfig};
 pub use vision::{VisionTransformer, VisionTransformerConfig};

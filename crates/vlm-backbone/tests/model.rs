@@ -2,11 +2,14 @@
 //! a few training steps of the tiny CLIP.
 
 use burn::backend::{flex::FlexDevice, Autodiff, Flex};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::{DType, Distribution, TensorData};
+use burn::tensor::Distribution;
 use vlm_backbone::{Activation, ClipConfig, Pooling, TextTransformerConfig, TransformerEncoderConfig, VisionTransformerConfig};
+
+mod common;
+use common::{grad_check, ToF64};
 
 type B = Autodiff<Flex>;
 const D: FlexDevice = FlexDevice;
@@ -108,38 +111,6 @@ fn every_parameter_gets_a_gradient_and_training_lowers_the_loss() {
     }
     let last: f32 = loss_of(&model).into_scalar();
     assert!(last < first * 0.8, "loss {first} -> {last}");
-}
-
-struct ToF64;
-impl<Bk: Backend> ModuleMapper<Bk> for ToF64 {
-    fn map_float<const N: usize>(&mut self, param: Param<Tensor<Bk, N>>) -> Param<Tensor<Bk, N>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, tensor.cast(DType::F64), mapper)
-    }
-}
-
-/// Central differences of `sum(f(x) * w)` with respect to the input, in f64.
-fn grad_check(name: &str, shape: [usize; 3], f: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>) {
-    let n: usize = shape.iter().product();
-    let x0: Vec<f64> = (0..n).map(|i| ((i * 7919) % 97) as f64 / 48.5 - 1.0).collect();
-    let w: Vec<f64> = (0..n).map(|i| ((i * 104_729) % 89) as f64 / 44.5 - 1.0).collect();
-    let make = |v: Vec<f64>| Tensor::<B, 3>::from_data(TensorData::new(v, shape), (&D, DType::F64));
-    let weights = make(w);
-    let value = |x: Tensor<B, 3>| -> f64 {
-        (f(x) * weights.clone()).sum().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0]
-    };
-    let x = make(x0.clone()).require_grad();
-    let y = (f(x.clone()) * weights.clone()).sum();
-    let g = x.grad(&y.backward()).expect("grad").into_data().convert::<f64>().to_vec::<f64>().expect("f64");
-    let h = 1e-6;
-    let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    for i in 0..n {
-        let (mut p, mut m) = (x0.clone(), x0.clone());
-        p[i] += h;
-        m[i] -= h;
-        let fd = (value(make(p)) - value(make(m))) / (2.0 * h);
-        assert!((g[i] - fd).abs() <= 1e-6 * scale.max(1.0), "{name}[{i}]: autodiff {} vs finite difference {fd}", g[i]);
-    }
 }
 
 #[test]

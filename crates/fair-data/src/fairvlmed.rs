@@ -133,12 +133,7 @@ pub fn load_split(root: &Path, split: Split, opts: &LoadOptions) -> Result<Loade
         Some(p) => Some(read_summary_csv(p)?),
         None => None,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|source| Error::Io { path: dir.clone(), source })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "npz"))
-        .collect();
-    files.sort();
+    let files = npz_files(&dir)?;
     let filter = opts.filter_unknown.unwrap_or(split != Split::Training);
     let mut out = Loaded::default();
     for path in files {
@@ -170,41 +165,88 @@ pub fn load_split(root: &Path, split: Split, opts: &LoadOptions) -> Result<Loade
 
 /// Reads one `data_XXXXX.npz`.
 pub fn read_sample(path: &Path) -> Result<Sample> {
-    let arrays = read_npz(path)?;
-    let get = |key: &str| -> Result<&NpyArray> {
-        arrays.get(key).ok_or_else(|| Error::Npz {
-            path: path.to_owned(),
-            message: format!("missing key '{key}' (keys: {})", arrays.keys().cloned().collect::<Vec<_>>().join(", ")),
-        })
-    };
-    let wrong = |key: &str, what: &str| Error::Npz { path: path.to_owned(), message: format!("key '{key}': expected {what}") };
-    let int = |key: &str| get(key).and_then(|a| a.as_int().ok_or_else(|| wrong(key, "one integer")));
-    let img = get("slo_fundus")?;
-    let (height, width) = match img.shape.as_slice() {
-        [h, w] => (*h, *w),
-        _ => return Err(wrong("slo_fundus", &format!("a 2-d image, got shape {:?}", img.shape))),
-    };
-    let pixels = img.to_f32().ok_or_else(|| wrong("slo_fundus", "numbers"))?;
-    let glaucoma = int("glaucoma")?;
-    if !(0..=1).contains(&glaucoma) {
-        return Err(wrong("glaucoma", &format!("0 or 1, got {glaucoma}")));
-    }
-    let note = match get("note")?.data {
+    let f = NpzFields::read(path)?;
+    let note = match f.get("note")?.data {
         NpyData::Str(ref v) if v.len() == 1 => v[0].clone(),
-        _ => return Err(wrong("note", "one unicode string")),
+        _ => return Err(f.wrong("note", "one unicode string")),
     };
     Ok(Sample {
-        file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        image: GrayImage { height, width, pixels },
-        glaucoma: glaucoma as u8,
-        race: int("race")?,
-        gender: int("gender")?,
-        ethnicity: int("ethnicity")?,
-        language: int("language")?,
-        maritalstatus: arrays.get("maritalstatus").and_then(NpyArray::as_int).unwrap_or(-1),
-        age: get("age")?.as_float().ok_or_else(|| wrong("age", "one number"))?,
+        file: f.file_name(),
+        image: f.image("slo_fundus")?,
+        glaucoma: f.label("glaucoma")?,
+        race: f.int("race")?,
+        gender: f.int("gender")?,
+        ethnicity: f.int("ethnicity")?,
+        language: f.int("language")?,
+        maritalstatus: f.int_or("maritalstatus", -1),
+        age: f.get("age")?.as_float().ok_or_else(|| f.wrong("age", "one number"))?,
         note,
     })
+}
+
+/// The `.npz` files of a folder, sorted by name.
+pub(crate) fn npz_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| Error::Io { path: dir.to_owned(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "npz"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The arrays of one subject's npz, read with errors that name the file and the key.
+pub(crate) struct NpzFields<'a> {
+    path: &'a Path,
+    arrays: std::collections::BTreeMap<String, NpyArray>,
+}
+
+impl<'a> NpzFields<'a> {
+    pub(crate) fn read(path: &'a Path) -> Result<Self> {
+        Ok(NpzFields { path, arrays: read_npz(path)? })
+    }
+
+    pub(crate) fn file_name(&self) -> String {
+        self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    pub(crate) fn wrong(&self, key: &str, what: &str) -> Error {
+        Error::Npz { path: self.path.to_owned(), message: format!("key '{key}': expected {what}") }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Result<&NpyArray> {
+        self.arrays.get(key).ok_or_else(|| Error::Npz {
+            path: self.path.to_owned(),
+            message: format!("missing key '{key}' (keys: {})", self.arrays.keys().cloned().collect::<Vec<_>>().join(", ")),
+        })
+    }
+
+    pub(crate) fn int(&self, key: &str) -> Result<i64> {
+        self.get(key)?.as_int().ok_or_else(|| self.wrong(key, "one integer"))
+    }
+
+    pub(crate) fn int_or(&self, key: &str, default: i64) -> i64 {
+        self.arrays.get(key).and_then(NpyArray::as_int).unwrap_or(default)
+    }
+
+    /// A 0/1 label.
+    pub(crate) fn label(&self, key: &str) -> Result<u8> {
+        match self.int(key)? {
+            v @ 0..=1 => Ok(v as u8),
+            v => Err(self.wrong(key, &format!("0 or 1, got {v}"))),
+        }
+    }
+
+    /// A 2-d image.
+    pub(crate) fn image(&self, key: &str) -> Result<GrayImage> {
+        let img = self.get(key)?;
+        let (height, width) = match img.shape.as_slice() {
+            [h, w] => (*h, *w),
+            _ => return Err(self.wrong(key, &format!("a 2-d image, got shape {:?}", img.shape))),
+        };
+        let pixels = img.to_f32().ok_or_else(|| self.wrong(key, "numbers"))?;
+        Ok(GrayImage { height, width, pixels })
+    }
 }
 
 /// Reads a summary CSV (header line; column 0 the npz file name, column 2 the summary), as

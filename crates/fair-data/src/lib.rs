@@ -2,6 +2,8 @@
 //!
 //! - [`load_split`]: Harvard-FairVLMed as distributed (npz files with numpy unicode notes,
 //!   `Test` or `Testing`, GPT-4 summaries, FairCLIP's filter of unknown attributes).
+//! - [`load_fairvision_split`]: Harvard-FairVision (OCT volume + SLO fundus), with
+//!   MultiFair's OCT preprocessing [`oct_slices`].
 //! - [`SynthConfig`]: a synthetic benchmark with FairVLMed's structure and documented bias
 //!   knobs, written by [`write_fairvlmed`] in the same format so that one loader reads both.
 //! - [`read_npz`], [`write_npz`]: numpy's npz/npy format.
@@ -22,6 +24,7 @@
 
 mod batch;
 mod error;
+mod fairvision;
 mod fairvlmed;
 mod npy;
 mod preprocess;
@@ -30,11 +33,14 @@ mod text;
 
 pub use batch::{ClipBatch, Prepared};
 pub use error::{Error, Result};
+pub use fairvision::{
+    load_fairvision_split, oct_slices, read_fairvision_sample, resize_bilinear, LoadedVision, VisionSample, Volume, VISION_ATTRIBUTES,
+};
 pub use fairvlmed::{
     load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample,
     Split, ATTRIBUTES,
 };
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
 pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
-pub use synth::{write_fairvlmed, GroupEffect, SynthConfig};
+pub use synth::{write_fairvision, write_fairvlmed, GroupEffect, OctSynth, SynthConfig};
 pub use text::{TextTokenizer, END, PAD, START};

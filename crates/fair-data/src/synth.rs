@@ -12,6 +12,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fairvision::{VisionSample, Volume};
 use crate::fairvlmed::{GrayImage, Sample, Split};
 use crate::npy::{write_npz, NpyArray};
 
@@ -44,12 +45,16 @@ pub struct GroupEffect {
     /// Probability that the recorded label is flipped.
     #[serde(default)]
     pub label_noise: f64,
+    /// Multiplies the probability that this group's notes state the finding: below 1, the
+    /// text is less informative for the group (a fast but group-biased modality).
+    #[serde(default = "one")]
+    pub note_signal: f64,
 }
 
 impl GroupEffect {
     /// No effect on the given group.
     pub fn none(attribute: &str, value: i64) -> Self {
-        Self { attribute: attribute.into(), value, signal: 1.0, prevalence_shift: 0.0, brightness: 0.0, contrast: 1.0, blur: 0, label_noise: 0.0 }
+        Self { attribute: attribute.into(), value, signal: 1.0, prevalence_shift: 0.0, brightness: 0.0, contrast: 1.0, blur: 0, label_noise: 0.0, note_signal: 1.0 }
     }
 }
 
@@ -145,8 +150,8 @@ impl SynthConfig {
             if !["race", "gender", "ethnicity", "language"].contains(&e.attribute.as_str()) {
                 return bad(format!("effects[{i}].attribute = '{}': expected race, gender, ethnicity or language", e.attribute));
             }
-            if !(e.signal >= 0.0 && e.contrast > 0.0 && (0.0..=0.5).contains(&e.label_noise) && e.prevalence_shift.is_finite() && e.brightness.is_finite()) {
-                return bad(format!("effects[{i}] ({}={}): expected signal >= 0, contrast > 0, label_noise in [0, 0.5]", e.attribute, e.value));
+            if !(e.signal >= 0.0 && e.note_signal >= 0.0 && e.contrast > 0.0 && (0.0..=0.5).contains(&e.label_noise) && e.prevalence_shift.is_finite() && e.brightness.is_finite()) {
+                return bad(format!("effects[{i}] ({}={}): expected signal >= 0, note_signal >= 0, contrast > 0, label_noise in [0, 0.5]", e.attribute, e.value));
             }
         }
         Ok(())
@@ -161,14 +166,46 @@ impl SynthConfig {
             (0..n)
                 .map(|_| {
                     id += 1;
-                    self.subject(&mut rng, id)
+                    self.subject(&mut rng, id).0
                 })
                 .collect()
         };
         Ok([split(self.sizes[0]), split(self.sizes[1]), split(self.sizes[2])])
     }
 
-    fn subject(&self, rng: &mut ChaCha8Rng, id: usize) -> Sample {
+    /// The same subjects (identical fundus images, labels and attributes) in FairVision's
+    /// form, each with an OCT volume drawn by `oct`.
+    pub fn generate_vision(&self, oct: &OctSynth) -> Result<[Vec<VisionSample>; 3]> {
+        self.validate()?;
+        oct.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut id = 0usize;
+        let mut split = |n: usize| -> Vec<VisionSample> {
+            (0..n)
+                .map(|_| {
+                    id += 1;
+                    let (s, truth) = self.subject(&mut rng, id);
+                    // A stream of its own per subject: the fundus benchmark's draws are unchanged.
+                    let mut orng = ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (id as u64).wrapping_add(0x0C7));
+                    VisionSample {
+                        file: s.file,
+                        fundus: s.image,
+                        oct: oct.volume(&mut orng, truth),
+                        glaucoma: s.glaucoma,
+                        race: s.race,
+                        male: s.gender,
+                        hispanic: s.ethnicity,
+                        language: s.language,
+                        maritalstatus: s.maritalstatus,
+                    }
+                })
+                .collect()
+        };
+        Ok([split(self.sizes[0]), split(self.sizes[1]), split(self.sizes[2])])
+    }
+
+    /// One subject and whether they truly have glaucoma (before label noise).
+    fn subject(&self, rng: &mut ChaCha8Rng, id: usize) -> (Sample, bool) {
         let (race, gender, ethnicity, language) = (draw(rng, &RACE), draw(rng, &GENDER), draw(rng, &ETHNICITY), draw(rng, &LANGUAGE));
         let maritalstatus = draw(rng, &MARITAL);
         let age = normal(rng, 60.9, 16.2).clamp(18.0, 95.0).round();
@@ -187,6 +224,7 @@ impl SynthConfig {
                 fx.brightness += e.brightness;
                 fx.blur += e.blur;
                 fx.label_noise += e.label_noise;
+                fx.note_signal *= e.note_signal;
             }
         }
         let p = (self.prevalence + fx.prevalence_shift).clamp(0.0, 1.0);
@@ -194,8 +232,8 @@ impl SynthConfig {
         let cdr = (0.3 + if truth { 0.35 * fx.signal } else { 0.0 } + normal(rng, 0.0, 0.07)).clamp(0.1, 0.9);
         let image = fundus(rng, self.image_size, cdr, &fx);
         let recorded = truth ^ (rng.random::<f64>() < fx.label_noise.min(0.5));
-        let note = self.note(rng, truth, cdr, age, race, gender);
-        Sample {
+        let note = self.note(rng, truth, cdr, age, race, gender, fx.note_signal);
+        let sample = Sample {
             file: format!("data_{id:05}.npz"),
             image,
             glaucoma: recorded as u8,
@@ -206,10 +244,12 @@ impl SynthConfig {
             maritalstatus,
             age,
             note,
-        }
+        };
+        (sample, truth)
     }
 
-    fn note(&self, rng: &mut ChaCha8Rng, glaucoma: bool, cdr: f64, age: f64, race: i64, gender: i64) -> String {
+    #[allow(clippy::too_many_arguments)]
+    fn note(&self, rng: &mut ChaCha8Rng, glaucoma: bool, cdr: f64, age: f64, race: i64, gender: i64, note_signal: f64) -> String {
         // Findings end with the class word of FairCLIP's prompts ("A photo of glaucoma" /
         // "A photo of non-glaucoma") and close the note, as the prompts close with it, so that
         // zero-shot evaluation with the two prompts is in distribution for a text tower that
@@ -234,7 +274,7 @@ impl SynthConfig {
             "referred for visual field testing",
         ];
         let pick = |rng: &mut ChaCha8Rng, t: &[&str]| t[rng.random_range(0..t.len())].replace("{c}", &format!("{cdr:.2}"));
-        let finding = if rng.random::<f64>() < self.text_signal {
+        let finding = if rng.random::<f64>() < self.text_signal * note_signal {
             pick(rng, if glaucoma { &POS } else { &NEG })
         } else {
             pick(rng, &NEUTRAL)
@@ -358,4 +398,106 @@ pub fn write_fairvlmed(root: &Path, splits: &[Vec<Sample>; 3]) -> Result<()> {
     };
     write("data_summary.csv", &summary)?;
     write("gpt-4_summarized_notes.csv", &gpt)
+}
+
+/// The OCT side of the synthetic FairVision benchmark: B-scans through the retina, whose
+/// nerve-fibre layer (the bright top band) thins in glaucoma. The same for every group, and
+/// subtle against the speckle: the informative but slow modality, against the fundus image,
+/// which is fast to learn but group-biased (the [`SynthConfig`] effects).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OctSynth {
+    /// B-scans per volume.
+    pub depth: usize,
+    /// Side of a B-scan.
+    pub size: usize,
+    /// Fraction of the nerve-fibre layer lost in glaucoma.
+    pub signal: f64,
+    /// Standard deviation of the speckle noise (0-255 scale).
+    pub noise: f64,
+}
+
+impl Default for OctSynth {
+    /// 16 scans of 32 x 32, 40% thinning, noise 30.
+    fn default() -> Self {
+        OctSynth { depth: 16, size: 32, signal: 0.4, noise: 30.0 }
+    }
+}
+
+impl OctSynth {
+    /// Checks the knobs; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.depth == 0 || self.size < 8 {
+            return Err(Error::Invalid(format!("oct.depth = {}, oct.size = {}: expected at least 1 scan of at least 8 x 8", self.depth, self.size)));
+        }
+        if !((0.0..=1.0).contains(&self.signal) && self.noise >= 0.0 && self.noise.is_finite()) {
+            return Err(Error::Invalid(format!("oct.signal = {}, oct.noise = {}: expected signal in [0, 1], noise >= 0", self.signal, self.noise)));
+        }
+        Ok(())
+    }
+
+    /// One volume; `glaucoma` thins the nerve-fibre layer, most near the disc (the middle
+    /// scans and columns).
+    fn volume(&self, rng: &mut ChaCha8Rng, glaucoma: bool) -> Volume {
+        let (d, n) = (self.depth, self.size);
+        let s = n as f64;
+        let surface = s * (0.25 + normal(rng, 0.0, 0.02));
+        let rnfl = s * (0.12 + normal(rng, 0.0, 0.01)).max(0.05);
+        let tilt = normal(rng, 0.0, 0.03);
+        let mut voxels = Vec::with_capacity(d * n * n);
+        for z in 0..d {
+            let zc = (z as f64 + 0.5) / d as f64 - 0.5;
+            for y in 0..n {
+                for x in 0..n {
+                    let xc = (x as f64 + 0.5) / s - 0.5;
+                    // Thicker towards the disc, thinner in glaucoma, most where it is thickest.
+                    let near_disc = (-(xc * xc + zc * zc) / 0.08).exp();
+                    let thinning = if glaucoma { 1.0 - self.signal * (0.5 + 0.5 * near_disc) } else { 1.0 };
+                    let top = surface + tilt * s * xc + 2.0 * (xc * 6.0).cos();
+                    let t_rnfl = rnfl * (0.7 + 0.6 * near_disc) * thinning;
+                    let depth_in = y as f64 + 0.5 - top;
+                    let v = if depth_in < 0.0 {
+                        10.0 // vitreous
+                    } else if depth_in < t_rnfl {
+                        200.0 // nerve-fibre layer
+                    } else if depth_in < t_rnfl + s * 0.2 {
+                        110.0 // inner layers
+                    } else if depth_in < t_rnfl + s * 0.3 {
+                        70.0 // outer nuclear layer
+                    } else if depth_in < t_rnfl + s * 0.34 {
+                        230.0 // retinal pigment epithelium
+                    } else {
+                        60.0 // choroid
+                    };
+                    voxels.push((v + normal(rng, 0.0, self.noise)).clamp(0.0, 255.0).round() as f32);
+                }
+            }
+        }
+        Volume { depth: d, height: n, width: n, voxels }
+    }
+}
+
+/// Writes splits in Harvard-FairVision's format under `root`: `train/`, `val/`, `test/` with
+/// one `data_XXXXX.npz` per subject (`oct_bscans` uint8 [scans, height, width], `slo_fundus`
+/// uint8, `glaucoma`, `race`, `male`, `hispanic`, `language`, `maritalstatus` int64).
+pub fn write_fairvision(root: &Path, splits: &[Vec<VisionSample>; 3]) -> Result<()> {
+    for (samples, folder) in splits.iter().zip(["train", "val", "test"]) {
+        let dir = root.join(folder);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        for s in samples {
+            let u8s = |v: &[f32]| -> Vec<u8> { v.iter().map(|&x| x.clamp(0.0, 255.0) as u8).collect() };
+            let int = |v: i64| NpyArray::from_i64(vec![], vec![v]);
+            write_npz(&dir.join(&s.file), &[
+                ("oct_bscans", NpyArray::from_u8(vec![s.oct.depth, s.oct.height, s.oct.width], &u8s(&s.oct.voxels))),
+                ("slo_fundus", NpyArray::from_u8(vec![s.fundus.height, s.fundus.width], &u8s(&s.fundus.pixels))),
+                ("glaucoma", int(s.glaucoma as i64)),
+                ("race", int(s.race)),
+                ("male", int(s.male)),
+                ("hispanic", int(s.hispanic)),
+                ("language", int(s.language)),
+                ("maritalstatus", int(s.maritalstatus)),
+            ])?;
+        }
+    }
+    Ok(())
 }

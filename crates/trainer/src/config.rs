@@ -39,6 +39,12 @@ pub struct Experiment {
     pub moe: MoeConfig,
     /// The Fairness-Oriented Loss (method `fair-moe`).
     pub fol: FolConfig,
+    /// MultiFair's multimodal classifier (methods `late-fusion`, `ogm-ge`, `multifair`).
+    pub multimodal: MultimodalConfig,
+    /// OGM-GE's modulation (method `ogm-ge`).
+    pub ogm: OgmConfig,
+    /// MultiFair's modulation (method `multifair`).
+    pub multifair: MultiFairConfig,
 }
 
 impl Default for Experiment {
@@ -53,6 +59,9 @@ impl Default for Experiment {
             eval: EvalConfig::default(),
             moe: MoeConfig::default(),
             fol: FolConfig::default(),
+            multimodal: MultimodalConfig::default(),
+            ogm: OgmConfig::default(),
+            multifair: MultiFairConfig::default(),
         }
     }
 }
@@ -70,6 +79,15 @@ pub enum Method {
     FairMoe,
     /// The FO-MoE model trained with the CLIP loss only (the paper's "w/o FOL" ablation).
     FoMoe,
+    /// MultiFair's fundus + text classifier (`[multimodal]`) trained with cross-entropy, no
+    /// modulation: the plain multimodal baseline.
+    LateFusion,
+    /// The same classifier with OGM-GE's modality-level modulation (`[ogm]`; needs
+    /// `multimodal.fusion = "concat"`, whose halves give the unimodal logits).
+    OgmGe,
+    /// MultiFair: modality-level (CGGM-style) and group-level gradient modulation
+    /// (`[multifair]`).
+    Multifair,
 }
 
 impl Method {
@@ -80,7 +98,15 @@ impl Method {
             Method::Fairclip => "fairclip",
             Method::FairMoe => "fair-moe",
             Method::FoMoe => "fo-moe",
+            Method::LateFusion => "late-fusion",
+            Method::OgmGe => "ogm-ge",
+            Method::Multifair => "multifair",
         }
+    }
+
+    /// Whether the method trains the multimodal classifier (else the CLIP dual encoder).
+    pub fn is_multimodal(self) -> bool {
+        matches!(self, Method::LateFusion | Method::OgmGe | Method::Multifair)
     }
 
     /// Whether the model carries FO-MoE layers.
@@ -236,6 +262,26 @@ impl ModelConfig {
             self.text_heads.unwrap_or(t.heads),
         );
         ClipConfig::new(vision, text, self.projection_dim.unwrap_or(base.projection_dim))
+    }
+}
+
+impl Experiment {
+    /// MultiFair's classifier for a vocabulary and context length: the `[model]` image tower
+    /// for the fundus, its text tower made bidirectional with `[CLS]` pooling (BERT's), and
+    /// the `[multimodal]` fusion.
+    pub fn multimodal_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::MultimodalClassifierConfig {
+        use vlm_backbone::{Fusion, MultimodalClassifierConfig, Pooling, SecondModality};
+        let clip = self.model.clip_config(vocab_size, context_length);
+        let text = clip.text.with_causal(false).with_pooling(Pooling::Cls);
+        let m = &self.multimodal;
+        MultimodalClassifierConfig::new(clip.vision, SecondModality::Text(text), m.proj_dim)
+            .with_fusion(match m.fusion {
+                FusionConfig::Transformer => Fusion::Transformer,
+                FusionConfig::Concat => Fusion::Concat,
+            })
+            .with_fusion_layers(m.fusion_layers)
+            .with_fusion_heads(m.fusion_heads)
+            .with_dropout(m.dropout)
     }
 }
 
@@ -608,12 +654,153 @@ impl Experiment {
         if !(self.fol.lambda_moe.is_finite() && self.fol.lambda_moe >= 0.0) {
             return Err(format!("fol.lambda_moe = {}: expected a number >= 0", self.fol.lambda_moe));
         }
+        let mm = &self.multimodal;
+        if !fair_data::ATTRIBUTES.contains(&mm.attribute.as_str()) {
+            return Err(format!("multimodal.attribute = '{}': expected one of {}", mm.attribute, fair_data::ATTRIBUTES.join(", ")));
+        }
+        at_least("multimodal.proj_dim", mm.proj_dim, 1)?;
+        at_least("multimodal.fusion_layers", mm.fusion_layers, 1)?;
+        if mm.fusion_heads == 0 || mm.proj_dim % mm.fusion_heads != 0 {
+            return Err(format!("multimodal.fusion_heads = {}: must divide multimodal.proj_dim = {}", mm.fusion_heads, mm.proj_dim));
+        }
+        if !(0.0..1.0).contains(&mm.dropout) {
+            return Err(format!("multimodal.dropout = {}: expected a value in [0, 1)", mm.dropout));
+        }
+        positive("multimodal.head_lr", mm.head_lr)?;
+        if !(mm.head_weight_decay >= 0.0 && mm.grad_clip >= 0.0 && mm.grad_clip.is_finite()) {
+            return Err(format!("multimodal.head_weight_decay = {}, multimodal.grad_clip = {}: expected numbers >= 0", mm.head_weight_decay, mm.grad_clip));
+        }
+        if self.method == Method::OgmGe && mm.fusion != FusionConfig::Concat {
+            return Err("multimodal.fusion: method ogm-ge reads unimodal logits off a concat head; set multimodal.fusion = \"concat\"".into());
+        }
+        if self.method == Method::Multifair && self.multifair.mode == MultiFairModeConfig::Faithful && mm.fusion != FusionConfig::Transformer {
+            return Err("multimodal.fusion: the faithful direction term aligns the transformer fusion's classifier; set multimodal.fusion = \"transformer\"".into());
+        }
+        let og = &self.ogm;
+        if !(og.alpha.is_finite() && og.alpha >= 0.0) || og.start_epoch == 0 || og.end_epoch < og.start_epoch {
+            return Err(format!("[ogm]: alpha = {}, start_epoch = {}, end_epoch = {}: expected alpha >= 0 and 1 <= start_epoch <= end_epoch", og.alpha, og.start_epoch, og.end_epoch));
+        }
+        let mf = &self.multifair;
+        for (key, v) in [("multifair.rho", mf.rho), ("multifair.lambda_gm", mf.lambda_gm), ("multifair.fairness_coeff", mf.fairness_coeff), ("multifair.threshold", mf.threshold), ("multifair.strength", mf.strength)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{key} = {v}: expected a number >= 0"));
+            }
+        }
         let e = &self.eval;
         if !(0.0..=1.0).contains(&e.threshold) {
             return Err(format!("eval.threshold = {}: expected a value in [0, 1]", e.threshold));
         }
         at_least("eval.batch_size", e.batch_size, 1)?;
         Ok(())
+    }
+}
+
+/// Fusion of the multimodal classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FusionConfig {
+    /// MultiFair's post-norm transformer over the two projected tokens.
+    Transformer,
+    /// OGM-GE's `Linear(2P, 2)` on the concatenation.
+    Concat,
+}
+
+/// `[multimodal]`: MultiFair's classifier on the fundus image and the note (FairVLMed code
+/// settings; the towers come from `[model]`, the text tower bidirectional with `[CLS]`
+/// pooling as BERT).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultimodalConfig {
+    /// The attribute of the group-level modulation (MultiFair: `gender`).
+    pub attribute: String,
+    /// Fusion width `P` (256).
+    pub proj_dim: usize,
+    /// Fusion.
+    pub fusion: FusionConfig,
+    /// Fusion transformer layers (3).
+    pub fusion_layers: usize,
+    /// Fusion heads (8).
+    pub fusion_heads: usize,
+    /// Dropout (0.1).
+    pub dropout: f64,
+    /// Learning rate of the auxiliary heads' AdamW (1e-5).
+    pub head_lr: f64,
+    /// Their weight decay (3e-3).
+    pub head_weight_decay: f64,
+    /// Global gradient-norm clip of the model, every method (0.8); 0 turns it off.
+    pub grad_clip: f64,
+}
+
+impl Default for MultimodalConfig {
+    fn default() -> Self {
+        Self {
+            attribute: "gender".into(),
+            proj_dim: 256,
+            fusion: FusionConfig::Transformer,
+            fusion_layers: 3,
+            fusion_heads: 8,
+            dropout: 0.1,
+            head_lr: 1e-5,
+            head_weight_decay: 3e-3,
+            grad_clip: 0.8,
+        }
+    }
+}
+
+/// `[ogm]`: OGM-GE (the official code's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OgmConfig {
+    /// α (0.1).
+    pub alpha: f64,
+    /// Gaussian enhancement (OGM-GE rather than OGM).
+    pub gaussian_enhancement: bool,
+    /// First epoch with modulation (1-based).
+    pub start_epoch: usize,
+    /// Last epoch with modulation.
+    pub end_epoch: usize,
+    /// Modulate only 4-D kernels, as the code (there: the ResNets' convolutions; here: the
+    /// patch embeddings). `false` modulates every parameter of the encoders.
+    pub conv_only: bool,
+}
+
+impl Default for OgmConfig {
+    fn default() -> Self {
+        Self { alpha: 0.1, gaussian_enhancement: true, start_epoch: 1, end_epoch: 1000, conv_only: false }
+    }
+}
+
+/// MultiFair's two readings (docs/methods.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiFairModeConfig {
+    /// The released code: magnitude modulation only (direction and fairness terms inert).
+    CodeExact,
+    /// Plus the differentiable direction term and the surrogate-AUC fairness term.
+    Faithful,
+}
+
+/// `[multifair]`: MultiFair's modulation (FairVLMed code settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiFairConfig {
+    /// Reading.
+    pub mode: MultiFairModeConfig,
+    /// ρ, the scale of the modality factors (1.2).
+    pub rho: f64,
+    /// λ_gm, the direction term's weight (0.15; `faithful` only).
+    pub lambda_gm: f64,
+    /// The fairness term's weight (0.5; `faithful` only).
+    pub fairness_coeff: f64,
+    /// τ, the trigger threshold on the batch's group AUC gap (0.07).
+    pub threshold: f64,
+    /// fm, the strength of the group factors (0.5).
+    pub strength: f64,
+}
+
+impl Default for MultiFairConfig {
+    fn default() -> Self {
+        Self { mode: MultiFairModeConfig::CodeExact, rho: 1.2, lambda_gm: 0.15, fairness_coeff: 0.5, threshold: 0.07, strength: 0.5 }
     }
 }
 

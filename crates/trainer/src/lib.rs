@@ -21,20 +21,21 @@ mod data;
 mod error;
 mod evaluate;
 mod html;
+mod multimodal;
 mod recipe;
 mod report;
 mod train;
 
 pub use config::{
-    attribute_groups, CapacityRule, DataConfig, DataSource, EvalConfig, FolConfig, FolFormConfig, MoeConfig, Experiment, FairClipConfig, Method, ModelConfig, OnErrorConfig,
-    OptimConfig, OptimizerKind, Preset, SelectOn, VariantConfig,
+    attribute_groups, CapacityRule, DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, FolFormConfig, FusionConfig, Method, ModelConfig, MoeConfig,
+    MultiFairConfig, MultiFairModeConfig, MultimodalConfig, OgmConfig, OnErrorConfig, OptimConfig, OptimizerKind, Preset, SelectOn, VariantConfig,
 };
 pub use data::{group_name, write_synthetic, ExperimentData};
 pub use error::{Error, Result};
 pub use evaluate::{attributes, evaluate, predict, report, AttributeMetrics, EpochMetrics};
 pub use recipe::{loss, GroupLoaders, Losses};
 pub use report::{FinalReport, Roc};
-pub use train::{init_model, load_safetensors, save_safetensors, train, EpochLog, RunOptions, TrainOutcome};
+pub use train::{init_model, load_safetensors, save_safetensors, train, EpochLog, MultimodalLog, RunOptions, TrainOutcome};
 
 use std::path::Path;
 
@@ -47,12 +48,16 @@ pub fn evaluate_run<B: Backend>(run: &Path, checkpoint: &Path, split: &str, devi
     let exp = Experiment::from_file(&run.join("config.toml"))?;
     let tokenizer = fair_data::TextTokenizer::from_file(&run.join("tokenizer.json"), exp.data.context_length)?;
     let data = ExperimentData::load(&exp, Some(tokenizer))?;
-    let model = load_safetensors(init_model::<B>(&exp, &data, device)?, checkpoint)?;
     let prepared = match split {
         "test" => &data.test,
         "validation" => &data.validation,
         other => return Err(Error::Invalid(format!("split '{other}': expected test or validation"))),
     };
-    let scores = predict(&model, prepared, &data.prompt_tokens, exp.eval.batch_size, device);
+    let scores = if exp.method.is_multimodal() {
+        multimodal::predict_checkpoint::<B>(&exp, &data, prepared, checkpoint, device)?
+    } else {
+        let model = load_safetensors(init_model::<B>(&exp, &data, device)?, checkpoint)?;
+        predict(&model, prepared, &data.prompt_tokens, exp.eval.batch_size, device)
+    };
     report(&exp, prepared, scores, exp.eval.bootstrap(exp.seed))
 }

@@ -130,6 +130,11 @@ impl FinalReport {
         device: &B::Device,
     ) -> Result<Self> {
         let scores = predict(model, &data.test, &data.prompt_tokens, exp.eval.batch_size, device);
+        Self::from_scores(exp, data, scores, history, best_epoch)
+    }
+
+    /// Assembles the report from the selected model's test scores.
+    pub fn from_scores(exp: &Experiment, data: &ExperimentData, scores: Vec<f64>, history: &[EpochLog], best_epoch: usize) -> Result<Self> {
         let test = report(exp, &data.test, scores.clone(), exp.eval.bootstrap(exp.seed))?;
         Ok(Self {
             method: exp.method.name().into(),

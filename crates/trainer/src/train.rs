@@ -53,7 +53,7 @@ pub struct EpochLog {
     pub epoch: usize,
     /// Mean total loss over the epoch's steps.
     pub loss: f64,
-    /// Mean CLIP loss.
+    /// Mean task loss: CLIP's InfoNCE, or the cross-entropy of the multimodal methods.
     pub clip_loss: f64,
     /// Mean FairCLIP regulariser (before λ), when the method has one.
     pub fair_loss: Option<f64>,
@@ -70,6 +70,22 @@ pub struct EpochLog {
     pub train_seconds: f64,
     /// Training samples per second.
     pub samples_per_second: f64,
+    /// The multimodal methods' modulation and unimodal figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multimodal: Option<MultimodalLog>,
+}
+
+/// Per epoch, what the modulation did and how each modality alone performs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultimodalLog {
+    /// Mean factor applied to each encoder's gradients (fundus, second modality; 1 = none).
+    pub encoder_factors: [f64; 2],
+    /// Fraction of steps on which MultiFair's group trigger fired.
+    pub triggered: f64,
+    /// AUC of each auxiliary (unimodal) head on the validation split.
+    pub validation_unimodal_auc: [Option<f64>; 2],
+    /// The same on the test split.
+    pub test_unimodal_auc: [Option<f64>; 2],
 }
 
 /// What survives between invocations (`state.json`); the model and optimiser are in
@@ -95,7 +111,7 @@ pub struct TrainOutcome {
     pub report: Option<report::FinalReport>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_owned(), source }
 }
 
@@ -107,19 +123,19 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Checkpoint { path: path.to_owned(), message: e.to_string() }
 }
 
 /// Saves the model as safetensors (Hugging Face key names), atomically.
-pub fn save_safetensors<B: Backend>(model: &Clip<B>, path: &Path) -> Result<()> {
+pub fn save_safetensors<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
     model.save_into(&mut SafetensorsStore::from_file(&tmp).overwrite(true)).map_err(|e| ckpt_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Loads safetensors weights into `model` (every tensor must be present with its shape).
-pub fn load_safetensors<B: Backend>(mut model: Clip<B>, path: &Path) -> Result<Clip<B>> {
+pub fn load_safetensors<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {
     if !path.is_file() {
         return Err(ckpt_err(path, "no such checkpoint"));
     }
@@ -131,7 +147,7 @@ pub fn load_safetensors<B: Backend>(mut model: Clip<B>, path: &Path) -> Result<C
 }
 
 /// Touches every parameter, so that burn's lazy initialisation happens now.
-struct Materialize;
+pub(crate) struct Materialize;
 
 impl<B: Backend> ModuleVisitor<B> for Materialize {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -159,6 +175,9 @@ pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &
 
 /// Trains `exp` in `opts.out`, evaluating after every epoch, and writes the final reports.
 pub fn train<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
+    if exp.method.is_multimodal() {
+        return crate::multimodal::train_multimodal::<B>(exp, opts, device);
+    }
     let o = &exp.optim;
     match o.optimizer {
         OptimizerKind::Adam => {
@@ -286,6 +305,7 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
             test,
             train_seconds,
             samples_per_second: n as f64 / train_seconds,
+            multimodal: None,
         };
         eprintln!("{}", log.one_line(exp));
         let selected = match exp.eval.select_on {

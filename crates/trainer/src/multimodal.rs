@@ -1,0 +1,301 @@
+//! The multimodal methods on MultiFair's fundus + note classifier: `late-fusion` (plain
+//! cross-entropy), `ogm-ge` (OGM-GE's modality-level modulation) and `multifair` (CGGM-style
+//! modality balancing plus the group-level modulation), one training step as papers.md 4.2
+//! describes; per-epoch evaluation of the fused model and of each modality's auxiliary head.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::AutodiffBackend;
+use fair_data::{Prepared, ATTRIBUTES};
+use gradmod::{clip_global_norm, direction_loss, scale, GroupModulation, ModalityBalance, OgmGe, ParamSet};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use vlm_backbone::{AuxiliaryHeads, MultimodalClassifier, SecondInput};
+
+use crate::config::{attribute_groups, Experiment, Method, MultiFairModeConfig, SelectOn};
+use crate::data::ExperimentData;
+use crate::error::{Error, Result};
+use crate::evaluate::{report, EpochMetrics};
+use crate::recipe::value;
+use crate::report::FinalReport;
+use crate::train::{ckpt_err, io_err, load_safetensors, progress_bar, save_safetensors, write_atomic, EpochLog, Materialize, MultimodalLog, RunOptions, TrainOutcome};
+
+fn gm_err(e: gradmod::Error) -> Error {
+    Error::Invalid(format!("gradient modulation: {e}"))
+}
+
+fn loss_err(e: fair_losses::Error) -> Error {
+    Error::Invalid(format!("loss: {e}"))
+}
+
+/// The values of a tensor as f64.
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default()
+}
+
+/// The glaucoma probability `softmax(logits)[:, 1]`.
+fn positive<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
+    let n = logits.dims()[0];
+    softmax(logits, 1).narrow(1, 1, 1).reshape([n])
+}
+
+/// Fused and unimodal probabilities of every sample of a split.
+fn predict<B: Backend>(model: &MultimodalClassifier<B>, heads: &AuxiliaryHeads<B>, data: &Prepared, batch_size: usize, device: &B::Device) -> (Vec<f64>, [Vec<f64>; 2]) {
+    let mut fused = Vec::with_capacity(data.len());
+    let mut uni: [Vec<f64>; 2] = Default::default();
+    let rows: Vec<usize> = (0..data.len()).collect();
+    for idx in rows.chunks(batch_size.max(1)) {
+        let b = data.batch::<B>(idx, device);
+        let out = model.forward(b.images, SecondInput::Text(b.tokens));
+        fused.extend(values(positive(out.logits)));
+        for (u, l) in uni.iter_mut().zip(heads.forward(out.features)) {
+            u.extend(values(positive(l)));
+        }
+    }
+    (fused, uni)
+}
+
+fn auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
+    let l: Vec<bool> = labels.iter().map(|&v| v == 1).collect();
+    fair_metrics::roc_auc(&l, scores).ok().flatten()
+}
+
+/// Trains a multimodal method in `opts.out`. Runs are not resumable yet: an existing run in
+/// the folder is refused.
+pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
+    let out = &opts.out;
+    if opts.resume {
+        return Err(ckpt_err(out, format!("method {} cannot resume yet; start a new run", exp.method.name())));
+    }
+    if out.join("log.jsonl").is_file() {
+        return Err(ckpt_err(out, "already holds a run; choose another --out"));
+    }
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let data = ExperimentData::load(exp, None)?;
+    write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
+    data.tokenizer.save(&out.join("tokenizer.json"))?;
+
+    B::seed(device, exp.seed);
+    let mut model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    model.visit(&mut Materialize);
+    let mm = &exp.multimodal;
+    let mut heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
+    heads.visit(&mut Materialize);
+    let o = &exp.optim;
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(o.betas[0] as f32)
+        .with_beta_2(o.betas[1] as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init::<B, MultimodalClassifier<B>>();
+    let mut head_optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(mm.head_weight_decay as f32).init::<B, AuxiliaryHeads<B>>();
+
+    // Parameter sets of the two encoders (MultiFair: names containing `fundus_encoder`, and
+    // the text encoder; projections, fusion and classifier are not modulated).
+    let second = match &model.text_encoder {
+        Some(t) => ParamSet::of(t),
+        None => return Err(Error::Invalid("the multimodal classifier has no text encoder".into())),
+    };
+    let mut encoders = [ParamSet::of(&model.fundus_encoder), second];
+    if exp.method == Method::OgmGe && exp.ogm.conv_only {
+        encoders = encoders.map(|s| s.with_rank(4));
+    }
+    let all = ParamSet::of(&model);
+    let ogm = OgmGe { alpha: exp.ogm.alpha, gaussian_enhancement: exp.ogm.gaussian_enhancement, start_epoch: exp.ogm.start_epoch, end_epoch: exp.ogm.end_epoch };
+    let attr = ATTRIBUTES.iter().position(|a| *a == mm.attribute).ok_or_else(|| Error::Invalid(format!("multimodal.attribute '{}'", mm.attribute)))?;
+    let n_groups = attribute_groups(&mm.attribute);
+    let mf = &exp.multifair;
+    let mut balance = ModalityBalance::new(2);
+    let mut groups = GroupModulation::new(2, n_groups, mf.strength, mf.threshold).map_err(gm_err)?;
+    let ce = CrossEntropyLossConfig::new().init(device);
+
+    let n = data.train.len();
+    let bs = o.batch_size;
+    let steps_per_epoch = n.div_ceil(bs);
+    let mut history: Vec<EpochLog> = Vec::new();
+    let (mut best_epoch, mut best_auc, mut steps) = (0usize, f64::NEG_INFINITY, 0usize);
+    for epoch in 1..=o.epochs {
+        if opts.stop_after.is_some_and(|k| epoch > k) {
+            break;
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(exp.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64));
+        let bar = progress_bar(opts.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", exp.method.name(), o.epochs));
+        let start = Instant::now();
+        let (mut sum, mut sum_task, mut factor_sum, mut triggered) = (0.0, 0.0, [0.0f64; 2], 0usize);
+        for idx in order.chunks(bs) {
+            let batch = data.train.batch::<B>(idx, device);
+            let labels_vec: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let labels = Tensor::<B, 1, Int>::from_ints(labels_vec.as_slice(), device);
+            let label_bools: Vec<bool> = batch.labels.iter().map(|&l| l == 1).collect();
+            let codes: Vec<i64> = batch.attributes.iter().map(|r| r[attr]).collect();
+
+            let outputs = model.forward(batch.images, SecondInput::Text(batch.tokens));
+            let [f0, f1] = outputs.features.clone();
+            // Auxiliary heads on detached features, with their own optimiser. (The code runs a
+            // second, gradient-free forward for them; the training forward's features are the
+            // same function of the weights, with other dropout draws.)
+            let aux = heads.forward([f0.clone().detach(), f1.clone().detach()]);
+            let aux_q: Vec<Vec<f64>> = aux.iter().map(|l| values(positive(l.clone()).inner())).collect();
+            let aux_loss = ce.forward(aux[0].clone(), labels.clone()) + ce.forward(aux[1].clone(), labels.clone());
+            let g = GradientsParams::from_grads(aux_loss.backward(), &heads);
+            heads = head_optim.step(mm.head_lr, heads, g);
+
+            let task = ce.forward(outputs.logits.clone(), labels.clone());
+            let task_value = value(&task);
+            let mut total = task;
+            let mut factors = [1.0f64; 2];
+            let mut ogm_coefficients = None;
+            let mut fired = false;
+            match exp.method {
+                Method::OgmGe => {
+                    let uni = model
+                        .unimodal_logits([f0.detach(), f1.detach()])
+                        .ok_or_else(|| Error::Invalid("ogm-ge needs multimodal.fusion = \"concat\"".into()))?;
+                    let [u0, u1] = uni;
+                    let c = ogm.coefficients(u0.inner(), u1.inner(), labels.clone().inner()).map_err(gm_err)?;
+                    if ogm.active(epoch) {
+                        factors = c.coefficients;
+                    }
+                    ogm_coefficients = Some(c);
+                }
+                Method::Multifair => {
+                    let aucs: Vec<Option<f64>> = aux_q.iter().map(|q| fair_metrics::roc_auc(&label_bools, q).ok().flatten()).collect();
+                    let b = balance.update(&aucs).map_err(gm_err)?;
+                    // Surrogate AUC of each head per group (0.5 where undefined), then the EMA.
+                    let mut surrogate = vec![vec![0.5; n_groups]; 2];
+                    for (i, q) in aux_q.iter().enumerate() {
+                        for (g, slot) in surrogate[i].iter_mut().enumerate() {
+                            let rows: Vec<usize> = (0..codes.len()).filter(|&r| codes[r] == g as i64).collect();
+                            let qs: Vec<f64> = rows.iter().map(|&r| q[r]).collect();
+                            let ls: Vec<bool> = rows.iter().map(|&r| label_bools[r]).collect();
+                            let t = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(qs, [rows.len()]), device);
+                            if let Some(s) = fair_losses::surrogate_auc(t, &ls).map_err(loss_err)? {
+                                *slot = value(&s);
+                            }
+                        }
+                    }
+                    groups.update(&surrogate).map_err(gm_err)?;
+                    let fractions: Vec<f64> = (0..n_groups).map(|g| codes.iter().filter(|&&c| c == g as i64).count() as f64 / codes.len() as f64).collect();
+                    let group_factors = groups.factors(&fractions).map_err(gm_err)?;
+                    let fused_q = positive(outputs.logits.clone());
+                    let (_, priority) = groups.trigger(&label_bools, &values(fused_q.clone().inner()), &codes).map_err(gm_err)?;
+                    fired = priority;
+                    for i in 0..2 {
+                        factors[i] = b[i] * mf.rho * if priority { group_factors[i] } else { 1.0 };
+                    }
+                    if mf.mode == MultiFairModeConfig::Faithful {
+                        if let Some(w) = model.last_weight() {
+                            let head_w: Vec<Tensor<B, 2>> = heads.heads.iter().map(|h| h.out.weight.val()).collect();
+                            total = total + direction_loss(&b, w, &head_w).map_err(gm_err)? * mf.lambda_gm;
+                        }
+                        if priority {
+                            if let Some(gap) = fair_losses::surrogate_auc_gap(fused_q, &label_bools, &codes, n_groups).map_err(loss_err)? {
+                                total = total + gap * mf.fairness_coeff;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let total_value = value(&total);
+            if !total_value.is_finite() {
+                return Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {total_value}; lower optim.lr", steps + 1)));
+            }
+            let mut grads = GradientsParams::from_grads(total.backward(), &model);
+            type IB<B> = <B as AutodiffBackend>::InnerBackend;
+            match (exp.method, ogm_coefficients) {
+                (Method::OgmGe, Some(c)) => ogm.apply::<IB<B>>(epoch, &mut grads, [&encoders[0], &encoders[1]], &c).map_err(gm_err)?,
+                (Method::Multifair, _) => {
+                    for (set, f) in encoders.iter().zip(factors) {
+                        scale::<IB<B>>(&mut grads, set, f).map_err(gm_err)?;
+                    }
+                }
+                _ => {}
+            }
+            if mm.grad_clip > 0.0 {
+                clip_global_norm::<IB<B>>(&mut grads, &all, mm.grad_clip).map_err(gm_err)?;
+            }
+            let lr = o.lr * if o.warmup_steps > 0 { ((steps + 1) as f64 / o.warmup_steps as f64).min(1.0) } else { 1.0 };
+            model = optim.step(lr, model, grads);
+            steps += 1;
+            sum += total_value;
+            sum_task += task_value;
+            for i in 0..2 {
+                factor_sum[i] += factors[i];
+            }
+            triggered += fired as usize;
+            bar.inc(1);
+            bar.set_message(format!("loss {total_value:.4}"));
+        }
+        bar.finish_and_clear();
+        let train_seconds = start.elapsed().as_secs_f64();
+        let k = steps_per_epoch as f64;
+        let (vm, vh) = (model.valid(), heads.valid());
+        let split_metrics = |d: &Prepared| -> Result<(EpochMetrics, [Option<f64>; 2])> {
+            let (fused, uni) = predict(&vm, &vh, d, exp.eval.batch_size, device);
+            let metrics = EpochMetrics::from_report(&report(exp, d, fused, None)?);
+            Ok((metrics, [auc(&d.labels, &uni[0]), auc(&d.labels, &uni[1])]))
+        };
+        let (validation, vu) = split_metrics(&data.validation)?;
+        let (test, tu) = split_metrics(&data.test)?;
+        let log = EpochLog {
+            epoch,
+            loss: sum / k,
+            clip_loss: sum_task / k,
+            fair_loss: None,
+            fol_loss: None,
+            steps,
+            validation,
+            test,
+            train_seconds,
+            samples_per_second: n as f64 / train_seconds,
+            multimodal: Some(MultimodalLog { encoder_factors: factor_sum.map(|f| f / k), triggered: triggered as f64 / k, validation_unimodal_auc: vu, test_unimodal_auc: tu }),
+        };
+        eprintln!("{}", log.one_line(exp));
+        let selected = match exp.eval.select_on {
+            SelectOn::Validation => log.validation.auc,
+            SelectOn::Test => log.test.auc,
+        }
+        .unwrap_or(f64::NEG_INFINITY);
+        save_safetensors(&model, &out.join("last.safetensors"))?;
+        save_safetensors(&heads, &out.join("last-heads.safetensors"))?;
+        if selected > best_auc || best_epoch == 0 {
+            best_auc = selected;
+            best_epoch = epoch;
+            save_safetensors(&model, &out.join("best.safetensors"))?;
+            save_safetensors(&heads, &out.join("best-heads.safetensors"))?;
+        }
+        history.push(log);
+        let jsonl: String = history.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
+        write_atomic(&out.join("log.jsonl"), jsonl.as_bytes())?;
+    }
+    let report = if history.len() == o.epochs {
+        let best = load_safetensors(model.valid(), &out.join("best.safetensors"))?;
+        let best_heads = load_safetensors(heads.valid(), &out.join("best-heads.safetensors"))?;
+        let (scores, _) = predict(&best, &best_heads, &data.test, exp.eval.batch_size, device);
+        let r = FinalReport::from_scores(exp, &data, scores, &history, best_epoch)?;
+        r.write(out)?;
+        Some(r)
+    } else {
+        None
+    };
+    Ok(TrainOutcome { history, best_epoch, report })
+}
+
+/// The fused model's test or validation probabilities from a checkpoint of a finished run
+/// (`fairvlm eval`).
+pub(crate) fn predict_checkpoint<B: Backend>(exp: &Experiment, data: &ExperimentData, prepared: &Prepared, checkpoint: &Path, device: &B::Device) -> Result<Vec<f64>> {
+    let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    let model = load_safetensors(model, checkpoint)?;
+    // The heads do not change the fused prediction; fresh ones serve the shared predictor.
+    let heads = AuxiliaryHeads::new(exp.multimodal.proj_dim, 2, exp.multimodal.dropout, device);
+    Ok(predict(&model, &heads, prepared, exp.eval.batch_size, device).0)
+}

@@ -3,6 +3,7 @@
 
 use burn::prelude::*;
 
+use crate::fairvision::VisionSample;
 use crate::fairvlmed::{Sample, ATTRIBUTES};
 use crate::preprocess::{clip_grey, normalize};
 use crate::text::TextTokenizer;
@@ -22,6 +23,8 @@ pub struct Prepared {
     pub labels: Vec<u8>,
     /// Race, gender, ethnicity, language per sample ([`ATTRIBUTES`] order).
     pub attributes: Vec<[i64; 4]>,
+    /// OCT B-scans per sample (FairVision data), with their side.
+    oct: Option<(usize, usize, Vec<f32>)>,
 }
 
 /// One batch on a device.
@@ -29,8 +32,10 @@ pub struct Prepared {
 pub struct ClipBatch<B: Backend> {
     /// Normalised RGB images [batch, 3, size, size].
     pub images: Tensor<B, 4>,
-    /// Token ids [batch, context].
+    /// Token ids [batch, context] (one padding token per row for FairVision data).
     pub tokens: Tensor<B, 2, Int>,
+    /// OCT slices [batch, slices, size, size], z-scored per slice (FairVision data).
+    pub oct: Option<Tensor<B, 4>>,
     /// Labels of the rows.
     pub labels: Vec<u8>,
     /// Attributes of the rows.
@@ -56,7 +61,29 @@ impl Prepared {
                 .iter()
                 .map(|s| ATTRIBUTES.map(|a| s.attribute(a).unwrap_or(-1)))
                 .collect(),
+            oct: None,
         })
+    }
+
+    /// Preprocesses FairVision samples: the fundus as [`Prepared::new`] does, and MultiFair's
+    /// OCT slices ([`crate::oct_slices`]: `slices` B-scans at `oct_size` px). The attributes are
+    /// mapped to [`ATTRIBUTES`] (`male` as gender, `hispanic` as ethnicity); there is no text.
+    pub fn from_vision(samples: &[VisionSample], image_size: usize, slices: usize, oct_size: usize) -> Self {
+        let mut grey = Vec::with_capacity(samples.len() * image_size * image_size);
+        let mut oct = Vec::with_capacity(samples.len() * slices * oct_size * oct_size);
+        for s in samples {
+            grey.extend(clip_grey(&s.fundus, image_size));
+            oct.extend(crate::fairvision::oct_slices(&s.oct, slices, oct_size));
+        }
+        Self {
+            image_size,
+            context_length: 1,
+            grey,
+            tokens: vec![0; samples.len()],
+            labels: samples.iter().map(|s| s.glaucoma).collect(),
+            attributes: samples.iter().map(|s| ATTRIBUTES.map(|a| s.attribute(a).unwrap_or(-1))).collect(),
+            oct: Some((slices, oct_size, oct)),
+        }
     }
 
     /// Number of samples.
@@ -79,7 +106,16 @@ impl Prepared {
             tokens.extend_from_slice(&self.tokens[i * self.context_length..(i + 1) * self.context_length]);
         }
         let n = indices.len();
+        let oct = self.oct.as_ref().map(|(slices, size, v)| {
+            let per = slices * size * size;
+            let mut x = Vec::with_capacity(n * per);
+            for &i in indices {
+                x.extend_from_slice(&v[i * per..(i + 1) * per]);
+            }
+            Tensor::from_data(TensorData::new(x, [n, *slices, *size, *size]), device)
+        });
         ClipBatch {
+            oct,
             images: Tensor::from_data(TensorData::new(images, [n, 3, self.image_size, self.image_size]), device),
             tokens: Tensor::from_data(TensorData::new(tokens, [n, self.context_length]), device),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),

@@ -128,6 +128,9 @@ pub enum DataSource {
     Synthetic,
     /// A folder in Harvard-FairVLMed's format (`root`): the real download or `fairvlm synth`'s.
     Fairvlmed,
+    /// A folder in Harvard-FairVision's format (`root`: `train/`, `val/`, `test/`) for the
+    /// multimodal methods' OCT pairing.
+    Fairvision,
 }
 
 /// `[data]`.
@@ -159,6 +162,8 @@ pub struct DataConfig {
     /// `[[data.synthetic.effects]]` entries for [`fair_data::GroupEffect`]; unset fields are the
     /// default benchmark's.
     pub synthetic: fair_data::SynthConfig,
+    /// The synthetic OCT volumes (`multimodal.pairing = "oct"` with source `synthetic`).
+    pub oct: fair_data::OctSynth,
 }
 
 impl Default for DataConfig {
@@ -174,6 +179,7 @@ impl Default for DataConfig {
             context_length: 77,
             note_chars: 180,
             synthetic: fair_data::SynthConfig::default(),
+            oct: fair_data::OctSynth::default(),
         }
     }
 }
@@ -270,11 +276,18 @@ impl Experiment {
     /// for the fundus, its text tower made bidirectional with `[CLS]` pooling (BERT's), and
     /// the `[multimodal]` fusion.
     pub fn multimodal_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::MultimodalClassifierConfig {
-        use vlm_backbone::{Fusion, MultimodalClassifierConfig, Pooling, SecondModality};
+        use vlm_backbone::{Fusion, MultimodalClassifierConfig, Pooling, SecondModality, VisionTransformerConfig};
         let clip = self.model.clip_config(vocab_size, context_length);
-        let text = clip.text.with_causal(false).with_pooling(Pooling::Cls);
         let m = &self.multimodal;
-        MultimodalClassifierConfig::new(clip.vision, SecondModality::Text(text), m.proj_dim)
+        let second = match m.pairing {
+            PairingConfig::Text => SecondModality::Text(clip.text.with_causal(false).with_pooling(Pooling::Cls)),
+            PairingConfig::Oct => {
+                let v = &clip.vision;
+                let vit = VisionTransformerConfig::new(m.oct_size, v.patch_size, v.width, v.layers, v.heads).with_activation(v.activation);
+                SecondModality::Oct { vit, slices: m.oct_slices, layers: m.oct_layers, heads: m.oct_heads }
+            }
+        };
+        MultimodalClassifierConfig::new(clip.vision, second, m.proj_dim)
             .with_fusion(match m.fusion {
                 FusionConfig::Transformer => Fusion::Transformer,
                 FusionConfig::Concat => Fusion::Concat,
@@ -619,9 +632,17 @@ impl Experiment {
         at_least("data.context_length", d.context_length, 4)?;
         at_least("data.vocab_size", d.vocab_size, 300)?;
         at_least("data.note_chars", d.note_chars, 1)?;
-        if d.source == DataSource::Fairvlmed && d.root.is_none() {
-            return Err("data.root: required when data.source = \"fairvlmed\"".into());
+        if d.source != DataSource::Synthetic && d.root.is_none() {
+            return Err("data.root: required when data.source is not \"synthetic\"".into());
         }
+        let oct_pairing = self.method.is_multimodal() && self.multimodal.pairing == PairingConfig::Oct;
+        if d.source == DataSource::Fairvision && !oct_pairing {
+            return Err("data.source = \"fairvision\": only the multimodal methods with multimodal.pairing = \"oct\" read FairVision".into());
+        }
+        if oct_pairing && d.source == DataSource::Fairvlmed {
+            return Err("data.source = \"fairvlmed\": multimodal.pairing = \"oct\" needs OCT volumes (source fairvision or synthetic)".into());
+        }
+        d.oct.validate().map_err(|e| format!("data.{e}"))?;
         for (i, n) in d.synthetic.sizes.iter().enumerate() {
             at_least(&format!("data.synthetic.sizes[{i}]"), *n, 2)?;
         }
@@ -659,6 +680,15 @@ impl Experiment {
             return Err(format!("multimodal.attribute = '{}': expected one of {}", mm.attribute, fair_data::ATTRIBUTES.join(", ")));
         }
         at_least("multimodal.proj_dim", mm.proj_dim, 1)?;
+        at_least("multimodal.oct_slices", mm.oct_slices, 1)?;
+        at_least("multimodal.oct_layers", mm.oct_layers, 1)?;
+        if mm.oct_heads == 0 || self.model.clip_config(2, 2).vision.width % mm.oct_heads != 0 {
+            return Err(format!("multimodal.oct_heads = {}: must divide the image tower's width", mm.oct_heads));
+        }
+        let patch = self.model.clip_config(2, 2).vision.patch_size;
+        if patch == 0 || mm.oct_size % patch != 0 {
+            return Err(format!("multimodal.oct_size = {}: must be a multiple of model.patch_size = {patch}", mm.oct_size));
+        }
         at_least("multimodal.fusion_layers", mm.fusion_layers, 1)?;
         if mm.fusion_heads == 0 || mm.proj_dim % mm.fusion_heads != 0 {
             return Err(format!("multimodal.fusion_heads = {}: must divide multimodal.proj_dim = {}", mm.fusion_heads, mm.proj_dim));
@@ -705,12 +735,32 @@ pub enum FusionConfig {
     Concat,
 }
 
-/// `[multimodal]`: MultiFair's classifier on the fundus image and the note (FairVLMed code
-/// settings; the towers come from `[model]`, the text tower bidirectional with `[CLS]`
-/// pooling as BERT).
+/// The second modality of the multimodal classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairingConfig {
+    /// The clinical note (FairVLMed).
+    Text,
+    /// The OCT volume (FairVision).
+    Oct,
+}
+
+/// `[multimodal]`: MultiFair's classifier on the fundus image and the note or the OCT volume
+/// (FairVLMed code settings; the towers come from `[model]`: the text tower bidirectional with
+/// `[CLS]` pooling as BERT, the OCT slice ViT the fundus ViT's architecture at `oct_size`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MultimodalConfig {
+    /// The second modality.
+    pub pairing: PairingConfig,
+    /// B-scans per volume (10).
+    pub oct_slices: usize,
+    /// Side of a B-scan fed to the slice ViT (the code: 224).
+    pub oct_size: usize,
+    /// Layers of the slice aggregator (2).
+    pub oct_layers: usize,
+    /// Its heads (4).
+    pub oct_heads: usize,
     /// The attribute of the group-level modulation (MultiFair: `gender`).
     pub attribute: String,
     /// Fusion width `P` (256).
@@ -734,6 +784,11 @@ pub struct MultimodalConfig {
 impl Default for MultimodalConfig {
     fn default() -> Self {
         Self {
+            pairing: PairingConfig::Text,
+            oct_slices: 10,
+            oct_size: 32,
+            oct_layers: 2,
+            oct_heads: 4,
             attribute: "gender".into(),
             proj_dim: 256,
             fusion: FusionConfig::Transformer,

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use fair_data::{load_split, LoadOptions, OnError, Prepared, Sample, Split, TextTokenizer, ATTRIBUTES};
+use fair_data::{load_split, LoadOptions, OnError, Prepared, Sample, Split, TextTokenizer, VisionSample, ATTRIBUTES};
 
-use crate::config::{DataSource, Experiment, OnErrorConfig};
+use crate::config::{DataSource, Experiment, OnErrorConfig, PairingConfig};
 use crate::error::{Error, Result};
 
 /// Prepared splits and the text side of the experiment.
@@ -62,6 +62,9 @@ impl ExperimentData {
         let d = &exp.data;
         let mut skipped = Vec::new();
         let mut filtered_unknown = [0; 3];
+        if exp.method.is_multimodal() && exp.multimodal.pairing == PairingConfig::Oct {
+            return Self::load_vision(exp, tokenizer);
+        }
         let splits: [Vec<Sample>; 3] = match d.source {
             DataSource::Synthetic => {
                 let [tr, va, te] = d.synthetic.generate()?;
@@ -74,6 +77,7 @@ impl ExperimentData {
                 }
                 out
             }
+            DataSource::Fairvision => return Err(Error::Invalid("data.source = \"fairvision\" is read by the OCT pairing only".into())),
             DataSource::Fairvlmed => {
                 let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source fairvlmed".into()))?;
                 let opts = LoadOptions {
@@ -121,8 +125,62 @@ impl ExperimentData {
     }
 }
 
+impl ExperimentData {
+    /// FairVision data (or the synthetic benchmark with OCT volumes) for the OCT pairing.
+    /// There are no notes: the tokenizer is trained on the prompts only and is not used.
+    fn load_vision(exp: &Experiment, tokenizer: Option<TextTokenizer>) -> Result<Self> {
+        let d = &exp.data;
+        let mm = &exp.multimodal;
+        let mut skipped = Vec::new();
+        let splits: [Vec<VisionSample>; 3] = match d.source {
+            DataSource::Synthetic => d.synthetic.generate_vision(&d.oct)?,
+            DataSource::Fairvision => {
+                let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source fairvision".into()))?;
+                let on_error = match d.on_error {
+                    OnErrorConfig::Fail => OnError::Fail,
+                    OnErrorConfig::Skip => OnError::Skip,
+                };
+                let mut out: [Vec<VisionSample>; 3] = Default::default();
+                for (i, split) in [Split::Training, Split::Validation, Split::Test].into_iter().enumerate() {
+                    let loaded = fair_data::load_fairvision_split(root, split, on_error)?;
+                    skipped.extend(loaded.skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())));
+                    out[i] = loaded.samples;
+                }
+                out
+            }
+            DataSource::Fairvlmed => return Err(Error::Invalid("multimodal.pairing = \"oct\" needs FairVision data".into())),
+        };
+        for (samples, name) in splits.iter().zip(["training", "validation", "test"]) {
+            if samples.is_empty() {
+                return Err(Error::Invalid(format!("the {name} split has no samples")));
+            }
+        }
+        let tokenizer = match tokenizer {
+            Some(t) => t,
+            None => TextTokenizer::train(&exp.eval.prompts, d.vocab_size, d.context_length)?,
+        };
+        let prep = |s: &[VisionSample]| Prepared::from_vision(s, exp.model.image_size(), mm.oct_slices, mm.oct_size);
+        Ok(Self {
+            train: prep(&splits[0]),
+            validation: prep(&splits[1]),
+            test: prep(&splits[2]),
+            prompt_tokens: tokenizer.encode_batch(&exp.eval.prompts)?,
+            tokenizer,
+            skipped,
+            filtered_unknown: [0; 3],
+        })
+    }
+}
+
 /// Writes the synthetic benchmark of `exp` in FairVLMed's format (`fairvlm synth`).
+/// For a multimodal experiment with the OCT pairing, the benchmark with OCT volumes in
+/// Harvard-FairVision's format.
 pub fn write_synthetic(exp: &Experiment, out: &Path) -> Result<[usize; 3]> {
+    if exp.method.is_multimodal() && exp.multimodal.pairing == PairingConfig::Oct {
+        let splits = exp.data.synthetic.generate_vision(&exp.data.oct)?;
+        fair_data::write_fairvision(out, &splits)?;
+        return Ok([splits[0].len(), splits[1].len(), splits[2].len()]);
+    }
     let splits = exp.data.synthetic.generate()?;
     fair_data::write_fairvlmed(out, &splits)?;
     Ok([splits[0].len(), splits[1].len(), splits[2].len()])

@@ -28,7 +28,7 @@ mod train;
 
 pub use config::{
     attribute_groups, CapacityRule, DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, FolFormConfig, FusionConfig, Method, ModelConfig, MoeConfig,
-    MultiFairConfig, MultiFairModeConfig, MultimodalConfig, OgmConfig, OnErrorConfig, OptimConfig, OptimizerKind, Preset, SelectOn, VariantConfig,
+    MultiFairConfig, MultiFairModeConfig, MultimodalConfig, OgmConfig, OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig, Preset, SelectOn, VariantConfig,
 };
 pub use data::{group_name, write_synthetic, ExperimentData};
 pub use error::{Error, Result};

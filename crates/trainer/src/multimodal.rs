@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{report, EpochMetrics};
 use crate::recipe::value;
 use crate::report::FinalReport;
-use crate::train::{ckpt_err, io_err, load_safetensors, progress_bar, save_safetensors, write_atomic, EpochLog, Materialize, MultimodalLog, RunOptions, TrainOutcome};
+use crate::train::{ckpt_err, init_lock, io_err, load_safetensors, progress_bar, save_safetensors, write_atomic, EpochLog, Materialize, MultimodalLog, RunOptions, TrainOutcome};
 
 fn gm_err(e: gradmod::Error) -> Error {
     Error::Invalid(format!("gradient modulation: {e}"))
@@ -53,13 +53,21 @@ fn predict<B: Backend>(model: &MultimodalClassifier<B>, heads: &AuxiliaryHeads<B
     let rows: Vec<usize> = (0..data.len()).collect();
     for idx in rows.chunks(batch_size.max(1)) {
         let b = data.batch::<B>(idx, device);
-        let out = model.forward(b.images, SecondInput::Text(b.tokens));
+        let out = model.forward(b.images, second_input(b.tokens, b.oct));
         fused.extend(values(positive(out.logits)));
         for (u, l) in uni.iter_mut().zip(heads.forward(out.features)) {
             u.extend(values(positive(l)));
         }
     }
     (fused, uni)
+}
+
+/// The batch's second modality: the OCT slices when the data has them, else the notes.
+fn second_input<B: Backend>(tokens: Tensor<B, 2, Int>, oct: Option<Tensor<B, 4>>) -> SecondInput<B> {
+    match oct {
+        Some(v) => SecondInput::Oct(v),
+        None => SecondInput::Text(tokens),
+    }
 }
 
 fn auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
@@ -82,12 +90,19 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
     write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
     data.tokenizer.save(&out.join("tokenizer.json"))?;
 
-    B::seed(device, exp.seed);
-    let mut model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
-    model.visit(&mut Materialize);
     let mm = &exp.multimodal;
-    let mut heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
-    heads.visit(&mut Materialize);
+    // Dropout and GE noise draw from burn's global generator during training, so two runs in
+    // one process are reproducible only one after the other (tests run them in their own
+    // test binary).
+    let (mut model, mut heads) = {
+        let _guard = init_lock();
+        B::seed(device, exp.seed);
+        let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+        model.visit(&mut Materialize);
+        let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
+        heads.visit(&mut Materialize);
+        (model, heads)
+    };
     let o = &exp.optim;
     let mut optim = AdamWConfig::new()
         .with_beta_1(o.betas[0] as f32)
@@ -99,9 +114,10 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
 
     // Parameter sets of the two encoders (MultiFair: names containing `fundus_encoder`, and
     // the text encoder; projections, fusion and classifier are not modulated).
-    let second = match &model.text_encoder {
-        Some(t) => ParamSet::of(t),
-        None => return Err(Error::Invalid("the multimodal classifier has no text encoder".into())),
+    let second = match (&model.text_encoder, &model.oct_encoder) {
+        (Some(t), _) => ParamSet::of(t),
+        (_, Some(o)) => ParamSet::of(o),
+        _ => return Err(Error::Invalid("the multimodal classifier has no second encoder".into())),
     };
     let mut encoders = [ParamSet::of(&model.fundus_encoder), second];
     if exp.method == Method::OgmGe && exp.ogm.conv_only {
@@ -137,7 +153,7 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
             let label_bools: Vec<bool> = batch.labels.iter().map(|&l| l == 1).collect();
             let codes: Vec<i64> = batch.attributes.iter().map(|r| r[attr]).collect();
 
-            let outputs = model.forward(batch.images, SecondInput::Text(batch.tokens));
+            let outputs = model.forward(batch.images, second_input(batch.tokens, batch.oct));
             let [f0, f1] = outputs.features.clone();
             // Auxiliary heads on detached features, with their own optimiser. (The code runs a
             // second, gradient-free forward for them; the training forward's features are the

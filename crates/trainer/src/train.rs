@@ -155,13 +155,19 @@ impl<B: Backend> ModuleVisitor<B> for Materialize {
     }
 }
 
+/// The lock under which a model is seeded, created and materialised (burn's generator is
+/// global to the process).
+pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    static INIT: Mutex<()> = Mutex::new(());
+    INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The model of an experiment, with the seed applied to the initialisation. burn's random
 /// generator is global to the process and parameters are drawn lazily, so seeding, creating
 /// and drawing happen under one lock: two runs in one process (tests, a sweep) cannot
 /// interleave their draws.
 pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Clip<B>> {
-    static INIT: Mutex<()> = Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = init_lock();
     B::seed(device, exp.seed);
     let mut model = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
     if exp.method.uses_moe() {

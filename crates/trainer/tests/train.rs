@@ -3,53 +3,11 @@
 
 use std::path::PathBuf;
 
-use burn::backend::{Autodiff, Flex};
-use trainer::{train, Error, Experiment, GroupLoaders, Method, RunOptions};
+use burn::backend::Flex;
+use trainer::{train, Error, Experiment, GroupLoaders, Method};
 
-type B = Autodiff<Flex>;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fairvlm-trainer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn tiny(method: &str, epochs: usize) -> Experiment {
-    let text = format!(
-        r#"
-seed = 3
-method = "{method}"
-[data]
-vocab_size = 300
-context_length = 32
-[data.synthetic]
-image_size = 32
-sizes = [96, 40, 40]
-text_signal = 1.0
-[model]
-preset = "tiny"
-[optim]
-optimizer = "adamw"
-lr = 2e-3
-betas = [0.9, 0.98]
-weight_decay = 0.0
-batch_size = 16
-epochs = {epochs}
-[fairclip]
-group_batch_size = 8
-lambda = 1e-3
-blur = 1e-2
-[eval]
-bootstrap = 20
-batch_size = 64
-"#
-    );
-    Experiment::from_toml_str(&text, "tiny").expect("tiny config")
-}
-
-fn quiet(out: PathBuf) -> RunOptions {
-    RunOptions { out, resume: false, progress: false, stop_after: None }
-}
+mod common;
+use common::{quiet, scratch, tiny, B};
 
 #[test]
 fn clip_training_lowers_the_loss_and_writes_reports() {
@@ -253,58 +211,4 @@ fn fair_moe_and_fo_moe_train_with_their_losses_in_every_form() {
         assert_eq!(again.overall.auc, outcome.report.expect("report").test.overall.auc);
         std::fs::remove_dir_all(&out).ok();
     }
-}
-
-#[test]
-fn multimodal_methods_train_modulate_and_reload() {
-    for (method, extra) in [
-        ("late-fusion", ""),
-        ("ogm-ge", "[multimodal]\nfusion = \"concat\"\nproj_dim = 16\nfusion_heads = 2\nfusion_layers = 1\n"),
-        ("multifair", "[multifair]\nmode = \"code-exact\"\nthreshold = 0.0\n"),
-        ("multifair", "[multifair]\nmode = \"faithful\"\nthreshold = 0.0\n"),
-    ] {
-        let mut doc: toml::Table = toml::from_str(&tiny("late-fusion", 3).to_toml()).expect("toml");
-        doc.insert("method".into(), toml::Value::String(method.into()));
-        let small: toml::Table = toml::from_str("proj_dim = 16\nfusion_heads = 2\nfusion_layers = 1\nhead_lr = 1e-3").expect("mm");
-        doc.insert("multimodal".into(), toml::Value::Table(small));
-        let extra: toml::Table = toml::from_str(extra).expect("extra");
-        for (k, v) in extra {
-            match (doc.get_mut(&k), v) {
-                (Some(toml::Value::Table(t)), toml::Value::Table(e)) => t.extend(e),
-                (_, v) => {
-                    doc.insert(k, v);
-                }
-            }
-        }
-        let exp = Experiment::from_toml_str(&toml::to_string(&doc).expect("toml"), method).unwrap_or_else(|e| panic!("{method}: {e}"));
-        let out = scratch(&format!("mm-{method}-{:?}", exp.multifair.mode));
-        let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).unwrap_or_else(|e| panic!("{method}: {e}"));
-        let h = &outcome.history;
-        assert_eq!(h.len(), 3);
-        assert!(h[2].clip_loss < h[0].clip_loss, "{method}: cross-entropy {} -> {}", h[0].clip_loss, h[2].clip_loss);
-        let mm = h.iter().map(|l| l.multimodal.clone().expect("multimodal log")).collect::<Vec<_>>();
-        assert!(mm.iter().all(|m| m.validation_unimodal_auc.iter().all(Option::is_some)), "{method}: unimodal AUCs");
-        match method {
-            "late-fusion" => assert!(mm.iter().all(|m| m.encoder_factors == [1.0, 1.0] && m.triggered == 0.0)),
-            "ogm-ge" => assert!(mm.iter().all(|m| m.encoder_factors.iter().filter(|&&f| f < 1.0).count() >= 1), "{method}: a modality damped"),
-            // Threshold 0: the trigger fires whenever the groups' batch AUCs differ.
-            _ => assert!(mm.iter().all(|m| m.triggered > 0.5 && m.encoder_factors.iter().all(|f| f.is_finite() && *f != 1.0)), "{method}: {mm:?}"),
-        }
-        let report = outcome.report.expect("report");
-        assert!(out.join("report.html").is_file() && out.join("best-heads.safetensors").is_file());
-        let again = trainer::evaluate_run::<Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
-        assert_eq!(again.overall.auc, report.test.overall.auc, "{method}: the checkpoint reproduces the report");
-        assert!(train::<B>(&exp, &quiet(out.clone()), &Default::default()).is_err(), "an existing run is refused");
-        std::fs::remove_dir_all(&out).ok();
-    }
-}
-
-#[test]
-fn multimodal_config_errors_name_the_key() {
-    let bad = |text: &str| Experiment::from_toml_str(text, "bad").expect_err(text).to_string();
-    assert!(bad("method = \"ogm-ge\"\n").contains("multimodal.fusion"));
-    assert!(bad("method = \"multifair\"\n[multimodal]\nattribute = \"height\"\n").contains("multimodal.attribute"));
-    assert!(bad("[multimodal]\nproj_dim = 30\nfusion_heads = 8\n").contains("multimodal.fusion_heads"));
-    assert!(bad("[multifair]\nrho = -1.0\n").contains("multifair.rho"));
-    assert!(bad("[ogm]\nstart_epoch = 0\n").contains("[ogm]"));
 }

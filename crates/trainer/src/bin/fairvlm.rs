@@ -73,7 +73,8 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
     },
-    /// Write the synthetic benchmark in Harvard-FairVLMed's format.
+    /// Write the synthetic benchmark in Harvard-FairVLMed's format (Harvard-FairVision's, with
+    /// OCT volumes, for a multimodal config with `multimodal.pairing = "oct"`).
     Synth {
         /// Output folder.
         #[arg(long)]

@@ -1,8 +1,9 @@
 //! One training step (forward, loss, backward, AdamW update) of each method on the benchmark
 //! model (`configs/benchmark-*.toml`, preset `small`, batch 32, 3 group batches for the
-//! group-aware methods), CPU backend: FO-MoE against the same model without MoE (`clip`) and
-//! Fair-MoE against FairCLIP. Before the timings it prints each step's peak heap above the
-//! live heap, counted by the allocator below.
+//! group-aware methods), CPU backend: FO-MoE against the same model without MoE (`clip`),
+//! Fair-MoE against FairCLIP, and OGM-GE and MultiFair against late fusion (fundus + note).
+//! Before the timings it prints each step's peak heap above the live heap, counted by the
+//! allocator below.
 //!
 //! `cargo bench -p fairvlm-benches --bench train_step` (from the repository root).
 
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use criterion::{criterion_group, criterion_main, Criterion};
-use trainer::{init_model, loss, Experiment, ExperimentData, GroupLoaders};
+use trainer::{init_model, loss, Experiment, ExperimentData, GroupLoaders, MultimodalTrainer};
 use vlm_backbone::Clip;
 
 type B = Autodiff<Flex>;
@@ -91,10 +92,60 @@ impl Step {
     }
 }
 
-const METHODS: [&str; 4] = ["clip", "fo-moe", "fairclip", "fair-moe"];
+/// A multimodal method's step, through the trainer's own [`MultimodalTrainer`].
+struct MultimodalStep {
+    trainer: MultimodalTrainer<B>,
+    data: ExperimentData,
+    batch: usize,
+    cursor: usize,
+}
+
+impl MultimodalStep {
+    fn new(method: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let config = root.join(format!("configs/benchmark-{method}.toml"));
+        let exp = Experiment::from_file(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        let data = ExperimentData::load(&exp, None).unwrap_or_else(|e| panic!("benchmark data: {e}"));
+        let trainer = MultimodalTrainer::new(&exp, &data, &Default::default()).unwrap_or_else(|e| panic!("trainer: {e}"));
+        MultimodalStep { trainer, data, batch: exp.optim.batch_size, cursor: 0 }
+    }
+
+    fn run(&mut self) -> f64 {
+        if self.cursor + self.batch > self.data.train.len() {
+            self.cursor = 0;
+        }
+        let idx: Vec<usize> = (self.cursor..self.cursor + self.batch).collect();
+        self.cursor += self.batch;
+        self.trainer.step(&self.data.train, &idx, 1, &Default::default()).unwrap_or_else(|e| panic!("step: {e}")).loss
+    }
+}
+
+/// One method's step, of either kind.
+enum AnyStep {
+    Clip(Box<Step>),
+    Multimodal(Box<MultimodalStep>),
+}
+
+impl AnyStep {
+    fn new(method: &str) -> Self {
+        match method {
+            "late-fusion" | "ogm-ge" | "multifair" => AnyStep::Multimodal(Box::new(MultimodalStep::new(method))),
+            _ => AnyStep::Clip(Box::new(Step::new(method))),
+        }
+    }
+
+    fn run(&mut self) -> f64 {
+        match self {
+            AnyStep::Clip(s) => s.run(),
+            AnyStep::Multimodal(s) => s.run(),
+        }
+    }
+}
+
+const METHODS: [&str; 7] = ["clip", "fo-moe", "fairclip", "fair-moe", "late-fusion", "ogm-ge", "multifair"];
 
 fn train_step(c: &mut Criterion) {
-    let mut steps: Vec<(&str, Step)> = METHODS.iter().map(|m| (*m, Step::new(m))).collect();
+    let mut steps: Vec<(&str, AnyStep)> = METHODS.iter().map(|m| (*m, AnyStep::new(m))).collect();
     for (method, step) in &mut steps {
         step.run(); // optimiser state allocated, caches warm
         let live = LIVE.load(Ordering::Relaxed);

@@ -33,6 +33,7 @@ pub use config::{
 pub use data::{group_name, write_synthetic, ExperimentData};
 pub use error::{Error, Result};
 pub use evaluate::{attributes, evaluate, predict, report, AttributeMetrics, EpochMetrics};
+pub use multimodal::{MultimodalTrainer, StepStats};
 pub use recipe::{loss, GroupLoaders, Losses};
 pub use report::{FinalReport, Roc};
 pub use train::{init_model, load_safetensors, save_safetensors, train, EpochLog, MultimodalLog, RunOptions, TrainOutcome};

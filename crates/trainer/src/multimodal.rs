@@ -75,6 +75,215 @@ fn auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
     fair_metrics::roc_auc(&l, scores).ok().flatten()
 }
 
+type Optim<B, M> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, M, B>;
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// The loss differentiated for the classifier.
+    pub loss: f64,
+    /// Its cross-entropy part.
+    pub task_loss: f64,
+    /// The factor applied to each encoder's gradients (1 without modulation).
+    pub encoder_factors: [f64; 2],
+    /// Whether MultiFair's group trigger fired.
+    pub triggered: bool,
+}
+
+/// The state of a multimodal run: the classifier, the auxiliary heads, both optimisers and
+/// the modulation's running statistics. [`MultimodalTrainer::step`] is one training step of
+/// the experiment's method (papers.md 4.2; docs/methods.md).
+pub struct MultimodalTrainer<B: AutodiffBackend> {
+    exp: Experiment,
+    model: MultimodalClassifier<B>,
+    heads: AuxiliaryHeads<B>,
+    optim: Optim<B, MultimodalClassifier<B>>,
+    head_optim: Optim<B, AuxiliaryHeads<B>>,
+    encoders: [ParamSet; 2],
+    all: ParamSet,
+    ogm: OgmGe,
+    attribute: usize,
+    n_groups: usize,
+    balance: ModalityBalance,
+    groups: GroupModulation,
+    steps: usize,
+}
+
+impl<B: AutodiffBackend> MultimodalTrainer<B> {
+    /// The seeded model, heads and optimisers of `exp` for `data`.
+    pub fn new(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Self> {
+        let mm = &exp.multimodal;
+        // Dropout and GE noise draw from burn's global generator during training, so two runs
+        // in one process are reproducible only one after the other (tests run them in their
+        // own test binary).
+        let (model, heads) = {
+            let _guard = init_lock();
+            B::seed(device, exp.seed);
+            let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+            model.visit(&mut Materialize);
+            let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
+            heads.visit(&mut Materialize);
+            (model, heads)
+        };
+        let o = &exp.optim;
+        let optim = AdamWConfig::new()
+            .with_beta_1(o.betas[0] as f32)
+            .with_beta_2(o.betas[1] as f32)
+            .with_epsilon(o.eps as f32)
+            .with_weight_decay(o.weight_decay as f32)
+            .init::<B, MultimodalClassifier<B>>();
+        let head_optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(mm.head_weight_decay as f32).init::<B, AuxiliaryHeads<B>>();
+        // The two encoders (MultiFair: names containing `fundus_encoder`, and the text or OCT
+        // encoder); projections, fusion and classifier are not modulated.
+        let second = match (&model.text_encoder, &model.oct_encoder) {
+            (Some(t), _) => ParamSet::of(t),
+            (_, Some(o)) => ParamSet::of(o),
+            _ => return Err(Error::Invalid("the multimodal classifier has no second encoder".into())),
+        };
+        let mut encoders = [ParamSet::of(&model.fundus_encoder), second];
+        if exp.method == Method::OgmGe && exp.ogm.conv_only {
+            encoders = encoders.map(|s| s.with_rank(4));
+        }
+        let all = ParamSet::of(&model);
+        let og = &exp.ogm;
+        let ogm = OgmGe { alpha: og.alpha, gaussian_enhancement: og.gaussian_enhancement, start_epoch: og.start_epoch, end_epoch: og.end_epoch };
+        let attribute = ATTRIBUTES.iter().position(|a| *a == mm.attribute).ok_or_else(|| Error::Invalid(format!("multimodal.attribute '{}'", mm.attribute)))?;
+        let n_groups = attribute_groups(&mm.attribute);
+        let groups = GroupModulation::new(2, n_groups, exp.multifair.strength, exp.multifair.threshold).map_err(gm_err)?;
+        Ok(Self {
+            exp: exp.clone(),
+            model,
+            heads,
+            optim,
+            head_optim,
+            encoders,
+            all,
+            ogm,
+            attribute,
+            n_groups,
+            balance: ModalityBalance::new(2),
+            groups,
+            steps: 0,
+        })
+    }
+
+    /// The classifier.
+    pub fn model(&self) -> &MultimodalClassifier<B> {
+        &self.model
+    }
+
+    /// The auxiliary heads.
+    pub fn heads(&self) -> &AuxiliaryHeads<B> {
+        &self.heads
+    }
+
+    /// One training step on the rows `idx` of `train` in (1-based) `epoch`.
+    pub fn step(&mut self, train: &Prepared, idx: &[usize], epoch: usize, device: &B::Device) -> Result<StepStats> {
+        let exp = &self.exp;
+        let (mm, mf, o) = (&exp.multimodal, &exp.multifair, &exp.optim);
+        // Clones share the weights; the optimiser steps below replace them.
+        let model = self.model.clone();
+        let ce = CrossEntropyLossConfig::new().init(device);
+        let batch = train.batch::<B>(idx, device);
+        let labels_vec: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+        let labels = Tensor::<B, 1, Int>::from_ints(labels_vec.as_slice(), device);
+        let label_bools: Vec<bool> = batch.labels.iter().map(|&l| l == 1).collect();
+        let codes: Vec<i64> = batch.attributes.iter().map(|r| r[self.attribute]).collect();
+
+        let outputs = model.forward(batch.images, second_input(batch.tokens, batch.oct));
+        let [f0, f1] = outputs.features.clone();
+        // Auxiliary heads on detached features, with their own optimiser. (The code runs a
+        // second, gradient-free forward for them; the training forward's features are the
+        // same function of the weights, with other dropout draws.)
+        let aux = self.heads.forward([f0.clone().detach(), f1.clone().detach()]);
+        let aux_q: Vec<Vec<f64>> = aux.iter().map(|l| values(positive(l.clone()).inner())).collect();
+        let aux_loss = ce.forward(aux[0].clone(), labels.clone()) + ce.forward(aux[1].clone(), labels.clone());
+        let g = GradientsParams::from_grads(aux_loss.backward(), &self.heads);
+        self.heads = self.head_optim.step(mm.head_lr, self.heads.clone(), g);
+        let heads = &self.heads;
+
+        let task = ce.forward(outputs.logits.clone(), labels.clone());
+        let task_loss = value(&task);
+        let mut total = task;
+        let mut factors = [1.0f64; 2];
+        let mut ogm_coefficients = None;
+        let mut triggered = false;
+        match exp.method {
+            Method::OgmGe => {
+                let [u0, u1] = model
+                    .unimodal_logits([f0.detach(), f1.detach()])
+                    .ok_or_else(|| Error::Invalid("ogm-ge needs multimodal.fusion = \"concat\"".into()))?;
+                let c = self.ogm.coefficients(u0.inner(), u1.inner(), labels.clone().inner()).map_err(gm_err)?;
+                if self.ogm.active(epoch) {
+                    factors = c.coefficients;
+                }
+                ogm_coefficients = Some(c);
+            }
+            Method::Multifair => {
+                let aucs: Vec<Option<f64>> = aux_q.iter().map(|q| fair_metrics::roc_auc(&label_bools, q).ok().flatten()).collect();
+                let b = self.balance.update(&aucs).map_err(gm_err)?;
+                // Surrogate AUC of each head per group (0.5 where undefined), then the EMA.
+                let mut surrogate = vec![vec![0.5; self.n_groups]; 2];
+                for (i, q) in aux_q.iter().enumerate() {
+                    for (g, slot) in surrogate[i].iter_mut().enumerate() {
+                        let rows: Vec<usize> = (0..codes.len()).filter(|&r| codes[r] == g as i64).collect();
+                        let qs: Vec<f64> = rows.iter().map(|&r| q[r]).collect();
+                        let ls: Vec<bool> = rows.iter().map(|&r| label_bools[r]).collect();
+                        let t = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(qs, [rows.len()]), device);
+                        if let Some(s) = fair_losses::surrogate_auc(t, &ls).map_err(loss_err)? {
+                            *slot = value(&s);
+                        }
+                    }
+                }
+                self.groups.update(&surrogate).map_err(gm_err)?;
+                let fractions: Vec<f64> = (0..self.n_groups).map(|g| codes.iter().filter(|&&c| c == g as i64).count() as f64 / codes.len() as f64).collect();
+                let group_factors = self.groups.factors(&fractions).map_err(gm_err)?;
+                let fused_q = positive(outputs.logits.clone());
+                let (_, priority) = self.groups.trigger(&label_bools, &values(fused_q.clone().inner()), &codes).map_err(gm_err)?;
+                triggered = priority;
+                for i in 0..2 {
+                    factors[i] = b[i] * mf.rho * if priority { group_factors[i] } else { 1.0 };
+                }
+                if mf.mode == MultiFairModeConfig::Faithful {
+                    if let Some(w) = model.last_weight() {
+                        let head_w: Vec<Tensor<B, 2>> = heads.heads.iter().map(|h| h.out.weight.val()).collect();
+                        total = total + direction_loss(&b, w, &head_w).map_err(gm_err)? * mf.lambda_gm;
+                    }
+                    if priority {
+                        if let Some(gap) = fair_losses::surrogate_auc_gap(fused_q, &label_bools, &codes, self.n_groups).map_err(loss_err)? {
+                            total = total + gap * mf.fairness_coeff;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        let loss = value(&total);
+        if !loss.is_finite() {
+            return Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {loss}; lower optim.lr", self.steps + 1)));
+        }
+        let mut grads = GradientsParams::from_grads(total.backward(), &model);
+        type IB<B> = <B as AutodiffBackend>::InnerBackend;
+        let [e0, e1] = &self.encoders;
+        match (exp.method, ogm_coefficients) {
+            (Method::OgmGe, Some(c)) => self.ogm.apply::<IB<B>>(epoch, &mut grads, [e0, e1], &c).map_err(gm_err)?,
+            (Method::Multifair, _) => {
+                for (set, f) in self.encoders.iter().zip(factors) {
+                    scale::<IB<B>>(&mut grads, set, f).map_err(gm_err)?;
+                }
+            }
+            _ => {}
+        }
+        if mm.grad_clip > 0.0 {
+            clip_global_norm::<IB<B>>(&mut grads, &self.all, mm.grad_clip).map_err(gm_err)?;
+        }
+        let lr = o.lr * if o.warmup_steps > 0 { ((self.steps + 1) as f64 / o.warmup_steps as f64).min(1.0) } else { 1.0 };
+        self.model = self.optim.step(lr, model, grads);
+        self.steps += 1;
+        Ok(StepStats { loss, task_loss, encoder_factors: factors, triggered })
+    }
+}
+
 /// Trains a multimodal method in `opts.out`. Runs are not resumable yet: an existing run in
 /// the folder is refused.
 pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
@@ -89,54 +298,13 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
     let data = ExperimentData::load(exp, None)?;
     write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
     data.tokenizer.save(&out.join("tokenizer.json"))?;
+    let mut trainer = MultimodalTrainer::<B>::new(exp, &data, device)?;
 
-    let mm = &exp.multimodal;
-    // Dropout and GE noise draw from burn's global generator during training, so two runs in
-    // one process are reproducible only one after the other (tests run them in their own
-    // test binary).
-    let (mut model, mut heads) = {
-        let _guard = init_lock();
-        B::seed(device, exp.seed);
-        let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
-        model.visit(&mut Materialize);
-        let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
-        heads.visit(&mut Materialize);
-        (model, heads)
-    };
     let o = &exp.optim;
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(o.betas[0] as f32)
-        .with_beta_2(o.betas[1] as f32)
-        .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
-        .init::<B, MultimodalClassifier<B>>();
-    let mut head_optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(mm.head_weight_decay as f32).init::<B, AuxiliaryHeads<B>>();
-
-    // Parameter sets of the two encoders (MultiFair: names containing `fundus_encoder`, and
-    // the text encoder; projections, fusion and classifier are not modulated).
-    let second = match (&model.text_encoder, &model.oct_encoder) {
-        (Some(t), _) => ParamSet::of(t),
-        (_, Some(o)) => ParamSet::of(o),
-        _ => return Err(Error::Invalid("the multimodal classifier has no second encoder".into())),
-    };
-    let mut encoders = [ParamSet::of(&model.fundus_encoder), second];
-    if exp.method == Method::OgmGe && exp.ogm.conv_only {
-        encoders = encoders.map(|s| s.with_rank(4));
-    }
-    let all = ParamSet::of(&model);
-    let ogm = OgmGe { alpha: exp.ogm.alpha, gaussian_enhancement: exp.ogm.gaussian_enhancement, start_epoch: exp.ogm.start_epoch, end_epoch: exp.ogm.end_epoch };
-    let attr = ATTRIBUTES.iter().position(|a| *a == mm.attribute).ok_or_else(|| Error::Invalid(format!("multimodal.attribute '{}'", mm.attribute)))?;
-    let n_groups = attribute_groups(&mm.attribute);
-    let mf = &exp.multifair;
-    let mut balance = ModalityBalance::new(2);
-    let mut groups = GroupModulation::new(2, n_groups, mf.strength, mf.threshold).map_err(gm_err)?;
-    let ce = CrossEntropyLossConfig::new().init(device);
-
     let n = data.train.len();
-    let bs = o.batch_size;
-    let steps_per_epoch = n.div_ceil(bs);
+    let steps_per_epoch = n.div_ceil(o.batch_size);
     let mut history: Vec<EpochLog> = Vec::new();
-    let (mut best_epoch, mut best_auc, mut steps) = (0usize, f64::NEG_INFINITY, 0usize);
+    let (mut best_epoch, mut best_auc) = (0usize, f64::NEG_INFINITY);
     for epoch in 1..=o.epochs {
         if opts.stop_after.is_some_and(|k| epoch > k) {
             break;
@@ -146,115 +314,21 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
         let bar = progress_bar(opts.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", exp.method.name(), o.epochs));
         let start = Instant::now();
         let (mut sum, mut sum_task, mut factor_sum, mut triggered) = (0.0, 0.0, [0.0f64; 2], 0usize);
-        for idx in order.chunks(bs) {
-            let batch = data.train.batch::<B>(idx, device);
-            let labels_vec: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-            let labels = Tensor::<B, 1, Int>::from_ints(labels_vec.as_slice(), device);
-            let label_bools: Vec<bool> = batch.labels.iter().map(|&l| l == 1).collect();
-            let codes: Vec<i64> = batch.attributes.iter().map(|r| r[attr]).collect();
-
-            let outputs = model.forward(batch.images, second_input(batch.tokens, batch.oct));
-            let [f0, f1] = outputs.features.clone();
-            // Auxiliary heads on detached features, with their own optimiser. (The code runs a
-            // second, gradient-free forward for them; the training forward's features are the
-            // same function of the weights, with other dropout draws.)
-            let aux = heads.forward([f0.clone().detach(), f1.clone().detach()]);
-            let aux_q: Vec<Vec<f64>> = aux.iter().map(|l| values(positive(l.clone()).inner())).collect();
-            let aux_loss = ce.forward(aux[0].clone(), labels.clone()) + ce.forward(aux[1].clone(), labels.clone());
-            let g = GradientsParams::from_grads(aux_loss.backward(), &heads);
-            heads = head_optim.step(mm.head_lr, heads, g);
-
-            let task = ce.forward(outputs.logits.clone(), labels.clone());
-            let task_value = value(&task);
-            let mut total = task;
-            let mut factors = [1.0f64; 2];
-            let mut ogm_coefficients = None;
-            let mut fired = false;
-            match exp.method {
-                Method::OgmGe => {
-                    let uni = model
-                        .unimodal_logits([f0.detach(), f1.detach()])
-                        .ok_or_else(|| Error::Invalid("ogm-ge needs multimodal.fusion = \"concat\"".into()))?;
-                    let [u0, u1] = uni;
-                    let c = ogm.coefficients(u0.inner(), u1.inner(), labels.clone().inner()).map_err(gm_err)?;
-                    if ogm.active(epoch) {
-                        factors = c.coefficients;
-                    }
-                    ogm_coefficients = Some(c);
-                }
-                Method::Multifair => {
-                    let aucs: Vec<Option<f64>> = aux_q.iter().map(|q| fair_metrics::roc_auc(&label_bools, q).ok().flatten()).collect();
-                    let b = balance.update(&aucs).map_err(gm_err)?;
-                    // Surrogate AUC of each head per group (0.5 where undefined), then the EMA.
-                    let mut surrogate = vec![vec![0.5; n_groups]; 2];
-                    for (i, q) in aux_q.iter().enumerate() {
-                        for (g, slot) in surrogate[i].iter_mut().enumerate() {
-                            let rows: Vec<usize> = (0..codes.len()).filter(|&r| codes[r] == g as i64).collect();
-                            let qs: Vec<f64> = rows.iter().map(|&r| q[r]).collect();
-                            let ls: Vec<bool> = rows.iter().map(|&r| label_bools[r]).collect();
-                            let t = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(qs, [rows.len()]), device);
-                            if let Some(s) = fair_losses::surrogate_auc(t, &ls).map_err(loss_err)? {
-                                *slot = value(&s);
-                            }
-                        }
-                    }
-                    groups.update(&surrogate).map_err(gm_err)?;
-                    let fractions: Vec<f64> = (0..n_groups).map(|g| codes.iter().filter(|&&c| c == g as i64).count() as f64 / codes.len() as f64).collect();
-                    let group_factors = groups.factors(&fractions).map_err(gm_err)?;
-                    let fused_q = positive(outputs.logits.clone());
-                    let (_, priority) = groups.trigger(&label_bools, &values(fused_q.clone().inner()), &codes).map_err(gm_err)?;
-                    fired = priority;
-                    for i in 0..2 {
-                        factors[i] = b[i] * mf.rho * if priority { group_factors[i] } else { 1.0 };
-                    }
-                    if mf.mode == MultiFairModeConfig::Faithful {
-                        if let Some(w) = model.last_weight() {
-                            let head_w: Vec<Tensor<B, 2>> = heads.heads.iter().map(|h| h.out.weight.val()).collect();
-                            total = total + direction_loss(&b, w, &head_w).map_err(gm_err)? * mf.lambda_gm;
-                        }
-                        if priority {
-                            if let Some(gap) = fair_losses::surrogate_auc_gap(fused_q, &label_bools, &codes, n_groups).map_err(loss_err)? {
-                                total = total + gap * mf.fairness_coeff;
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-            let total_value = value(&total);
-            if !total_value.is_finite() {
-                return Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {total_value}; lower optim.lr", steps + 1)));
-            }
-            let mut grads = GradientsParams::from_grads(total.backward(), &model);
-            type IB<B> = <B as AutodiffBackend>::InnerBackend;
-            match (exp.method, ogm_coefficients) {
-                (Method::OgmGe, Some(c)) => ogm.apply::<IB<B>>(epoch, &mut grads, [&encoders[0], &encoders[1]], &c).map_err(gm_err)?,
-                (Method::Multifair, _) => {
-                    for (set, f) in encoders.iter().zip(factors) {
-                        scale::<IB<B>>(&mut grads, set, f).map_err(gm_err)?;
-                    }
-                }
-                _ => {}
-            }
-            if mm.grad_clip > 0.0 {
-                clip_global_norm::<IB<B>>(&mut grads, &all, mm.grad_clip).map_err(gm_err)?;
-            }
-            let lr = o.lr * if o.warmup_steps > 0 { ((steps + 1) as f64 / o.warmup_steps as f64).min(1.0) } else { 1.0 };
-            model = optim.step(lr, model, grads);
-            steps += 1;
-            sum += total_value;
-            sum_task += task_value;
+        for idx in order.chunks(o.batch_size) {
+            let st = trainer.step(&data.train, idx, epoch, device)?;
+            sum += st.loss;
+            sum_task += st.task_loss;
             for i in 0..2 {
-                factor_sum[i] += factors[i];
+                factor_sum[i] += st.encoder_factors[i];
             }
-            triggered += fired as usize;
+            triggered += st.triggered as usize;
             bar.inc(1);
-            bar.set_message(format!("loss {total_value:.4}"));
+            bar.set_message(format!("loss {:.4}", st.loss));
         }
         bar.finish_and_clear();
         let train_seconds = start.elapsed().as_secs_f64();
         let k = steps_per_epoch as f64;
-        let (vm, vh) = (model.valid(), heads.valid());
+        let (vm, vh) = (trainer.model().valid(), trainer.heads().valid());
         let split_metrics = |d: &Prepared| -> Result<(EpochMetrics, [Option<f64>; 2])> {
             let (fused, uni) = predict(&vm, &vh, d, exp.eval.batch_size, device);
             let metrics = EpochMetrics::from_report(&report(exp, d, fused, None)?);
@@ -268,7 +342,7 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
             clip_loss: sum_task / k,
             fair_loss: None,
             fol_loss: None,
-            steps,
+            steps: epoch * steps_per_epoch,
             validation,
             test,
             train_seconds,
@@ -281,21 +355,21 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
             SelectOn::Test => log.test.auc,
         }
         .unwrap_or(f64::NEG_INFINITY);
-        save_safetensors(&model, &out.join("last.safetensors"))?;
-        save_safetensors(&heads, &out.join("last-heads.safetensors"))?;
+        save_safetensors(trainer.model(), &out.join("last.safetensors"))?;
+        save_safetensors(trainer.heads(), &out.join("last-heads.safetensors"))?;
         if selected > best_auc || best_epoch == 0 {
             best_auc = selected;
             best_epoch = epoch;
-            save_safetensors(&model, &out.join("best.safetensors"))?;
-            save_safetensors(&heads, &out.join("best-heads.safetensors"))?;
+            save_safetensors(trainer.model(), &out.join("best.safetensors"))?;
+            save_safetensors(trainer.heads(), &out.join("best-heads.safetensors"))?;
         }
         history.push(log);
         let jsonl: String = history.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
         write_atomic(&out.join("log.jsonl"), jsonl.as_bytes())?;
     }
     let report = if history.len() == o.epochs {
-        let best = load_safetensors(model.valid(), &out.join("best.safetensors"))?;
-        let best_heads = load_safetensors(heads.valid(), &out.join("best-heads.safetensors"))?;
+        let best = load_safetensors(trainer.model().valid(), &out.join("best.safetensors"))?;
+        let best_heads = load_safetensors(trainer.heads().valid(), &out.join("best-heads.safetensors"))?;
         let (scores, _) = predict(&best, &best_heads, &data.test, exp.eval.batch_size, device);
         let r = FinalReport::from_scores(exp, &data, scores, &history, best_epoch)?;
         r.write(out)?;

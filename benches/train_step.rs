@@ -2,8 +2,8 @@
 //! model (`configs/benchmark-*.toml`, preset `small`, batch 32, 3 group batches for the
 //! group-aware methods), CPU backend: FO-MoE against the same model without MoE (`clip`),
 //! Fair-MoE against FairCLIP, and OGM-GE and MultiFair against late fusion (fundus + note).
-//! Before the timings it prints each step's peak heap above the live heap, counted by the
-//! allocator below.
+//! Before the timings it prints, per method, the heap it holds (prepared splits, model,
+//! optimiser state) and the peak one step adds, counted by the allocator below.
 //!
 //! `cargo bench -p fairvlm-benches --bench train_step` (from the repository root).
 
@@ -145,14 +145,43 @@ impl AnyStep {
 const METHODS: [&str; 7] = ["clip", "fo-moe", "fairclip", "fair-moe", "late-fusion", "ogm-ge", "multifair"];
 
 fn train_step(c: &mut Criterion) {
-    let mut steps: Vec<(&str, AnyStep)> = METHODS.iter().map(|m| (*m, AnyStep::new(m))).collect();
-    for (method, step) in &mut steps {
-        step.run(); // optimiser state allocated, caches warm
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let mut steps: Vec<(&str, AnyStep)> = Vec::new();
+    for method in METHODS {
+        // What the method holds: its prepared splits, model, optimiser state (after a step).
+        let before = LIVE.load(Ordering::Relaxed);
+        let mut step = AnyStep::new(method);
+        step.run();
         let live = LIVE.load(Ordering::Relaxed);
         PEAK.store(live, Ordering::Relaxed);
         step.run();
         let peak = PEAK.load(Ordering::Relaxed) - live;
-        println!("{method}: peak heap of one step above the live heap {:.1} MiB (live {:.1} MiB)", peak as f64 / (1 << 20) as f64, live as f64 / (1 << 20) as f64);
+        println!("{method}: holds {:.1} MiB (data, model, optimiser); one step peaks {:.1} MiB above that", mib(live.saturating_sub(before)), mib(peak));
+        steps.push((method, step));
+    }
+    // Interleaved rounds: on a shared machine the speed drifts over the seconds criterion
+    // spends on one method, so the ratios are taken from steps timed side by side.
+    let rounds = 15;
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); steps.len()];
+    for _ in 0..rounds {
+        for (k, (_, step)) in steps.iter_mut().enumerate() {
+            let t = std::time::Instant::now();
+            black_box(step.run());
+            times[k].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    let of = |m: &str| METHODS.iter().position(|x| *x == m).map_or(f64::NAN, |k| medians[k]);
+    println!("interleaved medians over {rounds} rounds (ms):");
+    for (m, t) in METHODS.iter().zip(&medians) {
+        println!("  {m}: {t:.1}");
+    }
+    for (a, b) in [("fo-moe", "clip"), ("fair-moe", "fairclip"), ("ogm-ge", "late-fusion"), ("multifair", "late-fusion")] {
+        println!("  {a} / {b}: {:.2}x", of(a) / of(b));
     }
     let mut group = c.benchmark_group("train_step");
     group.sample_size(20);

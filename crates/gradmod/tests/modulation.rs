@@ -16,6 +16,13 @@ use gradmod::{
 type B = Autodiff<Flex>;
 const D: FlexDevice = FlexDevice;
 
+/// burn's random generator is global to the process: tests that seed it and draw from it
+/// (initialisation, GE noise) take this lock so that parallel tests cannot interleave draws.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn vals<const N: usize>(t: Tensor<Flex, N>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec::<f64>().expect("data")
 }
@@ -42,6 +49,7 @@ fn grads_of(m: &Toy<B>) -> GradientsParams {
 
 #[test]
 fn scale_multiplies_only_the_chosen_set() {
+    let _rng = rng_lock();
     let m = toy();
     let base = grads_of(&m);
     let mut g = grads_of(&m);
@@ -57,6 +65,7 @@ fn scale_multiplies_only_the_chosen_set() {
 
 #[test]
 fn global_norm_and_clipping_follow_pytorch() {
+    let _rng = rng_lock();
     let m = toy();
     let set = ParamSet::of::<B, _>(&m);
     let mut g = grads_of(&m);
@@ -79,6 +88,7 @@ fn global_norm_and_clipping_follow_pytorch() {
 
 #[test]
 fn gaussian_enhancement_scales_then_adds_noise_of_the_gradients_spread() {
+    let _rng = rng_lock();
     // A big gradient so the noise statistics are sharp: d(sum(W x))/dW = x broadcast.
     let layer: Linear<B> = LinearConfig::new(400, 100).with_bias(false).init(&D);
     let x = Tensor::<B, 2>::from_data(TensorData::new((0..400).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), [1, 400]), &D);
@@ -106,6 +116,7 @@ fn gaussian_enhancement_scales_then_adds_noise_of_the_gradients_spread() {
 
 #[test]
 fn flatten_cosine_and_unflatten_round_trip() {
+    let _rng = rng_lock();
     let m = toy();
     let set = ParamSet::of(&m.fundus).union(&ParamSet::of(&m.head));
     let mut g = grads_of(&m);
@@ -123,6 +134,7 @@ fn flatten_cosine_and_unflatten_round_trip() {
 
 #[test]
 fn pcgrad_projects_conflicting_gradients() {
+    let _rng = rng_lock();
     // One parameter vector [2]; task gradients g1 = [1, 0], g2 = [-1, 1] conflict (dot −1):
     // g1' = g1 − (−1/2)·g2 = [0.5, 0.5], g2' = g2 − (−1/1)·g1 = [0, 1]; sum [0.5, 1.5].
     let layer: Linear<B> = LinearConfig::new(1, 2).with_bias(false).init(&D);
@@ -139,6 +151,7 @@ fn pcgrad_projects_conflicting_gradients() {
 
 #[test]
 fn ogm_ge_coefficients_follow_the_reference_formula() {
+    let _rng = rng_lock();
     let logits_a = [[2.0f32, -1.0], [0.3, 0.1], [-0.5, 1.5], [1.0, 1.0]];
     let logits_v = [[4.0f32, -2.0], [1.0, -1.0], [-2.0, 3.0], [0.0, 2.0]];
     let labels = [0i64, 0, 1, 1];
@@ -173,6 +186,7 @@ fn ogm_ge_coefficients_follow_the_reference_formula() {
 
 #[test]
 fn a_parameter_outside_the_modulated_set_steps_bit_identically() {
+    let _rng = rng_lock();
     let run = |modulate: bool| -> Toy<B> {
         let m = toy();
         // SGD: Adam would undo a constant scale of the gradients.
@@ -195,6 +209,7 @@ fn a_parameter_outside_the_modulated_set_steps_bit_identically() {
 
 #[test]
 fn modality_balance_and_group_modulation_follow_the_code() {
+    let _rng = rng_lock();
     let mut b = ModalityBalance::new(2);
     let f = b.update(&[Some(0.7), Some(0.55)]).expect("update"); // d = 0.2, 0.05
     let s = 0.25 + 1e-8;
@@ -226,6 +241,7 @@ fn modality_balance_and_group_modulation_follow_the_code() {
 
 #[test]
 fn direction_loss_matches_its_formula_and_finite_differences() {
+    let _rng = rng_lock();
     let d64 = (&D, DType::F64);
     let heads = vec![
         Tensor::<B, 2>::from_data(TensorData::new(vec![0.3, -0.2, 0.5, 0.1], [2, 2]), d64),

@@ -700,6 +700,9 @@ impl Experiment {
         if !(mm.head_weight_decay >= 0.0 && mm.grad_clip >= 0.0 && mm.grad_clip.is_finite()) {
             return Err(format!("multimodal.head_weight_decay = {}, multimodal.grad_clip = {}: expected numbers >= 0", mm.head_weight_decay, mm.grad_clip));
         }
+        if self.method.is_multimodal() && self.optim.optimizer != OptimizerKind::Adamw {
+            return Err("optim.optimizer: the multimodal methods train with AdamW, as MultiFair; set optim.optimizer = \"adamw\"".into());
+        }
         if self.method == Method::OgmGe && mm.fusion != FusionConfig::Concat {
             return Err("multimodal.fusion: method ogm-ge reads unimodal logits off a concat head; set multimodal.fusion = \"concat\"".into());
         }

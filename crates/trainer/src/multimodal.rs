@@ -3,12 +3,14 @@
 //! modality balancing plus the group-level modulation), one training step as papers.md 4.2
 //! describes; per-epoch evaluation of the fused model and of each modality's auxiliary head.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use serde::{Deserialize, Serialize};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
@@ -77,6 +79,46 @@ fn auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
 
 type Optim<B, M> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, M, B>;
 
+/// The modulation's running statistics, saved with each epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Modulation {
+    steps: usize,
+    balance: Vec<f64>,
+    group_ema: Vec<Vec<f64>>,
+}
+
+/// What survives between invocations of a multimodal run (`state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    epochs_done: usize,
+    best_epoch: usize,
+    best_auc: f64,
+    modulation: Modulation,
+    history: Vec<EpochLog>,
+}
+
+/// The parameters the modulation acts on: the two encoders (MultiFair: names containing
+/// `fundus_encoder`, and the text or OCT encoder; projections, fusion and classifier are not
+/// modulated), and all of them for clipping. Parameter ids change when a record is loaded, so
+/// the sets are rebuilt then.
+fn param_sets<B: Backend>(exp: &Experiment, model: &MultimodalClassifier<B>) -> Result<([ParamSet; 2], ParamSet)> {
+    let second = match (&model.text_encoder, &model.oct_encoder) {
+        (Some(t), _) => ParamSet::of(t),
+        (_, Some(o)) => ParamSet::of(o),
+        _ => return Err(Error::Invalid("the multimodal classifier has no second encoder".into())),
+    };
+    let mut encoders = [ParamSet::of(&model.fundus_encoder), second];
+    if exp.method == Method::OgmGe && exp.ogm.conv_only {
+        encoders = encoders.map(|s| s.with_rank(4));
+    }
+    Ok((encoders, ParamSet::of(model)))
+}
+
+/// The records of an epoch: model, heads, their optimisers (the recorder appends `.bin`).
+fn state_files(out: &Path, epoch: usize) -> [PathBuf; 4] {
+    ["model", "heads", "optim", "head-optim"].map(|k| out.join(format!("state-{epoch}-{k}")))
+}
+
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -133,18 +175,7 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
             .with_weight_decay(o.weight_decay as f32)
             .init::<B, MultimodalClassifier<B>>();
         let head_optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(mm.head_weight_decay as f32).init::<B, AuxiliaryHeads<B>>();
-        // The two encoders (MultiFair: names containing `fundus_encoder`, and the text or OCT
-        // encoder); projections, fusion and classifier are not modulated.
-        let second = match (&model.text_encoder, &model.oct_encoder) {
-            (Some(t), _) => ParamSet::of(t),
-            (_, Some(o)) => ParamSet::of(o),
-            _ => return Err(Error::Invalid("the multimodal classifier has no second encoder".into())),
-        };
-        let mut encoders = [ParamSet::of(&model.fundus_encoder), second];
-        if exp.method == Method::OgmGe && exp.ogm.conv_only {
-            encoders = encoders.map(|s| s.with_rank(4));
-        }
-        let all = ParamSet::of(&model);
+        let (encoders, all) = param_sets(exp, &model)?;
         let og = &exp.ogm;
         let ogm = OgmGe { alpha: og.alpha, gaussian_enhancement: og.gaussian_enhancement, start_epoch: og.start_epoch, end_epoch: og.end_epoch };
         let attribute = ATTRIBUTES.iter().position(|a| *a == mm.attribute).ok_or_else(|| Error::Invalid(format!("multimodal.attribute '{}'", mm.attribute)))?;
@@ -175,6 +206,38 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
     /// The auxiliary heads.
     pub fn heads(&self) -> &AuxiliaryHeads<B> {
         &self.heads
+    }
+
+    /// Writes the weights, both optimisers' moments (`state-<epoch>-*.bin`) and returns the
+    /// modulation's running statistics, for `state.json`.
+    fn save(&self, out: &Path, epoch: usize) -> Result<Modulation> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let [m, h, o, ho] = state_files(out, epoch);
+        recorder.record(self.model.clone().into_record(), m.clone()).map_err(|e| ckpt_err(&m, e))?;
+        recorder.record(self.heads.clone().into_record(), h.clone()).map_err(|e| ckpt_err(&h, e))?;
+        recorder.record(self.optim.to_record(), o.clone()).map_err(|e| ckpt_err(&o, e))?;
+        recorder.record(self.head_optim.to_record(), ho.clone()).map_err(|e| ckpt_err(&ho, e))?;
+        Ok(Modulation { steps: self.steps, balance: self.balance.previous().to_vec(), group_ema: self.groups.ema().to_vec() })
+    }
+
+    /// Restores what [`MultimodalTrainer::save`] wrote after `epoch`.
+    fn restore(&mut self, out: &Path, epoch: usize, m: &Modulation, device: &B::Device) -> Result<()> {
+        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+        let [mp, hp, op, hop] = state_files(out, epoch);
+        let record = recorder.load(mp.clone(), device).map_err(|e| ckpt_err(&mp, e))?;
+        self.model = self.model.clone().load_record(record);
+        let record = recorder.load(hp.clone(), device).map_err(|e| ckpt_err(&hp, e))?;
+        self.heads = self.heads.clone().load_record(record);
+        let record = recorder.load(op.clone(), device).map_err(|e| ckpt_err(&op, e))?;
+        self.optim = self.optim.clone().load_record(record);
+        let record = recorder.load(hop.clone(), device).map_err(|e| ckpt_err(&hop, e))?;
+        self.head_optim = self.head_optim.clone().load_record(record);
+        (self.encoders, self.all) = param_sets(&self.exp, &self.model)?;
+        self.steps = m.steps;
+        let path = out.join("state.json");
+        self.balance.set_previous(&m.balance).map_err(|e| ckpt_err(&path, e))?;
+        self.groups.set_ema(m.group_ema.clone()).map_err(|e| ckpt_err(&path, e))?;
+        Ok(())
     }
 
     /// One training step on the rows `idx` of `train` in (1-based) `epoch`.
@@ -284,30 +347,54 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
     }
 }
 
-/// Trains a multimodal method in `opts.out`. Runs are not resumable yet: an existing run in
-/// the folder is refused.
+/// Trains a multimodal method in `opts.out`, resumable like the CLIP methods: after every
+/// epoch the weights, both optimisers and the modulation statistics are saved, and each
+/// epoch's dropout and noise draws come from a generator seeded by (seed, epoch), so a resumed
+/// run repeats the uninterrupted one exactly.
 pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
     let out = &opts.out;
-    if opts.resume {
-        return Err(ckpt_err(out, format!("method {} cannot resume yet; start a new run", exp.method.name())));
-    }
-    if out.join("log.jsonl").is_file() {
-        return Err(ckpt_err(out, "already holds a run; choose another --out"));
-    }
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let data = ExperimentData::load(exp, None)?;
-    write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
-    data.tokenizer.save(&out.join("tokenizer.json"))?;
+    let has_run = out.join("state.json").is_file();
+    if has_run && !opts.resume {
+        return Err(ckpt_err(out, "already holds a run; continue it with --resume or choose another --out"));
+    }
+    let state: Option<State> = if has_run {
+        let saved = out.join("config.toml");
+        let text = std::fs::read_to_string(&saved).map_err(io_err(&saved))?;
+        if Experiment::from_toml_str(&text, &saved.display().to_string())? != *exp {
+            return Err(ckpt_err(&saved, "the run was started with a different config; resume with the same one or use a new --out"));
+        }
+        let path = out.join("state.json");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        Some(serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))?)
+    } else {
+        None
+    };
+    let tokenizer = match &state {
+        Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
+        None => None,
+    };
+    let data = ExperimentData::load(exp, tokenizer)?;
+    if state.is_none() {
+        write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
+        data.tokenizer.save(&out.join("tokenizer.json"))?;
+    }
     let mut trainer = MultimodalTrainer::<B>::new(exp, &data, device)?;
+    let (mut epochs_done, mut best_epoch, mut best_auc, mut history) = (0usize, 0usize, f64::NEG_INFINITY, Vec::new());
+    if let Some(st) = state {
+        trainer.restore(out, st.epochs_done, &st.modulation, device)?;
+        (epochs_done, best_epoch, best_auc, history) = (st.epochs_done, st.best_epoch, st.best_auc, st.history);
+    }
 
     let o = &exp.optim;
     let n = data.train.len();
     let steps_per_epoch = n.div_ceil(o.batch_size);
-    let mut history: Vec<EpochLog> = Vec::new();
-    let (mut best_epoch, mut best_auc) = (0usize, f64::NEG_INFINITY);
-    for epoch in 1..=o.epochs {
-        if opts.stop_after.is_some_and(|k| epoch > k) {
-            break;
+    let mut ran = 0;
+    while epochs_done < o.epochs && opts.stop_after.is_none_or(|k| ran < k) {
+        let epoch = epochs_done + 1;
+        {
+            let _guard = init_lock();
+            B::seed(device, exp.seed.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(epoch as u64));
         }
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(exp.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64));
@@ -318,8 +405,8 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
             let st = trainer.step(&data.train, idx, epoch, device)?;
             sum += st.loss;
             sum_task += st.task_loss;
-            for i in 0..2 {
-                factor_sum[i] += st.encoder_factors[i];
+            for (sum, f) in factor_sum.iter_mut().zip(st.encoder_factors) {
+                *sum += f;
             }
             triggered += st.triggered as usize;
             bar.inc(1);
@@ -364,8 +451,22 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
             save_safetensors(trainer.heads(), &out.join("best-heads.safetensors"))?;
         }
         history.push(log);
+        // Records under a new name first, then state.json (what a resume trusts), then the
+        // previous epoch's records.
+        let modulation = trainer.save(out, epoch)?;
+        let st = State { epochs_done: epoch, best_epoch, best_auc, modulation, history: history.clone() };
+        write_atomic(&out.join("state.json"), serde_json::to_string_pretty(&st).unwrap_or_default().as_bytes())?;
         let jsonl: String = history.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
         write_atomic(&out.join("log.jsonl"), jsonl.as_bytes())?;
+        for old in 1..epoch {
+            for p in state_files(out, old).map(|p| p.with_extension("bin")) {
+                if p.exists() {
+                    std::fs::remove_file(&p).map_err(io_err(&p))?;
+                }
+            }
+        }
+        epochs_done = epoch;
+        ran += 1;
     }
     let report = if history.len() == o.epochs {
         let best = load_safetensors(trainer.model().valid(), &out.join("best.safetensors"))?;

@@ -7,10 +7,11 @@ use burn::backend::Flex;
 use trainer::{train, Experiment};
 
 mod common;
-use common::{quiet, scratch, tiny, B};
+use common::{quiet, rng_lock, scratch, tiny, B};
 
 #[test]
 fn multimodal_methods_train_modulate_and_reload() {
+    let _rng = rng_lock();
     for (method, extra) in [
         ("late-fusion", ""),
         ("ogm-ge", "[multimodal]\nfusion = \"concat\"\nproj_dim = 16\nfusion_heads = 2\nfusion_layers = 1\n"),
@@ -58,7 +59,7 @@ fn multimodal_methods_train_modulate_and_reload() {
         assert!(out.join("report.html").is_file() && out.join("best-heads.safetensors").is_file());
         let again = trainer::evaluate_run::<Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
         assert_eq!(again.overall.auc, report.test.overall.auc, "{method}: the checkpoint reproduces the report");
-        assert!(train::<B>(&exp, &quiet(out.clone()), &Default::default()).is_err(), "an existing run is refused");
+        assert!(train::<B>(&exp, &quiet(out.clone()), &Default::default()).is_err(), "an existing run is refused without --resume");
         std::fs::remove_dir_all(&out).ok();
     }
 }
@@ -66,11 +67,47 @@ fn multimodal_methods_train_modulate_and_reload() {
 #[test]
 fn multimodal_config_errors_name_the_key() {
     let bad = |text: &str| Experiment::from_toml_str(text, "bad").expect_err(text).to_string();
-    assert!(bad("method = \"ogm-ge\"\n").contains("multimodal.fusion"));
-    assert!(bad("method = \"multifair\"\n[multimodal]\nattribute = \"height\"\n").contains("multimodal.attribute"));
+    assert!(bad("method = \"multifair\"\n").contains("optim.optimizer"));
+    assert!(bad("method = \"ogm-ge\"\n[optim]\noptimizer = \"adamw\"\n").contains("multimodal.fusion"));
+    assert!(bad("method = \"multifair\"\n[optim]\noptimizer = \"adamw\"\n[multimodal]\nattribute = \"height\"\n").contains("multimodal.attribute"));
     assert!(bad("[multimodal]\nproj_dim = 30\nfusion_heads = 8\n").contains("multimodal.fusion_heads"));
     assert!(bad("[multifair]\nrho = -1.0\n").contains("multifair.rho"));
     assert!(bad("[ogm]\nstart_epoch = 0\n").contains("[ogm]"));
     assert!(bad("method = \"clip\"\n[data]\nsource = \"fairvision\"\nroot = \"x\"\n").contains("fairvision"));
     assert!(bad("method = \"late-fusion\"\n[multimodal]\npairing = \"oct\"\noct_size = 30\n").contains("multimodal.oct_size"));
+}
+
+#[test]
+fn a_resumed_multimodal_run_repeats_the_uninterrupted_one() {
+    let _rng = rng_lock();
+    // Dropout (all methods) and GE noise (OGM-GE) draw random numbers: each epoch's draws are
+    // seeded by (seed, epoch), so the resumed run must match bit for bit.
+    for (method, extra) in [("multifair", ""), ("ogm-ge", "fusion = \"concat\"\n")] {
+        let mut doc: toml::Table = toml::from_str(&tiny("late-fusion", 3).to_toml()).expect("toml");
+        doc.insert("method".into(), toml::Value::String(method.into()));
+        let mm: toml::Table = toml::from_str(&format!("{extra}proj_dim = 16\nfusion_heads = 2\nfusion_layers = 1\nhead_lr = 1e-3")).expect("mm");
+        doc.insert("multimodal".into(), toml::Value::Table(mm));
+        let exp = Experiment::from_toml_str(&toml::to_string(&doc).expect("toml"), method).unwrap_or_else(|e| panic!("{method}: {e}"));
+        let whole = scratch(&format!("mm-whole-{method}"));
+        let full = train::<B>(&exp, &quiet(whole.clone()), &Default::default()).expect("uninterrupted");
+        let parts = scratch(&format!("mm-parts-{method}"));
+        let mut opts = quiet(parts.clone());
+        opts.stop_after = Some(1);
+        assert!(train::<B>(&exp, &opts, &Default::default()).expect("first part").report.is_none());
+        opts.resume = true;
+        opts.stop_after = None;
+        let resumed = train::<B>(&exp, &opts, &Default::default()).expect("resumed");
+        assert_eq!(resumed.history.len(), 3);
+        for (a, b) in full.history.iter().zip(&resumed.history) {
+            assert_eq!(a.loss, b.loss, "{method} epoch {}", a.epoch);
+            assert_eq!(a.validation, b.validation, "{method} epoch {}", a.epoch);
+            assert_eq!(a.multimodal.as_ref().map(|m| m.encoder_factors), b.multimodal.as_ref().map(|m| m.encoder_factors));
+        }
+        assert_eq!(full.report.expect("r1").test.overall.auc, resumed.report.expect("r2").test.overall.auc);
+        let mut other = exp.clone();
+        other.multifair.rho = 2.0;
+        assert!(train::<B>(&other, &opts, &Default::default()).is_err(), "resuming with another config is refused");
+        std::fs::remove_dir_all(&whole).ok();
+        std::fs::remove_dir_all(&parts).ok();
+    }
 }

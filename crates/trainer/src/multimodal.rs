@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{report, EpochMetrics};
 use crate::recipe::value;
 use crate::report::FinalReport;
-use crate::train::{ckpt_err, init_lock, io_err, load_safetensors, progress_bar, save_safetensors, write_atomic, EpochLog, Materialize, MultimodalLog, RunOptions, TrainOutcome};
+use crate::train::{ckpt_err, init_lock, io_err, open_run, load_safetensors, progress_bar, save_safetensors, write_atomic, EpochLog, Materialize, MultimodalLog, RunOptions, TrainOutcome};
 
 fn gm_err(e: gradmod::Error) -> Error {
     Error::Invalid(format!("gradient modulation: {e}"))
@@ -353,32 +353,7 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
 /// run repeats the uninterrupted one exactly.
 pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let has_run = out.join("state.json").is_file();
-    if has_run && !opts.resume {
-        return Err(ckpt_err(out, "already holds a run; continue it with --resume or choose another --out"));
-    }
-    let state: Option<State> = if has_run {
-        let saved = out.join("config.toml");
-        let text = std::fs::read_to_string(&saved).map_err(io_err(&saved))?;
-        if Experiment::from_toml_str(&text, &saved.display().to_string())? != *exp {
-            return Err(ckpt_err(&saved, "the run was started with a different config; resume with the same one or use a new --out"));
-        }
-        let path = out.join("state.json");
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        Some(serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))?)
-    } else {
-        None
-    };
-    let tokenizer = match &state {
-        Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
-        None => None,
-    };
-    let data = ExperimentData::load(exp, tokenizer)?;
-    if state.is_none() {
-        write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
-        data.tokenizer.save(&out.join("tokenizer.json"))?;
-    }
+    let (state, data) = open_run::<State>(exp, opts)?;
     let mut trainer = MultimodalTrainer::<B>::new(exp, &data, device)?;
     let (mut epochs_done, mut best_epoch, mut best_auc, mut history) = (0usize, 0usize, f64::NEG_INFINITY, Vec::new());
     if let Some(st) = state {

@@ -205,35 +205,25 @@ pub fn train<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B
     }
 }
 
-fn read_state(out: &Path) -> Result<State> {
-    let path = out.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))
-}
-
-fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
-    exp: &Experiment,
-    opts: &RunOptions,
-    device: &B::Device,
-    mut optim: O,
-) -> Result<TrainOutcome> {
+/// Opens a run folder: a new run writes its config and tokenizer; an existing one is refused
+/// without `--resume`, refused with another config, and otherwise yields its `state.json` and
+/// its own tokenizer (so token ids cannot change under the model). Then loads the data.
+pub(crate) fn open_run<S: serde::de::DeserializeOwned>(exp: &Experiment, opts: &RunOptions) -> Result<(Option<S>, ExperimentData)> {
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-
     let has_run = out.join("state.json").is_file();
     if has_run && !opts.resume {
         return Err(ckpt_err(out, "already holds a run; continue it with --resume or choose another --out"));
     }
-    // A resumed run reuses its own tokenizer, so token ids cannot change under the model.
-    let state = if has_run {
+    let state: Option<S> = if has_run {
         let saved = out.join("config.toml");
         let text = std::fs::read_to_string(&saved).map_err(io_err(&saved))?;
-        let before = Experiment::from_toml_str(&text, &saved.display().to_string())?;
-        if before != *exp {
+        if Experiment::from_toml_str(&text, &saved.display().to_string())? != *exp {
             return Err(ckpt_err(&saved, "the run was started with a different config; resume with the same one or use a new --out"));
         }
-        Some(read_state(out)?)
+        let path = out.join("state.json");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        Some(serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))?)
     } else {
         None
     };
@@ -246,6 +236,18 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
         write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
         data.tokenizer.save(&out.join("tokenizer.json"))?;
     }
+    Ok((state, data))
+}
+
+fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
+    exp: &Experiment,
+    opts: &RunOptions,
+    device: &B::Device,
+    mut optim: O,
+) -> Result<TrainOutcome> {
+    let out = &opts.out;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let (state, data) = open_run::<State>(exp, opts)?;
 
     let mut model: Clip<B> = init_model(exp, &data, device)?;
     let mut groups = GroupLoaders::new(exp, &data.train)?;

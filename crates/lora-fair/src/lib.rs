@@ -23,5 +23,21 @@
 mod error;
 mod linear;
 
+/// Whether a module path is targeted, with peft's rule for a list of `target_modules`: the
+/// path equals an entry or ends with `.` + entry.
+///
+/// ```
+/// let targets = ["q_proj", "fc1"];
+/// assert!(lora_fair::is_target("encoder.layers.0.self_attn.q_proj", &targets));
+/// assert!(!lora_fair::is_target("encoder.layers.0.self_attn.k_proj", &targets));
+/// assert!(!lora_fair::is_target("encoder.layers.0.mlp.xfc1", &targets));
+/// ```
+pub fn is_target<S: AsRef<str>>(path: &str, targets: &[S]) -> bool {
+    targets.iter().any(|t| {
+        let t = t.as_ref();
+        path == t || path.ends_with(&format!(".{t}"))
+    })
+}
+
 pub use error::{Error, Result};
 pub use linear::{LoraAdapter, LoraConfig, LoraLinear};

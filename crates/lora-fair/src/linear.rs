@@ -196,6 +196,16 @@ impl<B: Backend> LoraLinear<B> {
         }
     }
 
+    /// The layer's effective map as a plain `burn::nn::Linear` (an unmerged adapter's update
+    /// added to the weight), e.g. to copy it into MoE experts.
+    pub fn to_linear(&self) -> Linear<B> {
+        let weight = match (&self.lora, self.merged) {
+            (Some(l), false) => self.weight.val() + l.delta_weight(),
+            _ => self.weight.val(),
+        };
+        Linear { weight: Param::from_tensor(weight), bias: self.bias.as_ref().map(|b| Param::from_tensor(b.val())) }
+    }
+
     /// Trainable scalars: the adapter's when it has one, else the whole layer's.
     pub fn trainable_parameters(&self) -> usize {
         match &self.lora {

@@ -75,7 +75,7 @@ impl<B: Backend> Clip<B> {
         for (on, layers) in [(cfg.image_token, &mut self.vision_model.encoder.layers), (cfg.text_token, &mut self.text_model.encoder.layers)] {
             if let (true, Some(last)) = (on, layers.last_mut()) {
                 let [width, hidden] = last.mlp.fc1.weight.dims();
-                last.moe = Some(token(width, hidden).init_from_mlp(&last.mlp.fc1, &last.mlp.fc2, device)?);
+                last.moe = Some(token(width, hidden).init_from_mlp(&last.mlp.fc1.to_linear(), &last.mlp.fc2.to_linear(), device)?);
             }
         }
         let feature = |width: usize| FeatureMoeConfig::new(width, cfg.feature_experts).with_routing(cfg.feature_routing).init(device);

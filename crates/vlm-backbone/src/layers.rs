@@ -1,7 +1,8 @@
 //! Transformer building blocks with Hugging Face CLIP's names.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
+use lora_fair::{is_target, LoraConfig, LoraLinear};
 use burn::prelude::*;
 use moe_layers::TokenMoe;
 use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
@@ -32,13 +33,13 @@ impl Activation {
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// Query projection.
-    pub q_proj: Linear<B>,
+    pub q_proj: LoraLinear<B>,
     /// Key projection.
-    pub k_proj: Linear<B>,
+    pub k_proj: LoraLinear<B>,
     /// Value projection.
-    pub v_proj: Linear<B>,
+    pub v_proj: LoraLinear<B>,
     /// Output projection.
-    pub out_proj: Linear<B>,
+    pub out_proj: LoraLinear<B>,
     /// Number of heads.
     pub heads: usize,
 }
@@ -46,7 +47,7 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// Creates the layer; `width` must be a multiple of `heads`.
     pub fn new(width: usize, heads: usize, device: &B::Device) -> Self {
-        let lin = || LinearConfig::new(width, width).init(device);
+        let lin = || LoraLinear::from(LinearConfig::new(width, width).init(device));
         Self { q_proj: lin(), k_proj: lin(), v_proj: lin(), out_proj: lin(), heads }
     }
 
@@ -72,9 +73,9 @@ impl<B: Backend> Attention<B> {
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// Expansion.
-    pub fc1: Linear<B>,
+    pub fc1: LoraLinear<B>,
     /// Projection back.
-    pub fc2: Linear<B>,
+    pub fc2: LoraLinear<B>,
     /// Activation between them.
     pub activation: Activation,
 }
@@ -83,8 +84,8 @@ impl<B: Backend> Mlp<B> {
     /// `width -> hidden -> width`.
     pub fn new(width: usize, hidden: usize, activation: Activation, device: &B::Device) -> Self {
         Self {
-            fc1: LinearConfig::new(width, hidden).init(device),
-            fc2: LinearConfig::new(hidden, width).init(device),
+            fc1: LoraLinear::from(LinearConfig::new(width, hidden).init(device)),
+            fc2: LoraLinear::from(LinearConfig::new(hidden, width).init(device)),
             activation,
         }
     }
@@ -129,6 +130,48 @@ impl<B: Backend> EncoderLayer<B> {
             }
             None => (h + self.mlp.forward(normed), None),
         }
+    }
+}
+
+/// Attaches a fresh LoRA adapter to `layer` when `path` is targeted.
+fn adapt<B: Backend, S: AsRef<str>>(layer: LoraLinear<B>, path: &str, cfg: &LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<LoraLinear<B>> {
+    if is_target(path, targets) {
+        layer.with_adapter(cfg, device)
+    } else {
+        Ok(layer)
+    }
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    /// Attaches LoRA adapters to the projections whose path under `prefix` (`self_attn.q_proj`,
+    /// `k_proj`, `v_proj`, `out_proj`, `mlp.fc1`, `mlp.fc2`) matches `targets` by peft's rule;
+    /// their base weights are frozen. Other parameters are left as they are.
+    pub fn with_lora<S: AsRef<str>>(self, prefix: &str, cfg: &LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<Self> {
+        let a = self.self_attn;
+        let p = |name: &str| format!("{prefix}.{name}");
+        let self_attn = Attention {
+            q_proj: adapt(a.q_proj, &p("self_attn.q_proj"), cfg, targets, device)?,
+            k_proj: adapt(a.k_proj, &p("self_attn.k_proj"), cfg, targets, device)?,
+            v_proj: adapt(a.v_proj, &p("self_attn.v_proj"), cfg, targets, device)?,
+            out_proj: adapt(a.out_proj, &p("self_attn.out_proj"), cfg, targets, device)?,
+            heads: a.heads,
+        };
+        let m = self.mlp;
+        let mlp = Mlp { fc1: adapt(m.fc1, &p("mlp.fc1"), cfg, targets, device)?, fc2: adapt(m.fc2, &p("mlp.fc2"), cfg, targets, device)?, activation: m.activation };
+        Ok(EncoderLayer { self_attn, mlp, ..self })
+    }
+}
+
+impl<B: Backend> TransformerEncoder<B> {
+    /// [`EncoderLayer::with_lora`] on every layer (`{prefix}.layers.{i}`).
+    pub fn with_lora<S: AsRef<str>>(self, prefix: &str, cfg: &LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<Self> {
+        let layers = self
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| l.with_lora(&format!("{prefix}.layers.{i}"), cfg, targets, device))
+            .collect::<lora_fair::Result<Vec<_>>>()?;
+        Ok(TransformerEncoder { layers })
     }
 }
 

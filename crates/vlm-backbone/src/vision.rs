@@ -107,6 +107,27 @@ impl<B: Backend> VisionTransformer<B> {
         self.encoder.forward_routed(self.pre_layrnorm.forward(x), None)
     }
 
+    /// Attaches LoRA adapters to the projections matching `targets` (peft's rule on paths such
+    /// as `encoder.layers.3.self_attn.q_proj` or `encoder.layers.3.mlp.fc1`) and freezes their
+    /// base weights. The rest of the model keeps training unless frozen by the caller
+    /// (`Module::no_grad`).
+    ///
+    /// ```
+    /// use burn::backend::Flex;
+    /// use lora_fair::LoraConfig;
+    /// use vlm_backbone::VisionTransformerConfig;
+    ///
+    /// let device = Default::default();
+    /// let vit = VisionTransformerConfig::new(32, 8, 32, 2, 2).init::<Flex>(&device);
+    /// let vit = vit.with_lora(&LoraConfig::new().with_r(4), &["q_proj", "v_proj"], &device)?;
+    /// assert!(vit.encoder.layers[1].self_attn.v_proj.lora.is_some());
+    /// assert!(vit.encoder.layers[1].self_attn.k_proj.lora.is_none());
+    /// # Ok::<(), lora_fair::Error>(())
+    /// ```
+    pub fn with_lora<S: AsRef<str>>(self, cfg: &lora_fair::LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<Self> {
+        Ok(VisionTransformer { encoder: self.encoder.with_lora("encoder", cfg, targets, device)?, ..self })
+    }
+
     /// The pooled image feature: [batch, width].
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward_routed(images).0

@@ -9,6 +9,14 @@ pub enum Error {
     /// Tensors whose shapes do not fit the layer.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// An adapter file that cannot be read or written, or is not a peft LoRA adapter.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (names the key where there is one).
+        message: String,
+    },
 }
 
 /// Result alias of the crate.

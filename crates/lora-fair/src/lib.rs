@@ -5,6 +5,8 @@
 //! - [`LoraLinear`]: a linear layer that may carry a [`LoraAdapter`] (`A [r, in]`
 //!   Kaiming-uniform, `B [out, r]` zero), with merge and unmerge; without an adapter it is
 //!   `burn::nn::Linear` with the same record keys.
+//! - [`save_adapters`] / [`load_adapters`]: peft's adapter folder (`adapter_model.safetensors`,
+//!   `adapter_config.json`).
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -22,6 +24,7 @@
 
 mod error;
 mod linear;
+mod peft;
 
 /// Whether a module path is targeted, with peft's rule for a list of `target_modules`: the
 /// path equals an entry or ends with `.` + entry.
@@ -41,3 +44,4 @@ pub fn is_target<S: AsRef<str>>(path: &str, targets: &[S]) -> bool {
 
 pub use error::{Error, Result};
 pub use linear::{LoraAdapter, LoraConfig, LoraLinear};
+pub use peft::{load_adapters, save_adapters, AdapterConfig};

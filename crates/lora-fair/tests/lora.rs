@@ -155,3 +155,39 @@ fn bad_settings_and_shapes_are_errors() {
     assert!(layer().with_lora(wrong).is_err(), "in-features must match");
     assert!(LoraAdapter::<Flex>::from_weights(Tensor::zeros([2, 4], &d), Tensor::zeros([3, 3], &d), 1.0).is_err(), "ranks must match");
 }
+
+#[test]
+fn adapter_folders_round_trip_with_peft_keys() {
+    use lora_fair::{load_adapters, save_adapters, AdapterConfig};
+    let cfg = LoraConfig::new().with_r(2).with_alpha(8.0).with_use_rslora(true);
+    let l1 = trained(5, 4, &cfg);
+    let l2 = trained(4, 3, &cfg);
+    let dir = std::env::temp_dir().join(format!("lora-fair-peft-{}", std::process::id()));
+    let config = AdapterConfig::new(&cfg, &["q_proj", "fc1"], Some("tiny-vit"));
+    let adapters = vec![
+        ("vision_model.encoder.layers.0.self_attn.q_proj".to_string(), l1.lora.as_ref().expect("a1")),
+        ("vision_model.encoder.layers.0.mlp.fc1".to_string(), l2.lora.as_ref().expect("a2")),
+    ];
+    save_adapters(&dir, &adapters, &config).expect("save");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).expect("config")).expect("json");
+    assert_eq!((json["peft_type"].as_str(), json["r"].as_u64(), json["use_rslora"].as_bool()), (Some("LORA"), Some(2), Some(true)));
+    let (read_cfg, read) = load_adapters::<Flex>(&dir, &Default::default()).expect("load");
+    assert_eq!(read_cfg, config);
+    assert_eq!(read.keys().cloned().collect::<Vec<_>>(), vec!["vision_model.encoder.layers.0.mlp.fc1".to_string(), "vision_model.encoder.layers.0.self_attn.q_proj".to_string()]);
+    let back = &read["vision_model.encoder.layers.0.self_attn.q_proj"];
+    let orig = l1.lora.as_ref().expect("a1");
+    assert_eq!(values(back.lora_a.val()), values(orig.lora_a.val()));
+    assert_eq!(values(back.lora_b.val()), values(orig.lora_b.val()));
+    assert_eq!(back.scaling, cfg.scaling());
+    // The raw file holds peft's keys and torch's shapes.
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).expect("file");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
+    assert_eq!(header["base_model.model.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"]["shape"], serde_json::json!([2, 5]));
+    assert_eq!(header["base_model.model.vision_model.encoder.layers.0.self_attn.q_proj.lora_B.weight"]["shape"], serde_json::json!([4, 2]));
+    // A config that is not LoRA is refused, naming the file.
+    std::fs::write(dir.join("adapter_config.json"), r#"{"peft_type": "IA3", "r": 2, "lora_alpha": 8, "target_modules": []}"#).expect("write");
+    let err = load_adapters::<Flex>(&dir, &Default::default()).expect_err("not lora").to_string();
+    assert!(err.contains("adapter_config.json") && err.contains("IA3"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

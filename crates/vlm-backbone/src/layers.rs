@@ -2,7 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
-use lora_fair::{is_target, LoraConfig, LoraLinear};
+use std::collections::BTreeMap;
+
+use lora_fair::{is_target, LoraAdapter, LoraConfig, LoraLinear};
 use burn::prelude::*;
 use moe_layers::TokenMoe;
 use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
@@ -162,7 +164,63 @@ impl<B: Backend> EncoderLayer<B> {
     }
 }
 
+impl<B: Backend> EncoderLayer<B> {
+    /// The layer's projections, by path under `prefix`, for adapter bookkeeping.
+    fn projections(&self, prefix: &str) -> [(String, &LoraLinear<B>); 6] {
+        let a = &self.self_attn;
+        let p = |name: &str| format!("{prefix}.{name}");
+        [
+            (p("self_attn.q_proj"), &a.q_proj),
+            (p("self_attn.k_proj"), &a.k_proj),
+            (p("self_attn.v_proj"), &a.v_proj),
+            (p("self_attn.out_proj"), &a.out_proj),
+            (p("mlp.fc1"), &self.mlp.fc1),
+            (p("mlp.fc2"), &self.mlp.fc2),
+        ]
+    }
+}
+
+/// Takes the adapter for `path` out of `adapters` and attaches it (base frozen).
+fn attach<B: Backend>(layer: LoraLinear<B>, path: &str, adapters: &mut BTreeMap<String, LoraAdapter<B>>) -> lora_fair::Result<LoraLinear<B>> {
+    match adapters.remove(path) {
+        Some(a) => layer.with_lora(a).map_err(|e| lora_fair::Error::Shape(format!("{path}: {e}"))),
+        None => Ok(layer),
+    }
+}
+
 impl<B: Backend> TransformerEncoder<B> {
+    /// Every attached adapter with its module path (`{prefix}.layers.{i}.self_attn.q_proj`,
+    /// ...), e.g. for [`lora_fair::save_adapters`].
+    pub fn lora_adapters(&self, prefix: &str) -> Vec<(String, &LoraAdapter<B>)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.projections(&format!("{prefix}.layers.{i}")))
+            .filter_map(|(path, lin)| lin.lora.as_ref().map(|a| (path, a)))
+            .collect()
+    }
+
+    /// Attaches the adapters whose paths name this encoder's projections (as
+    /// [`lora_fair::load_adapters`] returns them), removing them from `adapters`.
+    pub fn attach_lora_adapters(self, prefix: &str, adapters: &mut BTreeMap<String, LoraAdapter<B>>) -> lora_fair::Result<Self> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.into_iter().enumerate() {
+            let p = |name: &str| format!("{prefix}.layers.{i}.{name}");
+            let a = l.self_attn;
+            let self_attn = Attention {
+                q_proj: attach(a.q_proj, &p("self_attn.q_proj"), adapters)?,
+                k_proj: attach(a.k_proj, &p("self_attn.k_proj"), adapters)?,
+                v_proj: attach(a.v_proj, &p("self_attn.v_proj"), adapters)?,
+                out_proj: attach(a.out_proj, &p("self_attn.out_proj"), adapters)?,
+                heads: a.heads,
+            };
+            let m = l.mlp;
+            let mlp = Mlp { fc1: attach(m.fc1, &p("mlp.fc1"), adapters)?, fc2: attach(m.fc2, &p("mlp.fc2"), adapters)?, activation: m.activation };
+            layers.push(EncoderLayer { self_attn, mlp, ..l });
+        }
+        Ok(TransformerEncoder { layers })
+    }
+
     /// [`EncoderLayer::with_lora`] on every layer (`{prefix}.layers.{i}`).
     pub fn with_lora<S: AsRef<str>>(self, prefix: &str, cfg: &LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<Self> {
         let layers = self

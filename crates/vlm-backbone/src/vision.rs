@@ -128,6 +128,22 @@ impl<B: Backend> VisionTransformer<B> {
         Ok(VisionTransformer { encoder: self.encoder.with_lora("encoder", cfg, targets, device)?, ..self })
     }
 
+    /// The attached adapters by module path (`encoder.layers.{i}.self_attn.q_proj`, ...: Hugging
+    /// Face CLIP's names under `vision_model`).
+    pub fn lora_adapters(&self) -> Vec<(String, &lora_fair::LoraAdapter<B>)> {
+        self.encoder.lora_adapters("encoder")
+    }
+
+    /// Attaches adapters read from a peft folder (paths as [`VisionTransformer::lora_adapters`]
+    /// gives them); a path that names no projection of this model is an error.
+    pub fn with_lora_adapters(self, mut adapters: std::collections::BTreeMap<String, lora_fair::LoraAdapter<B>>) -> lora_fair::Result<Self> {
+        let encoder = self.encoder.attach_lora_adapters("encoder", &mut adapters)?;
+        if let Some(path) = adapters.keys().next() {
+            return Err(lora_fair::Error::Shape(format!("adapter for '{path}' matches no projection of the model ({} unmatched)", adapters.len())));
+        }
+        Ok(VisionTransformer { encoder, ..self })
+    }
+
     /// The pooled image feature: [batch, width].
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward_routed(images).0

@@ -34,3 +34,39 @@ fn lora_on_the_vit_starts_as_a_no_op_and_trains_only_the_adapters() {
     let grads = GradientsParams::from_grads(vit.forward(images).sum().backward(), &vit);
     assert_eq!(grads.len(), 2 * 4 * 2, "gradients reach the adapters (A and B of 4 projections in 2 layers) and nothing else");
 }
+
+#[test]
+fn adapters_travel_through_a_peft_folder_into_another_copy_of_the_model() {
+    use lora_fair::{load_adapters, save_adapters, AdapterConfig};
+    // The auditor/developer setting: both hold the same frozen base; only adapters travel.
+    let base = VisionTransformerConfig::new(16, 8, 16, 2, 2).init::<Flex>(&Default::default());
+    // burn draws parameters lazily: touch them all once so that the clones share the base.
+    let _ = base.forward(Tensor::zeros([1, 3, 16, 16], &Default::default()));
+    let cfg = LoraConfig::new().with_r(2).with_alpha(4.0);
+    let targets = ["q_proj", "fc2"];
+    let mut tuned = base.clone().with_lora(&cfg, &targets, &Default::default()).expect("lora");
+    // Stand in for training: give every B a value.
+    for layer in tuned.encoder.layers.iter_mut() {
+        for lin in [&mut layer.self_attn.q_proj, &mut layer.mlp.fc2] {
+            if let Some(a) = lin.lora.as_mut() {
+                let dims = a.lora_b.val().dims();
+                a.lora_b = burn::module::Param::from_tensor(Tensor::random(dims, Distribution::Normal(0.0, 0.3), &Default::default()));
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("vlm-lora-peft-{}", std::process::id()));
+    save_adapters(&dir, &tuned.lora_adapters(), &AdapterConfig::new(&cfg, &targets, None)).expect("save");
+    let (_, adapters) = load_adapters::<Flex>(&dir, &Default::default()).expect("load");
+    assert_eq!(adapters.len(), 4);
+    let received = base.clone().with_lora_adapters(adapters).expect("attach");
+    let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &Default::default());
+    received.forward(images.clone()).into_data().assert_approx_eq::<f32>(&tuned.forward(images.clone()).into_data(), Default::default());
+    let plain = base.forward(images).into_data();
+    assert_ne!(received.forward(Tensor::<Flex, 4>::zeros([1, 3, 16, 16], &Default::default())).into_data(), plain, "the adapters change the model");
+    // An adapter for a module the model does not have is refused.
+    let (_, mut adapters) = load_adapters::<Flex>(&dir, &Default::default()).expect("load");
+    let any = adapters.values().next().cloned().expect("one");
+    adapters.insert("encoder.layers.7.self_attn.q_proj".into(), any);
+    assert!(VisionTransformerConfig::new(16, 8, 16, 2, 2).init::<Flex>(&Default::default()).with_lora_adapters(adapters).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -11,6 +11,9 @@
 //! - [`fol_term`]: Fair-MoE's Fairness-Oriented Loss on MoE routing weights, in the paper's and
 //!   the code's form ([`FolForm`]).
 //!
+//! - [`lora_orthogonality`], [`mean_entropy`], [`gradient_reversal`]: the fairness terms of
+//!   fairness-aware LoRA (Orth, Ent, Adv).
+//!
 //! Every function works on any backend; with an autodiff backend, gradients flow as in the
 //! PyTorch reference (for the Sinkhorn divergence: only through the last soft-min, by the
 //! envelope theorem, as geomloss does). Formulas: docs/methods.md.
@@ -22,6 +25,7 @@ mod clip;
 mod error;
 mod fairclip;
 mod fol;
+mod lora;
 mod sinkhorn;
 
 pub use auc::{surrogate_auc, surrogate_auc_gap};
@@ -29,4 +33,5 @@ pub use clip::{clip_contrastive_loss, log_sum_exp};
 pub use error::{Error, Result};
 pub use fairclip::{fairclip_regularizer, official_similarities, pair_similarities, FairClipVariant};
 pub use fol::{fol_term, routing_variance, FolForm};
+pub use lora::{gradient_reversal, lora_orthogonality, mean_entropy, AdapterPair};
 pub use sinkhorn::{epsilon_schedule, sinkhorn_divergence, SinkhornConfig};

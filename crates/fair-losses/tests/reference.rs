@@ -7,7 +7,7 @@ use burn::tensor::{DType, TensorData};
 use fair_losses::{
     clip_contrastive_loss, fairclip_regularizer, fol_term, log_sum_exp, official_similarities, pair_similarities,
     sinkhorn_divergence, FairClipVariant, FolForm,
-    SinkhornConfig, surrogate_auc, surrogate_auc_gap,
+    SinkhornConfig, surrogate_auc, surrogate_auc_gap, lora_orthogonality, mean_entropy, gradient_reversal, AdapterPair,
 };
 use serde_json::Value;
 
@@ -262,4 +262,48 @@ fn surrogate_auc_is_undefined_without_both_classes() {
     assert!(surrogate_auc(q.clone(), &[true, false]).is_err(), "lengths must agree");
     // One group with both classes only: no gap.
     assert!(surrogate_auc_gap(q, &[true, false, true], &[0, 0, 1], 2).expect("valid").is_none());
+}
+
+#[test]
+fn lora_terms_follow_their_formulas_and_finite_differences() {
+    let d = (&FlexDevice, DType::F64);
+    let t = |v: Vec<f64>, shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(v, shape), d);
+    // Orthogonality by hand: A_T [1,3], A_S [1,3]: (A_T·A_S)²; B_T [2,1], B_S [2,1]: (B_T·B_S)².
+    let pair = AdapterPair {
+        task_a: t(vec![1.0, 2.0, 0.0], [1, 3]),
+        task_b: t(vec![1.0, -1.0], [2, 1]),
+        sensitive_a: t(vec![0.5, 0.5, 3.0], [1, 3]),
+        sensitive_b: t(vec![2.0, 1.0], [2, 1]),
+    };
+    let value = scalar(lora_orthogonality(&[pair.clone(), pair.clone()]).expect("orth"));
+    assert!((value - 2.0 * (1.5f64.powi(2) + 1.0)).abs() < 1e-12, "{value}");
+    let sa = t(pseudo_random(8, 21), [2, 4]);
+    let sb = t(pseudo_random(6, 22), [3, 2]);
+    let tb = t(pseudo_random(6, 23), [3, 2]);
+    grad_check("orthogonality wrt A_T", pseudo_random(8, 24), [2, 4], |a| {
+        lora_orthogonality(&[AdapterPair { task_a: a, task_b: tb.clone(), sensitive_a: sa.clone(), sensitive_b: sb.clone() }]).expect("orth")
+    }, 1e-7);
+    let ta = t(pseudo_random(8, 25), [2, 4]);
+    grad_check("orthogonality wrt B_T", pseudo_random(6, 26), [3, 2], |b| {
+        lora_orthogonality(&[AdapterPair { task_a: ta.clone(), task_b: b, sensitive_a: sa.clone(), sensitive_b: sb.clone() }]).expect("orth")
+    }, 1e-7);
+    // The auditor's adapters get no gradient.
+    let sa_g = sa.clone().require_grad();
+    let g = lora_orthogonality(&[AdapterPair { task_a: ta.clone(), task_b: tb.clone(), sensitive_a: sa_g.clone(), sensitive_b: sb.clone() }]).expect("orth").backward();
+    assert!(sa_g.grad(&g).is_none(), "the sensitive adapter is fixed");
+    let mismatched = AdapterPair { task_a: t(vec![0.0; 3], [1, 3]), task_b: tb.clone(), sensitive_a: sa.clone(), sensitive_b: sb.clone() };
+    assert!(lora_orthogonality(&[mismatched]).is_err());
+    assert!(lora_orthogonality::<B>(&[]).is_err());
+
+    // Entropy: uniform over 4 classes is ln 4; a certain prediction is 0.
+    let h = scalar(mean_entropy(t(vec![0.0, 0.0, 0.0, 0.0, 50.0, 0.0, 0.0, 0.0], [2, 4])));
+    assert!((h - 4f64.ln() / 2.0).abs() < 1e-12, "{h}");
+    grad_check("mean entropy", pseudo_random(12, 27).iter().map(|v| v * 3.0).collect(), [3, 4], mean_entropy, 1e-7);
+
+    // Gradient reversal: same value, gradient −λ.
+    let x = t(pseudo_random(6, 28), [2, 3]).require_grad();
+    let y = gradient_reversal(x.clone(), 0.7);
+    assert_eq!(values(y.clone().inner()), values(x.clone().inner()));
+    let g = values(x.grad(&(y * 2.0).sum().backward()).expect("grad"));
+    assert!(g.iter().all(|v| (v + 1.4).abs() < 1e-12), "{g:?}");
 }

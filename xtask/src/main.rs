@@ -179,6 +179,7 @@ fn fixtures(root: &Path) -> Result<()> {
     let python = venv(root, ".venv", &["crates/fair-metrics/tests/fixtures/requirements.txt"])?;
     run(Command::new(&python).arg(root.join("crates/fair-metrics/tests/fixtures/make_parity.py")))?;
     run(Command::new(&python).arg(root.join("crates/fair-data/tests/fixtures/make_fairvision.py")))?;
+    run(Command::new(&python).arg(root.join("crates/fair-data/tests/fixtures/make_faces.py")))?;
     // PyTorch from PyPI is the CUDA build (about 3 GB, runs on the CPU): kept in its own
     // environment so the light one stays light.
     let torch = venv(root, ".venv-torch", &["crates/fair-losses/tests/fixtures/requirements.txt"])?;

@@ -4,6 +4,9 @@
 //!   `Test` or `Testing`, GPT-4 summaries, FairCLIP's filter of unknown attributes).
 //! - [`load_fairvision_split`]: Harvard-FairVision (OCT volume + SLO fundus), with
 //!   MultiFair's OCT preprocessing [`oct_slices`].
+//! - [`load_utkface`], [`load_celeba`]: face-attribute datasets (labels from UTKFace's file
+//!   names, CelebA's attribute and partition lists), and [`disjoint_pools`] for the developer
+//!   and the auditor.
 //! - [`SynthConfig`]: a synthetic benchmark with FairVLMed's structure and documented bias
 //!   knobs, written by [`write_fairvlmed`] in the same format so that one loader reads both.
 //! - [`read_npz`], [`write_npz`]: numpy's npz/npy format.
@@ -24,6 +27,7 @@
 
 mod batch;
 mod error;
+mod faces;
 mod fairvision;
 mod fairvlmed;
 mod npy;
@@ -33,6 +37,7 @@ mod text;
 
 pub use batch::{ClipBatch, Prepared};
 pub use error::{Error, Result};
+pub use faces::{disjoint_pools, load_celeba, load_face_image, load_utkface, parse_utkface_name, FaceIndex, FaceRecord};
 pub use fairvision::{
     load_fairvision_split, oct_slices, read_fairvision_sample, resize_bilinear, LoadedVision, VisionSample, Volume, VISION_ATTRIBUTES,
 };

@@ -176,7 +176,7 @@ fn venv(root: &Path, name: &str, requirements: &[&str]) -> Result<PathBuf> {
 }
 
 fn fixtures(root: &Path) -> Result<()> {
-    let python = venv(root, ".venv", &["crates/fair-metrics/tests/fixtures/requirements.txt"])?;
+    let python = venv(root, ".venv", &["crates/fair-metrics/tests/fixtures/requirements.txt", "crates/fair-data/tests/fixtures/requirements.txt"])?;
     run(Command::new(&python).arg(root.join("crates/fair-metrics/tests/fixtures/make_parity.py")))?;
     run(Command::new(&python).arg(root.join("crates/fair-data/tests/fixtures/make_fairvision.py")))?;
     run(Command::new(&python).arg(root.join("crates/fair-data/tests/fixtures/make_faces.py")))?;

@@ -7,6 +7,8 @@
 //! - [`Clip`]: the dual encoder with projections and a learnable logit scale, the contrastive
 //!   logits and FairCLIP's zero-shot scoring; [`Clip::with_fo_moe`] turns it into Fair-MoE's
 //!   FO-MoE model, whose routing weights [`Clip::encode_image_routed`] exposes.
+//! - [`VitClassifier`]: a ViT with a classification head, the model fairness-aware LoRA adapts
+//!   ([`VitClassifier::with_lora`]).
 //! - [`MultimodalClassifier`]: MultiFair's fundus + text or fundus + OCT-volume classifier
 //!   with transformer (or OGM-GE's concat) fusion, and its [`AuxiliaryHeads`].
 //!
@@ -29,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod classifier;
 mod clip;
 mod fomoe;
 mod layers;
@@ -36,6 +39,7 @@ mod multimodal;
 mod text;
 mod vision;
 
+pub use classifier::{VitClassifier, VitClassifierConfig};
 pub use clip::{Clip, ClipConfig, Routing};
 pub use fomoe::FoMoeConfig;
 pub use layers::{Activation, Attention, EncoderLayer, Mlp, TransformerEncoder, TransformerEncoderConfig};

@@ -70,3 +70,15 @@ fn adapters_travel_through_a_peft_folder_into_another_copy_of_the_model() {
     assert!(VisionTransformerConfig::new(16, 8, 16, 2, 2).init::<Flex>(&Default::default()).with_lora_adapters(adapters).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_lora_classifier_trains_only_adapters_and_head() {
+    use vlm_backbone::VitClassifierConfig;
+    let model = VitClassifierConfig::new(VisionTransformerConfig::new(16, 8, 16, 2, 2), 3).init::<B>(&D);
+    let model = model.with_lora(&LoraConfig::new().with_r(2), &["q_proj", "v_proj"], &D).expect("lora");
+    let images = Tensor::<B, 4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &D);
+    let grads = GradientsParams::from_grads(model.forward(images).sum().backward(), &model);
+    // 2 layers x 2 projections x (A, B), plus the head's weight and bias.
+    assert_eq!(grads.len(), 2 * 2 * 2 + 2);
+    assert!(grads.get::<Flex, 2>(model.classifier.weight.id).is_some());
+}

@@ -83,6 +83,9 @@ enum Reproduce {
         /// Skip the FOL-term ablation.
         #[arg(long)]
         no_ablation: bool,
+        /// Skip the method grid (run only the ablation, on the first attribute).
+        #[arg(long)]
+        no_grid: bool,
     },
     /// late-fusion, OGM-GE and MultiFair on the synthetic multimodal benchmark, fundus + note
     /// and fundus + OCT, per seed: AUC, ES-AUC, DPD, DEOdds on the attribute and each
@@ -127,9 +130,9 @@ fn main() -> Result<()> {
         Task::Fixtures => fixtures(&root),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench_metrics(&root, rows, runs, peer_runs),
         Task::Train { device, set } => train(&root, &device, &set),
-        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation } } => {
+        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation, no_grid } } => {
             let ablation = (!no_ablation).then(|| ablation_seeds.unwrap_or(seeds).min(seeds));
-            reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, ablation)
+            reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_grid, ablation)
         }
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce_multifair(&root, seeds, &pairings, epochs, &device),
         Task::GpuSmoke { device, epochs } => gpu_smoke(&root, &device, epochs),
@@ -407,8 +410,9 @@ fn mean_std(v: &[f64]) -> String {
     format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
 }
 
-fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<usize>, device: &str, ablation: Option<u64>) -> Result<()> {
+fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<usize>, device: &str, grid: bool, ablation: Option<u64>) -> Result<()> {
     ensure!(seeds > 0, "at least one seed");
+    ensure!(grid || ablation.is_some(), "--no-grid with --no-ablation leaves nothing to run");
     let fairvlm = build_fairvlm(root, device)?;
     let attrs: Vec<&str> = attributes.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     let dir = root.join("runs/reproduce-fair-moe");
@@ -422,69 +426,78 @@ fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<
     let metric = |j: &serde_json::Value, attr: &str, key: &str| -> Option<f64> {
         if key == "auc" { j["test"]["overall"]["auc"].as_f64() } else { j["test"]["attributes"][attr][key].as_f64() }
     };
-    let mut md = String::from("# Reproduction: Fair-MoE on the synthetic benchmark\n\n");
-    md.push_str(&format!(
-        "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed; FO-MoE w/o FOL depends only on the number of groups, so its race runs serve language and its gender runs serve ethnicity).\n\n",
-        epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
-        match ablation {
-            None => " --no-ablation".to_string(),
-            Some(k) if k != seeds => format!(" --ablation-seeds {k}"),
-            Some(_) => String::new(),
-        },
-        (0..seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
-    ));
-    md.push_str("| attribute | model | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|---|\n");
-    for attr in &attrs {
-        for (method, label) in [("clip", "CLIP"), ("fairclip", "FairCLIP"), ("fo-moe", "FO-MoE w/o FOL"), ("fair-moe", "Fair-MoE")] {
-            let mut cols: [Vec<f64>; 4] = Default::default();
-            for seed in 0..seeds {
-                // CLIP ignores the attribute, and FO-MoE without FOL uses it only for the
-                // feature-MoE size (its groups: race and language 3, gender and ethnicity 2),
-                // so those runs are shared between attributes instead of repeated.
-                let run_attr = match method {
-                    "clip" => "race",
-                    "fo-moe" if matches!(*attr, "gender" | "ethnicity") => "gender",
-                    "fo-moe" => "race",
-                    _ => attr,
-                };
-                let out = dir.join(format!("{method}-{run_attr}-s{seed}"));
-                let j = study_run(&fairvlm, root, &out, &format!("configs/benchmark-{method}.toml"), device, &base(seed, run_attr))?;
-                for (c, key) in cols.iter_mut().zip(["es_auc", "auc", "dpd", "eod"]) {
-                    c.extend(metric(&j, attr, key));
+    let seed_list = |n: u64| (0..n).map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+    let docs = root.join("docs/reproduction.md");
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    if grid {
+        let mut md = String::from("# Reproduction: Fair-MoE on the synthetic benchmark\n\n");
+        md.push_str(&format!(
+            "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{} --no-ablation`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed; FO-MoE w/o FOL depends only on the number of groups, so its race runs serve language and its gender runs serve ethnicity).\n\n",
+            epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+            seed_list(seeds)
+        ));
+        md.push_str("| attribute | model | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|---|\n");
+        for attr in &attrs {
+            for (method, label) in [("clip", "CLIP"), ("fairclip", "FairCLIP"), ("fo-moe", "FO-MoE w/o FOL"), ("fair-moe", "Fair-MoE")] {
+                let mut cols: [Vec<f64>; 4] = Default::default();
+                for seed in 0..seeds {
+                    // CLIP ignores the attribute, and FO-MoE without FOL uses it only for the
+                    // feature-MoE size (its groups: race and language 3, gender and ethnicity 2),
+                    // so those runs are shared between attributes instead of repeated.
+                    let run_attr = match method {
+                        "clip" => "race",
+                        "fo-moe" if matches!(*attr, "gender" | "ethnicity") => "gender",
+                        "fo-moe" => "race",
+                        _ => attr,
+                    };
+                    let out = dir.join(format!("{method}-{run_attr}-s{seed}"));
+                    let j = study_run(&fairvlm, root, &out, &format!("configs/benchmark-{method}.toml"), device, &base(seed, run_attr))?;
+                    for (c, key) in cols.iter_mut().zip(["es_auc", "auc", "dpd", "eod"]) {
+                        c.extend(metric(&j, attr, key));
+                    }
                 }
+                md.push_str(&format!("| {attr} | {label} | {} | {} | {} | {} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
             }
-            md.push_str(&format!("| {attr} | {label} | {} | {} | {} | {} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
         }
+        let path = dir.join("reproduction.md");
+        std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
+        println!("{md}");
+        splice_section(&docs, "fair-moe", &md)?;
+        println!("written to {} and into {}", path.display(), docs.display());
     }
     if let Some(ablation_seeds) = ablation {
         let attr = attrs.first().copied().unwrap_or("race");
-        md.push_str(&format!(
-            "\n## FOL-term ablation ({attr}, seeds {})\n\nFair-MoE with one FOL term switched off (`--set fol.<term>=false`).\n\n| variant | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|\n",
-            (0..ablation_seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
-        ));
+        // Runs of one seed differ only in the switched-off term, so each row is a paired
+        // comparison with the full model of the same seeds.
+        let mut md = format!(
+            "# FOL-term ablation ({attr})\n\nCommand: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attr}{} --ablation-seeds {ablation_seeds} --no-grid`. Fair-MoE with one FOL term switched off (`--set fol.<term>=false`); test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}; the last column is the FOL value logged in epoch 1 (mean over seeds).\n\n| variant | ES-AUC | AUC | DPD | DEOdds | FOL, epoch 1 |\n|---|---|---|---|---|---|\n",
+            epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+            seed_list(ablation_seeds)
+        );
         for (name, off) in [("full Fair-MoE", ""), ("w/o F_EI", "image_token"), ("w/o F_ET", "text_token"), ("w/o F_FI", "image_feature"), ("w/o F_FT", "text_feature"), ("w/o distance", "distance")] {
             let mut cols: [Vec<f64>; 4] = Default::default();
+            let mut fol = Vec::new();
             for seed in 0..ablation_seeds {
                 let mut sets = base(seed, attr);
-                let tag = if off.is_empty() { "full".to_string() } else { format!("no-{off}") };
                 if !off.is_empty() {
                     sets.push(format!("fol.{off}=false"));
                 }
-                let out = if off.is_empty() { dir.join(format!("fair-moe-{attr}-s{seed}")) } else { dir.join(format!("fair-moe-{attr}-{tag}-s{seed}")) };
+                let out = if off.is_empty() { dir.join(format!("fair-moe-{attr}-s{seed}")) } else { dir.join(format!("fair-moe-{attr}-no-{off}-s{seed}")) };
                 let j = study_run(&fairvlm, root, &out, "configs/benchmark-fair-moe.toml", device, &sets)?;
                 for (c, key) in cols.iter_mut().zip(["es_auc", "auc", "dpd", "eod"]) {
                     c.extend(metric(&j, attr, key));
                 }
+                fol.extend(j["history"][0]["fol_loss"].as_f64());
             }
-            md.push_str(&format!("| {name} | {} | {} | {} | {} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
+            let fol = if fol.is_empty() { "-".to_string() } else { format!("{:.2e}", fol.iter().sum::<f64>() / fol.len() as f64) };
+            md.push_str(&format!("| {name} | {} | {} | {} | {} | {fol} |\n", mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3])));
         }
+        let path = dir.join("ablation.md");
+        std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
+        println!("{md}");
+        splice_section(&docs, "fair-moe-ablation", &md)?;
+        println!("written to {} and into {}", path.display(), docs.display());
     }
-    let path = root.join("runs/reproduce-fair-moe/reproduction.md");
-    std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
-    println!("{md}");
-    let docs = root.join("docs/reproduction.md");
-    splice_section(&docs, "fair-moe", &md)?;
-    println!("written to {} and into {}", path.display(), docs.display());
     Ok(())
 }
 
@@ -495,14 +508,17 @@ fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Option<u
     ensure!(pairs.iter().all(|p| matches!(*p, "text" | "oct")), "--pairings: text and/or oct");
     let dir = root.join("runs/reproduce-multifair");
     let attr = "gender";
-    let mut md = String::from("# Reproduction: MultiFair and OGM-GE on the synthetic multimodal benchmark\n\n");
-    md.push_str(&format!(
-        "Command: `cargo xtask reproduce multifair --seeds {seeds} --pairings {pairings}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-{{late-fusion,ogm-ge,multifair}}.toml`; fairness on {attr}; unimodal AUC is each modality's auxiliary head (trained on detached features in every method, so it measures what the encoder learned).\n\n",
-        epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
-        (0..seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
-    ));
-    md.push_str("| pairing | method | AUC | ES-AUC | DPD | DEOdds | fundus AUC | second AUC | encoder factors (fundus, second) |\n|---|---|---|---|---|---|---|---|---|\n");
+    let docs = root.join("docs/reproduction.md");
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    // One section per pairing, so that the pairings can be run (and re-run) separately.
     for pairing in &pairs {
+        let mut md = format!("# Reproduction: MultiFair and OGM-GE, fundus + {}\n\n", if *pairing == "text" { "note" } else { "OCT" });
+        md.push_str(&format!(
+            "Command: `cargo xtask reproduce multifair --seeds {seeds} --pairings {pairing}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-{{late-fusion,ogm-ge,multifair}}.toml`; fairness on {attr}; unimodal AUC is each modality's auxiliary head (trained on detached features in every method, so it measures what the encoder learned); encoder factors are the modulation's mean gradient factors up to the selected epoch.\n\n",
+            epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+            (0..seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+        md.push_str("| method | AUC | ES-AUC | DPD | DEOdds | fundus AUC | second AUC | encoder factors (fundus, second) |\n|---|---|---|---|---|---|---|---|\n");
         for (method, label) in [("late-fusion", "late fusion"), ("ogm-ge", "OGM-GE"), ("multifair", "MultiFair (code)"), ("multifair-faithful", "MultiFair (faithful)")] {
             let mut cols: [Vec<f64>; 6] = Default::default();
             let mut factors: Vec<[f64; 2]> = Vec::new();
@@ -542,18 +558,16 @@ fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Option<u
             }
             let fm = |k: usize| factors.iter().map(|f| f[k]).sum::<f64>() / factors.len() as f64;
             md.push_str(&format!(
-                "| {pairing} | {label} | {} | {} | {} | {} | {} | {} | {:.2}, {:.2} |\n",
+                "| {label} | {} | {} | {} | {} | {} | {} | {:.2}, {:.2} |\n",
                 mean_std(&cols[0]), mean_std(&cols[1]), mean_std(&cols[2]), mean_std(&cols[3]), mean_std(&cols[4]), mean_std(&cols[5]), fm(0), fm(1)
             ));
         }
+        let path = dir.join(format!("reproduction-{pairing}.md"));
+        std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
+        println!("{md}");
+        splice_section(&docs, &format!("multifair-{pairing}"), &md)?;
+        println!("written to {} and into {}", path.display(), docs.display());
     }
-    let path = dir.join("reproduction.md");
-    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
-    println!("{md}");
-    let docs = root.join("docs/reproduction.md");
-    splice_section(&docs, "multifair", &md)?;
-    println!("written to {} and into {}", path.display(), docs.display());
     Ok(())
 }
 

@@ -104,6 +104,23 @@ enum Reproduce {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Fairness-aware LoRA: Erm, Unl, Adv, Orth and Ent, per seed, on tinted Fashion-MNIST
+    /// (Debian's dataset-fashion-mnist, fetched into data/cache) and on the synthetic fundus
+    /// benchmark; utility and parity ratios; writes docs/reproduction.md.
+    Lora {
+        /// Seeds (0, 1, ...).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+        /// Datasets, comma-separated: fashion-mnist, fundus.
+        #[arg(long, default_value = "fashion-mnist,fundus")]
+        datasets: String,
+        /// Override the config's epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Backend: cpu, cuda or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +152,7 @@ fn main() -> Result<()> {
             reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_grid, ablation)
         }
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce_multifair(&root, seeds, &pairings, epochs, &device),
+        Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce_lora(&root, seeds, &datasets, epochs, &device),
         Task::GpuSmoke { device, epochs } => gpu_smoke(&root, &device, epochs),
     }
 }
@@ -566,6 +584,100 @@ fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Option<u
         std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
         println!("{md}");
         splice_section(&docs, &format!("multifair-{pairing}"), &md)?;
+        println!("written to {} and into {}", path.display(), docs.display());
+    }
+    Ok(())
+}
+
+/// Fashion-MNIST's IDX files: the system's copy of Debian's dataset-fashion-mnist if it is
+/// installed, else the package downloaded with `apt-get download` and unpacked with `dpkg -x`
+/// into data/cache (no root needed).
+fn fashion_mnist(root: &Path) -> Result<PathBuf> {
+    let system = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    if system.join("train-images-idx3-ubyte.gz").is_file() {
+        return Ok(system);
+    }
+    let cache = root.join("data/cache");
+    let unpacked = cache.join("dataset-fashion-mnist");
+    let dir = unpacked.join("usr/share/datasets/fashion-mnist");
+    if dir.join("train-images-idx3-ubyte.gz").is_file() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&cache)?;
+    run(Command::new("apt-get").current_dir(&cache).args(["download", "dataset-fashion-mnist"]))?;
+    let deb = std::fs::read_dir(&cache)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("dataset-fashion-mnist_")) && p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no dataset-fashion-mnist_*.deb")?;
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
+    ensure!(dir.join("train-images-idx3-ubyte.gz").is_file(), "{} has no train-images-idx3-ubyte.gz", dir.display());
+    Ok(dir)
+}
+
+fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<usize>, device: &str) -> Result<()> {
+    ensure!(seeds > 0, "at least one seed");
+    let fairvlm = build_fairvlm(root, device)?;
+    let sets: Vec<&str> = datasets.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    ensure!(sets.iter().all(|d| matches!(*d, "fashion-mnist" | "fundus")), "--datasets: fashion-mnist and/or fundus");
+    let docs = root.join("docs/reproduction.md");
+    for ds in sets {
+        let dir = root.join("runs/reproduce-lora").join(ds);
+        let data = dir.join("data");
+        let config = format!("configs/lora-{ds}.toml");
+        if !data.join("audit.npz").is_file() {
+            let mut cmd = Command::new(&fairvlm);
+            cmd.current_dir(root).args(["lora", "prepare", "--out"]).arg(&data);
+            match ds {
+                "fashion-mnist" => {
+                    cmd.args(["--source", "fashion-mnist", "--root"]).arg(fashion_mnist(root)?);
+                }
+                _ => {
+                    cmd.args(["--source", "fundus", "--sensitive", "race"]);
+                }
+            }
+            run(&mut cmd)?;
+        }
+        let base = dir.join("base.safetensors");
+        if !base.is_file() {
+            run(Command::new(&fairvlm).current_dir(root).args(["lora", "pretrain", "--device", device, "--config", &config, "--epochs", "3", "--data"]).arg(data.join("pretrain.npz")).arg("--out").arg(&base))?;
+        }
+        let mut md = format!(
+            "# Reproduction: fairness-aware LoRA, {ds}\n\nCommand: `cargo xtask reproduce lora --seeds {seeds} --datasets {ds}{}`. Config `{config}`; the developer's and auditor's pools are disjoint halves of the training split; audit on the test split at threshold 0.5, values x100, mean ± std over seeds {}. Ratios are min/max over the sensitive groups (1 = parity).\n\n| method | accuracy | precision | recall | FPR | DP ratio | FPR ratio | TPR ratio |\n|---|---|---|---|---|---|---|---|\n",
+            epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+            (0..seeds).map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        for (method, label) in [("erm", "Erm"), ("unl", "Unl"), ("adv", "Adv"), ("orth", "Orth"), ("ent", "Ent")] {
+            let mut cols: [Vec<f64>; 7] = Default::default();
+            for seed in 0..seeds {
+                let out = dir.join(format!("{method}-s{seed}"));
+                let mut sets = vec![format!("method=\"{method}\""), format!("seed={seed}")];
+                if let Some(e) = epochs {
+                    sets.push(format!("optim.epochs={e}"));
+                }
+                let stamp = format!("{config}\n{}\n", sets.join("\n"));
+                let audit = out.join("audit.json");
+                let done = audit.is_file() && std::fs::read_to_string(out.join("study-args.txt")).is_ok_and(|s| s == stamp);
+                if !done {
+                    let _ = std::fs::remove_dir_all(&out);
+                    let mut cmd = Command::new(&fairvlm);
+                    cmd.current_dir(root).args(["lora", "run", "--device", device, "--config", &config, "--base"]).arg(&base).arg("--data").arg(&data).arg("--out").arg(&out);
+                    for s in &sets {
+                        cmd.args(["--set", s]);
+                    }
+                    run(&mut cmd)?;
+                    std::fs::write(out.join("study-args.txt"), &stamp)?;
+                }
+                let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&audit).with_context(|| audit.display().to_string())?)?;
+                for (c, key) in cols.iter_mut().zip(["accuracy", "precision", "recall", "fpr", "dp_ratio", "fpr_ratio", "tpr_ratio"]) {
+                    c.extend(j[key].as_f64());
+                }
+            }
+            md.push_str(&format!("| {label} | {} |\n", cols.iter().map(|c| mean_std(c)).collect::<Vec<_>>().join(" | ")));
+        }
+        let path = dir.join("reproduction.md");
+        std::fs::write(&path, &md).with_context(|| path.display().to_string())?;
+        println!("{md}");
+        splice_section(&docs, &format!("lora-{ds}"), &md)?;
         println!("written to {} and into {}", path.display(), docs.display());
     }
     Ok(())

@@ -30,6 +30,7 @@ mod error;
 mod faces;
 mod fairvision;
 mod fairvlmed;
+mod images;
 mod npy;
 mod preprocess;
 mod synth;
@@ -45,6 +46,7 @@ pub use fairvlmed::{
     load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample,
     Split, ATTRIBUTES,
 };
+pub use images::{fundus_images, read_idx, tinted_fashion_mnist, LabelledImages, TintConfig};
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
 pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
 pub use synth::{write_fairvision, write_fairvlmed, GroupEffect, OctSynth, SynthConfig};

@@ -196,6 +196,18 @@ impl<B: Backend> LoraLinear<B> {
         }
     }
 
+    /// Folds the adapter into the weight and drops it (peft's `merge_and_unload`): a frozen
+    /// plain layer computing what the adapted one did.
+    pub fn merge_and_unload(self) -> Self {
+        match (&self.lora, self.merged) {
+            (Some(l), false) => {
+                let w = self.weight.val().detach() + l.delta_weight().detach();
+                LoraLinear { weight: Param::initialized(self.weight.id, w).set_require_grad(false), bias: self.bias, lora: None, merged: false }
+            }
+            _ => LoraLinear { lora: None, merged: false, ..self },
+        }
+    }
+
     /// The layer's effective map as a plain `burn::nn::Linear` (an unmerged adapter's update
     /// added to the weight), e.g. to copy it into MoE experts.
     pub fn to_linear(&self) -> Linear<B> {

@@ -863,7 +863,7 @@ impl Default for MultiFairConfig {
 }
 
 /// Applies `key=value` overrides to a TOML document.
-fn apply_overrides(text: &str, overrides: &[String]) -> std::result::Result<String, String> {
+pub(crate) fn apply_overrides(text: &str, overrides: &[String]) -> std::result::Result<String, String> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     for o in overrides {
         let (key, raw) = o.split_once('=').ok_or_else(|| format!("override '{o}': expected key=value"))?;

@@ -21,6 +21,7 @@ mod data;
 mod error;
 mod evaluate;
 mod html;
+pub mod lora;
 mod multimodal;
 mod recipe;
 mod report;

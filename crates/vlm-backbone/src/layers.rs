@@ -221,6 +221,28 @@ impl<B: Backend> TransformerEncoder<B> {
         Ok(TransformerEncoder { layers })
     }
 
+    /// Folds every adapter into its frozen weight and drops it (peft's `merge_and_unload`).
+    pub fn merge_and_unload(self) -> Self {
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| {
+                let a = l.self_attn;
+                let self_attn = Attention {
+                    q_proj: a.q_proj.merge_and_unload(),
+                    k_proj: a.k_proj.merge_and_unload(),
+                    v_proj: a.v_proj.merge_and_unload(),
+                    out_proj: a.out_proj.merge_and_unload(),
+                    heads: a.heads,
+                };
+                let m = l.mlp;
+                let mlp = Mlp { fc1: m.fc1.merge_and_unload(), fc2: m.fc2.merge_and_unload(), activation: m.activation };
+                EncoderLayer { self_attn, mlp, ..l }
+            })
+            .collect();
+        TransformerEncoder { layers }
+    }
+
     /// [`EncoderLayer::with_lora`] on every layer (`{prefix}.layers.{i}`).
     pub fn with_lora<S: AsRef<str>>(self, prefix: &str, cfg: &LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<Self> {
         let layers = self

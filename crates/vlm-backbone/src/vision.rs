@@ -144,6 +144,12 @@ impl<B: Backend> VisionTransformer<B> {
         Ok(VisionTransformer { encoder, ..self })
     }
 
+    /// Folds the attached adapters into the frozen weights and drops them (peft's
+    /// `merge_and_unload`); the forward is unchanged.
+    pub fn merge_and_unload(self) -> Self {
+        VisionTransformer { encoder: self.encoder.merge_and_unload(), ..self }
+    }
+
     /// The pooled image feature: [batch, width].
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward_routed(images).0

@@ -3,6 +3,9 @@
 //! - `fairvlm train --config FILE.toml [--device cpu|cuda|wgpu] [--out DIR] [--resume] [--set KEY=VALUE]`
 //! - `fairvlm eval --run DIR [--checkpoint FILE] [--split test|validation] [--format md|json]`
 //! - `fairvlm synth --out DIR [--config FILE.toml]`
+//! - `fairvlm lora prepare | pretrain | auditor | developer | audit | run`: fairness-aware LoRA
+//!   with a fairness auditor; `auditor` and `developer` are separate processes that share
+//!   only the exchange folder.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +86,145 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Fairness-aware LoRA with a privacy-preserving auditor (Erm, Unl, Adv, Orth, Ent).
+    Lora {
+        #[command(subcommand)]
+        command: LoraCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SourceArg {
+    FashionMnist,
+    Fundus,
+    Utkface,
+    Celeba,
+}
+
+/// What every LoRA role is given: the experiment and the pretrained base.
+#[derive(clap::Args)]
+struct RoleArgs {
+    /// The LoRA experiment (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The pretrained base (from `fairvlm lora pretrain`).
+    #[arg(long)]
+    base: PathBuf,
+    /// Backend.
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+}
+
+#[derive(Subcommand)]
+enum LoraCommand {
+    /// Writes the parties' files: pretrain.npz, developer.npz (task labels only), auditor.npz
+    /// (sensitive labels only), audit.npz.
+    Prepare {
+        /// Dataset.
+        #[arg(long, value_enum)]
+        source: SourceArg,
+        /// Its folder (Fashion-MNIST IDX files, UTKFace images, CelebA root); not for fundus.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Task label (UTKFace, CelebA).
+        #[arg(long, default_value = "gender")]
+        task: String,
+        /// Sensitive label (fundus: race, gender, ethnicity, language; UTKFace, CelebA: a label name).
+        #[arg(long, default_value = "race")]
+        sensitive: String,
+        /// Fashion-MNIST: P(tint = task label).
+        #[arg(long, default_value_t = 0.8)]
+        correlation: f64,
+        /// Image side.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Share of the training pool given to the auditor.
+        #[arg(long, default_value_t = 0.5)]
+        auditor_fraction: f64,
+        /// Cap on the pretraining images.
+        #[arg(long)]
+        max_pretrain: Option<usize>,
+        /// Seed of the tint draw and of the pools.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Pretrains the base classifier on pretrain.npz (label `class`).
+    Pretrain {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// pretrain.npz.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Output checkpoint (a `.json` with its sizes is written beside it).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
+    },
+    /// The auditor: trains its sensitive adapter on auditor.npz and answers the developer
+    /// through the exchange folder until it finishes.
+    Auditor {
+        #[command(flatten)]
+        role: RoleArgs,
+        /// auditor.npz (label `sensitive`).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        exchange: PathBuf,
+        /// Seconds to wait for the developer.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// The developer: fine-tunes on developer.npz (label `task`), talking to the auditor only
+    /// through the exchange folder; writes its adapter and head to --out.
+    Developer {
+        #[command(flatten)]
+        role: RoleArgs,
+        /// developer.npz (label `task`).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        exchange: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Audits a developer's model on audit.npz (task and sensitive labels).
+    Audit {
+        #[arg(long)]
+        base: PathBuf,
+        /// The developer's output folder.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "md")]
+        format: FormatArg,
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
+    },
+    /// Both roles in one process (in-memory exchange), then the audit; writes
+    /// <out>/audit.json, <out>/developer.json and the developer's adapter and head.
+    Run {
+        #[command(flatten)]
+        role: RoleArgs,
+        /// The prepared folder (developer.npz, auditor.npz, audit.npz).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn default_device() -> DeviceArg {
@@ -155,6 +297,92 @@ fn run() -> Result<()> {
             };
             let n = trainer::write_synthetic(&exp, &out)?;
             println!("wrote {} / {} / {} subjects (Training / Validation / Test) to {}", n[0], n[1], n[2], out.display());
+        }
+        Command::Lora { command } => lora(command)?,
+    }
+    Ok(())
+}
+
+fn lora(command: LoraCommand) -> Result<()> {
+    use trainer::lora;
+    use fair_data::LabelledImages;
+    let read = |p: &PathBuf| LabelledImages::read(p).with_context(|| format!("reading {}", p.display()));
+    match command {
+        LoraCommand::Prepare { source, root, out, task, sensitive, correlation, size, auditor_fraction, max_pretrain, seed } => {
+            let need_root = || root.clone().context("--root: the dataset folder is needed for this source");
+            let sizes = match source {
+                SourceArg::FashionMnist => {
+                    let tint = fair_data::TintConfig { correlation, size, seed, ..Default::default() };
+                    lora::prepare_fashion_mnist(&need_root()?, &out, &tint, auditor_fraction, max_pretrain)?
+                }
+                SourceArg::Fundus => lora::prepare_fundus(&out, &fair_data::SynthConfig::default(), &sensitive, size, auditor_fraction)?,
+                SourceArg::Utkface => lora::prepare_faces(&fair_data::load_utkface(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
+                SourceArg::Celeba => lora::prepare_faces(&fair_data::load_celeba(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
+            };
+            println!("{}", serde_json::to_string(&sizes)?);
+        }
+        LoraCommand::Pretrain { config, set, data, epochs, out, device } => {
+            let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
+            let set_ = read(&data)?;
+            let classes = lora::classes_of(set_.label("class")?, "class")?;
+            with_backend!(device.unwrap_or_else(default_device), |B, device| {
+                let model = lora::pretrain::<B>(&exp, &set_, "class", epochs, &device)?;
+                let labels = set_.label("class")?;
+                let s = lora::scores_multiclass(&model, &set_, &device);
+                let acc = s.iter().zip(labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len().max(1) as f64;
+                lora::save_base(&out, &model, lora::BaseInfo { image_size: set_.size, classes })?;
+                println!("pretrained on {} images, {classes} classes: training accuracy {acc:.4}; wrote {}", set_.len(), out.display());
+            });
+        }
+        LoraCommand::Auditor { role: RoleArgs { config, set, base, device }, data, exchange, timeout } => {
+            let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
+            let set_ = read(&data)?;
+            with_backend!(device.unwrap_or_else(default_device), |B, device| {
+                let (base, _) = lora::load_base::<B>(&exp, &base, &device)?;
+                let mut auditor = lora::Auditor::new(&exp, base, set_, "sensitive", &device)?;
+                let rounds = lora::serve_files(&mut auditor, &exchange, std::time::Duration::from_secs(timeout))?;
+                println!("auditor: {} method, {rounds} gradient rounds answered", exp.method.name());
+            });
+        }
+        LoraCommand::Developer { role: RoleArgs { config, set, base, device }, data, exchange, out, timeout } => {
+            let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
+            let set_ = read(&data)?;
+            with_backend!(device.unwrap_or_else(default_device), |B, device| {
+                let (base, _) = lora::load_base::<B>(&exp, &base, &device)?;
+                let mut link = lora::FileLink::new(&exchange, &exp, std::time::Duration::from_secs(timeout));
+                let (model, log, negated) = lora::train_developer::<B>(&exp, &base, &set_, "task", &mut link, &device)?;
+                lora::save_developer(&out, &exp, &model, negated.as_ref())?;
+                std::fs::write(out.join("developer.json"), serde_json::to_string_pretty(&log)?)?;
+                println!("developer: {} in {:.1} s, {} of {} parameters trained; wrote {}", exp.method.name(), log.seconds, log.trainable_parameters, log.total_parameters, out.display());
+            });
+        }
+        LoraCommand::Audit { base, model, data, format, device } => {
+            let exp = lora::LoraExperiment::from_file_with(&model.join("lora.toml"), &[])?;
+            let set_ = read(&data)?;
+            let report = with_backend!(device.unwrap_or_else(default_device), |B, device| {
+                let (base, _) = lora::load_base::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&exp, &base, &device)?;
+                let m = lora::load_developer::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&model, &exp, &base, 2, &device)?;
+                lora::audit(&lora::scores(&m, &set_, &device), set_.label("task")?, set_.label("sensitive")?)?
+            });
+            match format {
+                FormatArg::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                FormatArg::Md => print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)])),
+            }
+        }
+        LoraCommand::Run { role: RoleArgs { config, set, base, device }, data, out } => {
+            let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
+            let (dev, aud, test) = (read(&data.join("developer.npz"))?, read(&data.join("auditor.npz"))?, read(&data.join("audit.npz"))?);
+            let report = with_backend!(device.unwrap_or_else(default_device), |B, device| {
+                let (base, _) = lora::load_base::<B>(&exp, &base, &device)?;
+                let mut auditor = lora::Auditor::new(&exp, base.clone(), aud, "sensitive", &device)?;
+                let (model, log, negated) = lora::train_developer::<B>(&exp, &base, &dev, "task", &mut lora::LocalAuditor(&mut auditor), &device)?;
+                lora::save_developer(&out, &exp, &model, negated.as_ref())?;
+                std::fs::write(out.join("developer.json"), serde_json::to_string_pretty(&log)?)?;
+                let m = burn::module::AutodiffModule::valid(&model);
+                lora::audit(&lora::scores(&m, &test, &device), test.label("task")?, test.label("sensitive")?)?
+            });
+            std::fs::write(out.join("audit.json"), serde_json::to_string_pretty(&report)?)?;
+            print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)]));
         }
     }
     Ok(())

@@ -1,0 +1,297 @@
+//! Fairness-aware LoRA: the five methods on a tiny tinted image set, the two-process protocol
+//! against the single-process driver, and the developer's process never opening the auditor's
+//! files.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use burn::prelude::*;
+use common::{scratch, B};
+use fair_data::LabelledImages;
+use rand::{Rng, SeedableRng};
+use trainer::lora::{self, Auditor, FileLink, LocalAuditor, LoraExperiment, LoraMethod};
+
+/// `n` images of 8 x 8: class 1 has a bright bar (the task), and a red background tint agrees
+/// with the class 80% of the time (the sensitive attribute, an easy shortcut).
+fn toy(n: usize, seed: u64) -> LabelledImages {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut set = LabelledImages { size: 8, ..Default::default() };
+    let (mut task, mut sens, mut class) = (vec![], vec![], vec![]);
+    for _ in 0..n {
+        let y = rng.random_range(0..2i64);
+        let s = if rng.random_bool(0.8) { y } else { 1 - y };
+        for c in 0..3 {
+            for p in 0..64 {
+                let bar = y == 1 && p % 8 == 3;
+                let v = if bar { 200.0 } else { 30.0 } + if c == 0 && s == 1 { 80.0 } else { 0.0 } + rng.random_range(0.0..40.0);
+                set.images.push(v as u8);
+            }
+        }
+        task.push(y);
+        sens.push(s);
+        class.push(y + 2 * s);
+    }
+    set.labels = [("task".to_string(), task), ("sensitive".to_string(), sens), ("class".to_string(), class)].into();
+    set
+}
+
+fn experiment(method: &str, extra: &[&str]) -> LoraExperiment {
+    let text = format!(
+        "seed = 5\nmethod = \"{method}\"\n[model]\npatch_size = 4\nwidth = 16\nlayers = 2\nheads = 2\n[lora]\nr = 4\nalpha = 8.0\ndropout = 0.0\n[optim]\nlr = 5e-3\nbatch_size = 16\nepochs = 1\n[fair]\nsensitive_epochs = 1\nauditor_batch = 16\n"
+    );
+    let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    LoraExperiment::from_toml_str_with(&text, "test", &overrides).unwrap()
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let e = LoraExperiment::from_toml_str_with("[lora]\ntargets = [\"qkv_x\"]\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.starts_with("x.toml: lora.targets[0] = 'qkv_x'"), "{e}");
+    let e = LoraExperiment::from_toml_str_with("[fair]\nlambda_orth = -1.0\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("fair.lambda_orth = -1"), "{e}");
+    let e = LoraExperiment::from_toml_str_with("[optim]\nlearning_rate = 1.0\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("unknown field `learning_rate`"), "{e}");
+    let e = LoraExperiment::from_toml_str_with("method = \"dro\"\n", "x.toml", &[]).unwrap_err().to_string();
+    assert!(e.contains("unknown variant `dro`"), "{e}");
+    let exp = LoraExperiment::from_toml_str_with("", "x.toml", &["method=orth".into(), "fair.lambda_orth=10".into()]).unwrap();
+    assert_eq!((exp.method, exp.fair.lambda_orth), (LoraMethod::Orth, 10.0));
+}
+
+fn pretrained(exp: &LoraExperiment, data: &LabelledImages) -> vlm_backbone::VitClassifier<B> {
+    lora::pretrain::<B>(exp, data, "class", 1, &Default::default()).unwrap()
+}
+
+/// Every method trains the adapters and head only, leaves the frozen tower bit-identical
+/// (Unl's negated base aside), and yields finite losses and an audit.
+#[test]
+fn the_five_methods_train_adapters_and_head_only() {
+    let device = Default::default();
+    let all = toy(192, 1);
+    let base_model = pretrained(&experiment("erm", &[]), &all);
+    let dev = all.subset(&(0..96).collect::<Vec<_>>()).with_labels(&[("task", "task")]).unwrap();
+    let aud = all.subset(&(96..192).collect::<Vec<_>>()).with_labels(&[("sensitive", "sensitive")]).unwrap();
+    let test = toy(64, 2);
+    let k_before = base_model.vit.encoder.layers[1].self_attn.k_proj.weight.val();
+    for (method, extra) in [("erm", vec![]), ("unl", vec![]), ("unl", vec!["fair.unl_mode=\"ascent\""]), ("adv", vec![]), ("adv", vec!["fair.adv_mode=\"reversal\""]), ("orth", vec![]), ("ent", vec![])] {
+        let exp = experiment(method, &extra);
+        let mut auditor = Auditor::new(&exp, base_model.clone(), aud.clone(), "sensitive", &device).unwrap();
+        let (model, log, negated) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut auditor), &device).unwrap();
+        assert!(log.task_loss.iter().all(|l| l.is_finite()), "{method}: {:?}", log.task_loss);
+        // q and v adapted in both layers: 2 x 2 x (4 x 16 + 16 x 4), plus the head 16 x 2 + 2.
+        assert_eq!(log.trainable_parameters, 2 * 2 * 128 + 34, "{method}");
+        let adapters = model.vit.lora_adapters();
+        assert_eq!(adapters.len(), 4);
+        let b_norm: f32 = adapters.iter().map(|(_, a)| a.lora_b.val().abs().sum().into_scalar()).sum();
+        assert!(b_norm > 0.0, "{method}: B stayed zero");
+        let k_after = model.vit.encoder.layers[1].self_attn.k_proj.weight.val();
+        if exp.method == LoraMethod::Unl && exp.fair.unl_mode == lora::UnlMode::Negate {
+            // k is not a target: the negation only moved q and v.
+            k_after.into_data().assert_eq(&k_before.clone().into_data(), true);
+            assert!(negated.is_some());
+        } else {
+            k_after.into_data().assert_eq(&k_before.clone().into_data(), true);
+            assert!(negated.is_none());
+        }
+        if method == "orth" {
+            assert_eq!(log.orth_penalty.len(), 1);
+        }
+        let valid = burn::module::AutodiffModule::valid(&model);
+        let a = lora::audit(&lora::scores(&valid, &test, &device), test.label("task").unwrap(), test.label("sensitive").unwrap()).unwrap();
+        assert_eq!(a.n, 64);
+        assert!(a.accuracy > 0.0 && a.dp_ratio.is_some(), "{method}: {a:?}");
+    }
+}
+
+/// Unl negate: the merged base is exactly `W₀ − β·(α/r)·(B A)ᵀ` on the targeted projections.
+#[test]
+fn unl_negation_subtracts_the_scaled_sensitive_update() {
+    let device = Default::default();
+    let all = toy(96, 3);
+    let exp = experiment("unl", &["fair.unl_beta=0.5"]);
+    let base_model = pretrained(&exp, &all);
+    let mut auditor = Auditor::new(&exp, base_model.clone(), all.with_labels(&[("sensitive", "sensitive")]).unwrap(), "sensitive", &device).unwrap();
+    let s = auditor.sensitive_adapter().unwrap();
+    let negated = lora::negated_base(&exp, &base_model, &s, &device).unwrap();
+    let (a, ad, b, bd) = &s["encoder.layers.0.self_attn.v_proj"];
+    let ta = Tensor::<B, 2>::from_data(TensorData::new(a.clone(), *ad), &device);
+    let tb = Tensor::<B, 2>::from_data(TensorData::new(b.clone(), *bd), &device);
+    let delta = tb.matmul(ta).transpose().mul_scalar(0.5 * 8.0 / 4.0);
+    let expected = base_model.vit.encoder.layers[0].self_attn.v_proj.weight.val() - delta;
+    let got = negated.vit.encoder.layers[0].self_attn.v_proj.weight.val();
+    got.into_data().assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+    assert!(negated.vit.lora_adapters().is_empty());
+}
+
+/// Two processes' worth of exchange (an auditor thread serving a folder) give the same
+/// adapters as the in-process driver.
+#[test]
+fn file_exchange_matches_the_single_process_driver() {
+    let device = burn_flex::FlexDevice;
+    let all = toy(128, 4);
+    for method in ["ent", "orth"] {
+        let exp = experiment(method, &[]);
+        let base_model = pretrained(&exp, &all);
+        let dev = all.subset(&(0..64).collect::<Vec<_>>()).with_labels(&[("task", "task")]).unwrap();
+        let aud = all.subset(&(64..128).collect::<Vec<_>>()).with_labels(&[("sensitive", "sensitive")]).unwrap();
+        let mut local = Auditor::new(&exp, base_model.clone(), aud.clone(), "sensitive", &device).unwrap();
+        let (m1, _, _) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut local), &device).unwrap();
+
+        let dir = scratch(&format!("lora-exchange-{method}"));
+        let (b2, aud2, exp2, dir2) = (base_model.clone(), aud.clone(), exp.clone(), dir.clone());
+        let server = std::thread::spawn(move || {
+            let mut auditor = Auditor::new(&exp2, b2, aud2, "sensitive", &Default::default()).unwrap();
+            lora::serve_files::<B>(&mut auditor, &dir2, Duration::from_secs(60)).unwrap()
+        });
+        let mut link = FileLink::new(&dir, &exp, Duration::from_secs(60));
+        let (m2, _, _) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut link, &device).unwrap();
+        let rounds = server.join().unwrap();
+        assert_eq!(rounds, if method == "ent" { 4 } else { 0 });
+        let (v1, v2) = (lora::adapter_values(&m1), lora::adapter_values(&m2));
+        for (p, (a1, _, b1, _)) in &v1 {
+            let (a2, _, b2, _) = &v2[p];
+            for (x, y) in a1.iter().chain(b1).zip(a2.iter().chain(b2)) {
+                assert!((x - y).abs() <= 1e-6 * (1.0 + x.abs()), "{method} {p}: {x} vs {y}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// inotify on a folder: the open events of the files in it since the watch began.
+struct Watch {
+    fd: i32,
+}
+
+impl Watch {
+    fn new(dir: &Path) -> Watch {
+        let c = std::ffi::CString::new(dir.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: plain syscalls on a descriptor this struct owns.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK);
+            assert!(fd >= 0);
+            assert!(libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS) >= 0);
+            Watch { fd }
+        }
+    }
+
+    fn events(&self) -> usize {
+        let mut buf = [0u8; 4096];
+        let mut count = 0;
+        loop {
+            // SAFETY: reading into a buffer of the given length.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return count;
+            }
+            let mut off = 0;
+            while off < n as usize {
+                let len = u32::from_ne_bytes([buf[off + 12], buf[off + 13], buf[off + 14], buf[off + 15]]) as usize;
+                count += 1;
+                off += 16 + len;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor opened in `new`.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// The protocol as two `fairvlm` processes: the developer's process is given only its own
+/// file and the exchange folder, and nothing in the auditor's folder is opened or read while
+/// it runs; the exchange holds adapters and gradients, never labels.
+#[test]
+fn developer_process_never_opens_the_sensitive_labels() {
+    let exe = env!("CARGO_BIN_EXE_fairvlm");
+    let root = scratch("lora-privacy");
+    let (auditor_dir, developer_dir, exchange) = (root.join("auditor"), root.join("developer"), root.join("exchange"));
+    for d in [&auditor_dir, &developer_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let all = toy(128, 6);
+    let exp = experiment("ent", &[]);
+    let base_model = pretrained(&exp, &all);
+    let base_path = developer_dir.join("base.safetensors");
+    lora::save_base(&base_path, &base_model, lora::BaseInfo { image_size: 8, classes: 4 }).unwrap();
+    std::fs::copy(&base_path, auditor_dir.join("base.safetensors")).unwrap();
+    std::fs::copy(base_path.with_extension("json"), auditor_dir.join("base.json")).unwrap();
+    all.subset(&(0..64).collect::<Vec<_>>()).with_labels(&[("task", "task")]).unwrap().write(&developer_dir.join("developer.npz")).unwrap();
+    all.subset(&(64..128).collect::<Vec<_>>()).with_labels(&[("sensitive", "sensitive")]).unwrap().write(&auditor_dir.join("auditor.npz")).unwrap();
+    let config = root.join("lora.toml");
+    std::fs::write(&config, toml::to_string(&exp).unwrap()).unwrap();
+    std::fs::copy(&config, auditor_dir.join("lora.toml")).unwrap();
+    std::fs::copy(&config, developer_dir.join("lora.toml")).unwrap();
+
+    let watch = Watch::new(&auditor_dir);
+    let auditor = std::process::Command::new(exe)
+        .args(["lora", "auditor", "--config"])
+        .arg(auditor_dir.join("lora.toml"))
+        .arg("--base")
+        .arg(auditor_dir.join("base.safetensors"))
+        .arg("--data")
+        .arg(auditor_dir.join("auditor.npz"))
+        .arg("--exchange")
+        .arg(&exchange)
+        .args(["--timeout", "120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The auditor has read its files and trained its sensitive head once it says so.
+    let ready = exchange.join("auditor-ready");
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the auditor never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(watch.events() > 0, "the watch saw the auditor read its own files");
+    let developer = std::process::Command::new(exe)
+        .args(["lora", "developer", "--config"])
+        .arg(developer_dir.join("lora.toml"))
+        .arg("--base")
+        .arg(&base_path)
+        .arg("--data")
+        .arg(developer_dir.join("developer.npz"))
+        .arg("--exchange")
+        .arg(&exchange)
+        .arg("--out")
+        .arg(developer_dir.join("result"))
+        .args(["--timeout", "120"])
+        .output()
+        .unwrap();
+    assert!(developer.status.success(), "{}", String::from_utf8_lossy(&developer.stderr));
+    let auditor = auditor.wait_with_output().unwrap();
+    assert!(auditor.status.success(), "{}", String::from_utf8_lossy(&auditor.stderr));
+    assert!(String::from_utf8_lossy(&auditor.stdout).contains("4 gradient rounds"), "{}", String::from_utf8_lossy(&auditor.stdout));
+    assert_eq!(watch.events(), 0, "a file in the auditor's folder was opened while the developer ran");
+    // What crossed: adapter files and markers only.
+    let mut crossed = vec![];
+    for e in walk(&exchange) {
+        crossed.push(e.strip_prefix(&exchange).unwrap().to_string_lossy().into_owned());
+    }
+    crossed.sort();
+    assert_eq!(crossed, ["auditor-ready", "done"], "{crossed:?}");
+    let developer_file = LabelledImages::read(&developer_dir.join("developer.npz")).unwrap();
+    assert_eq!(developer_file.labels.keys().collect::<Vec<_>>(), ["task"]);
+    assert!(developer_dir.join("result/adapter/adapter_model.safetensors").is_file());
+    std::fs::remove_dir_all(&root).ok();
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+

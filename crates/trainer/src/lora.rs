@@ -510,53 +510,71 @@ impl<B: AutodiffBackend> Auditor<B> {
 
     /// The auditor's term's gradient with respect to `adapters` on one batch of its pool.
     pub fn gradient(&mut self, adapters: &Adapters) -> Result<AdapterGrads> {
-        let exp = self.exp.clone();
-        let device = self.device.clone();
         // The sensitive model first, so the batch draws below do not depend on whether it was
         // trained up front (two processes) or on first use (one process).
-        if exp.needs_sensitive_model() && self.sensitive.is_none() {
+        if self.exp.needs_sensitive_model() && self.sensitive.is_none() {
             self.train_sensitive()?;
         }
-        let modules = adapters_to_modules::<B>(adapters, exp.lora.config().scaling(), &device)?;
-        let vit = self.base.vit.clone().no_grad().with_lora_adapters(modules).map_err(|e| Error::Invalid(format!("developer adapter: {e}")))?;
         let n = self.data.len();
-        let idx: Vec<usize> = (0..exp.fair.auditor_batch.min(n)).map(|_| rand::Rng::random_range(&mut self.rng, 0..n)).collect();
-        let x = image_batch::<B>(&self.data, &idx, &device);
-        let s = label_batch::<B>(&self.labels, &idx, &device);
+        let idx: Vec<usize> = (0..self.exp.fair.auditor_batch.min(n)).map(|_| rand::Rng::random_range(&mut self.rng, 0..n)).collect();
+        self.gradient_at(adapters, &idx)
+    }
+
+    /// [`Auditor::gradient`] on the auditor's rows `idx`.
+    pub fn gradient_at(&mut self, adapters: &Adapters, idx: &[usize]) -> Result<AdapterGrads> {
+        let exp = self.exp.clone();
+        let device = self.device.clone();
+        let vit = self.developer_tower(adapters)?;
+        let x = image_batch::<B>(&self.data, idx, &device);
+        let s = label_batch::<B>(&self.labels, idx, &device);
         let ce = CrossEntropyLossConfig::new().init(&device);
         let features = vit.forward(x);
-        let loss = match exp.method {
-            LoraMethod::Adv => match exp.fair.adv_mode {
-                AdvMode::Alternate => {
-                    for _ in 0..exp.fair.adv_steps {
-                        let l = ce.forward(self.adversary.forward(features.clone().detach()), s.clone());
-                        let g = GradientsParams::from_grads(l.backward(), &self.adversary);
-                        self.adversary = self.adversary_optim.step(exp.fair.adv_lr, self.adversary.clone(), g);
-                    }
-                    ce.forward(self.adversary.forward(features), s).mul_scalar(-exp.fair.lambda_adv)
-                }
-                AdvMode::Reversal => {
-                    // One backward trains the adversary (minimising) and gives the encoder
-                    // −λ times its gradient.
-                    let l = ce.forward(self.adversary.forward(fair_losses::gradient_reversal(features, exp.fair.lambda_adv)), s);
-                    let mut grads = l.backward();
-                    let g = GradientsParams::from_module::<B, Linear<B>>(&mut grads, &self.adversary);
+        let loss = match (exp.method, exp.fair.adv_mode) {
+            (LoraMethod::Adv, AdvMode::Alternate) => {
+                for _ in 0..exp.fair.adv_steps {
+                    let l = ce.forward(self.adversary.forward(features.clone().detach()), s.clone());
+                    let g = GradientsParams::from_grads(l.backward(), &self.adversary);
                     self.adversary = self.adversary_optim.step(exp.fair.adv_lr, self.adversary.clone(), g);
-                    return collect_adapter_grads(&vit, &mut grads);
                 }
-            },
-            LoraMethod::Ent => {
-                let head = self.sensitive_head()?;
-                fair_losses::mean_entropy(head.forward(features)).mul_scalar(-exp.fair.lambda_ent)
+                ce.forward(self.adversary.forward(features), s).mul_scalar(-exp.fair.lambda_adv)
             }
-            LoraMethod::Unl => {
-                let head = self.sensitive_head()?;
-                ce.forward(head.forward(features), s).mul_scalar(-exp.fair.lambda_unl)
+            (LoraMethod::Adv, AdvMode::Reversal) => {
+                // One backward trains the adversary (minimising) and gives the encoder −λ
+                // times its gradient.
+                let l = ce.forward(self.adversary.forward(fair_losses::gradient_reversal(features, exp.fair.lambda_adv)), s);
+                let mut grads = l.backward();
+                let g = GradientsParams::from_module::<B, Linear<B>>(&mut grads, &self.adversary);
+                self.adversary = self.adversary_optim.step(exp.fair.adv_lr, self.adversary.clone(), g);
+                return collect_adapter_grads(&vit, &mut grads);
             }
-            m => return Err(Error::Invalid(format!("method {}: the auditor returns no gradient", m.name()))),
+            _ => self.fixed_head_loss(features, s)?,
         };
         let mut grads = loss.backward();
         collect_adapter_grads(&vit, &mut grads)
+    }
+
+    /// The value of the fixed-head term (Ent, Unl ascent) at `adapters` on the rows `idx`:
+    /// what [`Auditor::gradient_at`] differentiates.
+    pub fn term_at(&mut self, adapters: &Adapters, idx: &[usize]) -> Result<f64> {
+        let vit = self.developer_tower(adapters)?;
+        let features = vit.forward(image_batch::<B>(&self.data, idx, &self.device));
+        let s = label_batch::<B>(&self.labels, idx, &self.device);
+        Ok(self.fixed_head_loss(features, s)?.into_scalar().elem::<f64>())
+    }
+
+    fn developer_tower(&self, adapters: &Adapters) -> Result<vlm_backbone::VisionTransformer<B>> {
+        let modules = adapters_to_modules::<B>(adapters, self.exp.lora.config().scaling(), &self.device)?;
+        self.base.vit.clone().no_grad().with_lora_adapters(modules).map_err(|e| Error::Invalid(format!("developer adapter: {e}")))
+    }
+
+    fn fixed_head_loss(&mut self, features: Tensor<B, 2>, s: Tensor<B, 1, Int>) -> Result<Tensor<B, 1>> {
+        let exp = self.exp.clone();
+        let head = self.sensitive_head()?;
+        match exp.method {
+            LoraMethod::Ent => Ok(fair_losses::mean_entropy(head.forward(features)).mul_scalar(-exp.fair.lambda_ent)),
+            LoraMethod::Unl => Ok(CrossEntropyLossConfig::new().init(&self.device).forward(head.forward(features), s).mul_scalar(-exp.fair.lambda_unl)),
+            m => Err(Error::Invalid(format!("method {}: the auditor returns no gradient", m.name()))),
+        }
     }
 
     fn sensitive_head(&mut self) -> Result<Linear<B>> {

@@ -295,3 +295,41 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+
+/// The gradient the auditor returns for Ent and Unl ascent is the derivative of its term:
+/// central differences on entries of the developer's A and B.
+#[test]
+fn auditor_gradient_matches_finite_differences() {
+    let device = burn_flex::FlexDevice;
+    let all = toy(64, 8);
+    for (method, extra) in [("ent", vec![]), ("unl", vec!["fair.unl_mode=\"ascent\""])] {
+        let exp = experiment(method, &extra);
+        let base_model = pretrained(&exp, &all);
+        let mut auditor = Auditor::new(&exp, base_model.clone(), all.with_labels(&[("sensitive", "sensitive")]).unwrap(), "sensitive", &device).unwrap();
+        // Developer adapters with B away from zero, so both A and B have gradients.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut adapters = lora::adapter_values(&base_model.clone().with_lora(&lora_fair::LoraConfig::new().with_r(4).with_alpha(8.0), &["q_proj", "v_proj"], &device).unwrap());
+        for (_, (a, _, b, _)) in adapters.iter_mut() {
+            for v in a.iter_mut().chain(b.iter_mut()) {
+                *v = rng.random_range(-0.3..0.3);
+            }
+        }
+        let idx: Vec<usize> = (0..32).collect();
+        auditor.train_sensitive().unwrap();
+        let grads = auditor.gradient_at(&adapters, &idx).unwrap();
+        let path = "encoder.layers.1.self_attn.v_proj".to_string();
+        let h = 1e-2f32;
+        for (which, k) in [(0, 3), (0, 17), (1, 5), (1, 40)] {
+            let at = |delta: f32, auditor: &mut Auditor<B>| {
+                let mut moved = adapters.clone();
+                let e = moved.get_mut(&path).unwrap();
+                if which == 0 { e.0[k] += delta } else { e.2[k] += delta }
+                auditor.term_at(&moved, &idx).unwrap()
+            };
+            let numeric = (at(h, &mut auditor) - at(-h, &mut auditor)) / (2.0 * h as f64);
+            let analytic = if which == 0 { grads[&path].0[k] } else { grads[&path].1[k] } as f64;
+            assert!((numeric - analytic).abs() <= 1e-5 + 2e-2 * analytic.abs(), "{method} {} [{k}]: numeric {numeric}, analytic {analytic}", if which == 0 { "A" } else { "B" });
+        }
+        assert!(grads.values().any(|(a, b)| a.iter().chain(b).any(|v| v.abs() > 1e-6)), "{method}: zero gradient");
+    }
+}

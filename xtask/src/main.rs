@@ -639,7 +639,7 @@ fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<usize>
         }
         let base = dir.join("base.safetensors");
         if !base.is_file() {
-            run(Command::new(&fairvlm).current_dir(root).args(["lora", "pretrain", "--device", device, "--config", &config, "--epochs", "3", "--data"]).arg(data.join("pretrain.npz")).arg("--out").arg(&base))?;
+            run(Command::new(&fairvlm).current_dir(root).args(["lora", "pretrain", "--device", device, "--config", &config, "--epochs", "2", "--data"]).arg(data.join("pretrain.npz")).arg("--out").arg(&base))?;
         }
         let mut md = format!(
             "# Reproduction: fairness-aware LoRA, {ds}\n\nCommand: `cargo xtask reproduce lora --seeds {seeds} --datasets {ds}{}`. Config `{config}`; the developer's and auditor's pools are disjoint halves of the training split; audit on the test split at threshold 0.5, values x100, mean ± std over seeds {}. Ratios are min/max over the sensitive groups (1 = parity).\n\n| method | accuracy | precision | recall | FPR | DP ratio | FPR ratio | TPR ratio |\n|---|---|---|---|---|---|---|---|\n",

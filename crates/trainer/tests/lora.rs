@@ -333,3 +333,26 @@ fn auditor_gradient_matches_finite_differences() {
         assert!(grads.values().any(|(a, b)| a.iter().chain(b).any(|v| v.abs() > 1e-6)), "{method}: zero gradient");
     }
 }
+
+/// UTKFace (the fair-data fixture) as parties: each file holds only its party's label, images
+/// are channel-major, and the pools are disjoint.
+#[test]
+fn utkface_parties_hold_only_their_own_labels() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fair-data/tests/fixtures/utkface");
+    let index = fair_data::load_utkface(&dir).unwrap();
+    assert_eq!((index.records.len(), index.skipped.len()), (4, 1));
+    let out = scratch("lora-utkface");
+    let sizes = lora::prepare_faces(&index, &out, "gender", "race", 4, 0.25, 0.5, 0).unwrap();
+    assert_eq!((sizes.developer + sizes.auditor, sizes.audit), (3, 1));
+    let keys = |f: &str| LabelledImages::read(&out.join(f)).unwrap().labels.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys("developer.npz"), ["task"]);
+    assert_eq!(keys("auditor.npz"), ["sensitive"]);
+    assert_eq!(keys("audit.npz"), ["sensitive", "task"]);
+    // The audit image is the last by name, 8_1_1_...: colour (90, 60, 40), gender 1, race 1.
+    let audit = LabelledImages::read(&out.join("audit.npz")).unwrap();
+    assert_eq!((audit.label("task").unwrap(), audit.label("sensitive").unwrap()), (&[1][..], &[1][..]));
+    for (c, want) in [90i32, 60, 40].into_iter().enumerate() {
+        assert!(audit.images[c * 16..(c + 1) * 16].iter().all(|&v| (v as i32 - want).abs() <= 4), "channel {c}: {:?}", &audit.images[c * 16..(c + 1) * 16]);
+    }
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -16,6 +16,29 @@
 //!
 //! The developer talks to the auditor through an [`AuditorLink`]: [`LocalAuditor`] in one
 //! process, [`FileLink`] / [`serve_files`] across two processes that share only a folder.
+//!
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::module::AutodiffModule;
+//! use fair_data::LabelledImages;
+//! use trainer::lora::{self, Auditor, LocalAuditor, LoraExperiment};
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! // 16 images of 8 x 8 with a task and a sensitive label.
+//! let labels = |f: fn(i64) -> i64| (0..16).map(f).collect::<Vec<i64>>();
+//! let set = LabelledImages { size: 8, images: (0..16 * 3 * 64).map(|i| (i % 251) as u8).collect(),
+//!     labels: [("task".into(), labels(|i| i % 2)), ("sensitive".into(), labels(|i| (i / 2) % 2))].into() };
+//! let exp = LoraExperiment::from_toml_str_with("method = \"orth\"\n[model]\npatch_size = 4\nwidth = 16\nlayers = 1\nheads = 2\n[optim]\nbatch_size = 8\nepochs = 1\n[fair]\nsensitive_epochs = 1", "inline", &[])?;
+//! let base = lora::pretrain::<B>(&exp, &set, "task", 1, &device)?; // the stand-in for a pretrained ViT
+//! let mut auditor = Auditor::new(&exp, base.clone(), set.with_labels(&[("sensitive", "sensitive")])?, "sensitive", &device)?;
+//! let developer_data = set.with_labels(&[("task", "task")])?;
+//! let (model, log, _) = lora::train_developer::<B>(&exp, &base, &developer_data, "task", &mut LocalAuditor(&mut auditor), &device)?;
+//! assert_eq!(log.orth_penalty.len(), 1);
+//! let audit = lora::audit(&lora::scores(&model.valid(), &set, &device), set.label("task")?, set.label("sensitive")?)?;
+//! assert_eq!(audit.n, 16);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

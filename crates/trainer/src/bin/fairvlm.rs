@@ -328,7 +328,8 @@ fn lora(command: LoraCommand) -> Result<()> {
             with_backend!(device.unwrap_or_else(default_device), |B, device| {
                 let model = lora::pretrain::<B>(&exp, &set_, "class", epochs, &device)?;
                 let labels = set_.label("class")?;
-                let s = lora::scores_multiclass(&model, &set_, &device);
+                // Scored without the autodiff graph: each forward would otherwise keep its activations.
+                let s = lora::scores_multiclass(&burn::module::AutodiffModule::valid(&model), &set_, &device);
                 let acc = s.iter().zip(labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / labels.len().max(1) as f64;
                 lora::save_base(&out, &model, lora::BaseInfo { image_size: set_.size, classes })?;
                 println!("pretrained on {} images, {classes} classes: training accuracy {acc:.4}; wrote {}", set_.len(), out.display());

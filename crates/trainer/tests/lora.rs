@@ -356,3 +356,28 @@ fn utkface_parties_hold_only_their_own_labels() {
     }
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// What the developer ships (adapter, head and, for Unl, the subtracted sensitive adapter)
+/// rebuilds its model exactly on the auditor's side.
+#[test]
+fn a_saved_developer_model_reloads_with_the_same_scores() {
+    let device = burn_flex::FlexDevice;
+    let all = toy(96, 10);
+    for method in ["erm", "unl"] {
+        let exp = experiment(method, &[]);
+        let base_model = pretrained(&exp, &all);
+        let mut auditor = Auditor::new(&exp, base_model.clone(), all.with_labels(&[("sensitive", "sensitive")]).unwrap(), "sensitive", &device).unwrap();
+        let dev = all.with_labels(&[("task", "task")]).unwrap();
+        let (model, _, negated) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut auditor), &device).unwrap();
+        assert_eq!(negated.is_some(), method == "unl");
+        let dir = scratch(&format!("lora-reload-{method}"));
+        lora::save_developer(&dir, &exp, &model, negated.as_ref()).unwrap();
+        let inner = burn::module::AutodiffModule::valid(&base_model);
+        let reloaded = lora::load_developer::<burn_flex::Flex>(&dir, &exp, &inner, 2, &device).unwrap();
+        let (a, b) = (lora::scores(&burn::module::AutodiffModule::valid(&model), &all, &device), lora::scores(&reloaded, &all, &device));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-6, "{method}: {x} vs {y}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -203,8 +203,14 @@ fn fixtures(root: &Path) -> Result<()> {
     run(Command::new(&python).arg(root.join("crates/fair-data/tests/fixtures/make_faces.py")))?;
     // PyTorch from PyPI is the CUDA build (about 3 GB, runs on the CPU): kept in its own
     // environment so the light one stays light.
-    let torch = venv(root, ".venv-torch", &["crates/fair-losses/tests/fixtures/requirements.txt"])?;
-    run(Command::new(torch).arg(root.join("crates/fair-losses/tests/fixtures/make_reference.py")))
+    let torch = venv(root, ".venv-torch", &["crates/fair-losses/tests/fixtures/requirements.txt", "crates/vlm-backbone/tests/fixtures/peft/requirements.txt"])?;
+    run(Command::new(&torch).arg(root.join("crates/fair-losses/tests/fixtures/make_reference.py")))?;
+    // peft interoperability: peft's adapter and the base, then our adapter file, then peft
+    // reads ours.
+    let peft = root.join("crates/vlm-backbone/tests/fixtures/peft/make_peft.py");
+    run(Command::new(&torch).arg(&peft).arg("base"))?;
+    run(cargo().current_dir(root).args(["test", "--locked", "-p", "vlm-backbone", "--test", "peft", "--", "--ignored", "write_our_adapter"]))?;
+    run(Command::new(&torch).arg(&peft).arg("ours"))
 }
 
 /// Wall time and peak resident memory of one child process.

@@ -161,6 +161,48 @@ impl Default for LoraSettings {
 }
 
 impl LoraSettings {
+    /// The projections a target names: the model's own names (`q_proj`, `k_proj`, `v_proj`,
+    /// `out_proj`, `fc1`, `fc2`, optionally with a path prefix), and the short forms other
+    /// ViTs use (`q`, `k`, `v`, `out`, and timm's fused `qkv` for all three); empty if none.
+    pub fn expand(target: &str) -> Vec<String> {
+        const NAMES: [&str; 6] = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
+        let short: &[&str] = match target {
+            "q" => &["q_proj"],
+            "k" => &["k_proj"],
+            "v" => &["v_proj"],
+            "qkv" => &["q_proj", "k_proj", "v_proj"],
+            "out" => &["out_proj"],
+            _ => &[],
+        };
+        if !short.is_empty() {
+            return short.iter().map(|s| s.to_string()).collect();
+        }
+        if NAMES.iter().any(|n| target == *n || target.ends_with(&format!(".{n}"))) {
+            vec![target.to_string()]
+        } else {
+            vec![]
+        }
+    }
+
+    /// The targets with short forms expanded, in peft's form.
+    ///
+    /// ```
+    /// let mut lora = trainer::lora::LoraSettings::default();
+    /// lora.targets = vec!["qkv".into(), "fc2".into()];
+    /// assert_eq!(lora.projections(), ["q_proj", "k_proj", "v_proj", "fc2"]);
+    /// ```
+    pub fn projections(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.targets {
+            for p in Self::expand(t) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     fn config(&self) -> LoraConfig {
         LoraConfig::new().with_r(self.r).with_alpha(self.alpha).with_dropout(self.dropout).with_use_rslora(self.use_rslora)
     }
@@ -276,13 +318,12 @@ impl LoraExperiment {
         if self.lora.r == 0 || !(0.0..1.0).contains(&self.lora.dropout) {
             return Err(format!("lora.r = {}, lora.dropout = {}: expected r >= 1 and dropout in [0, 1)", self.lora.r, self.lora.dropout));
         }
-        const NAMES: [&str; 6] = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
         if self.lora.targets.is_empty() {
-            return Err("lora.targets: expected at least one of q_proj, k_proj, v_proj, out_proj, fc1, fc2".into());
+            return Err("lora.targets: expected at least one of q_proj, k_proj, v_proj, out_proj, fc1, fc2 (or q, k, v, qkv, out)".into());
         }
         for (i, t) in self.lora.targets.iter().enumerate() {
-            if !NAMES.iter().any(|n| t == n || t.ends_with(&format!(".{n}"))) {
-                return Err(format!("lora.targets[{i}] = '{t}': expected q_proj, k_proj, v_proj, out_proj, fc1 or fc2"));
+            if LoraSettings::expand(t).is_empty() {
+                return Err(format!("lora.targets[{i}] = '{t}': expected q_proj, k_proj, v_proj, out_proj, fc1 or fc2 (or q, k, v, qkv, out)"));
             }
         }
         let o = &self.optim;
@@ -386,7 +427,7 @@ fn adapted<B: AutodiffBackend>(exp: &LoraExperiment, base: &VitClassifier<B>, cl
     let _guard = init_lock();
     B::seed(device, seed);
     let head = LinearConfig::new(exp.model.width, classes).init::<B>(device);
-    let m = VitClassifier { vit: base.vit.clone(), classifier: head }.with_lora(&exp.lora.config(), &exp.lora.targets, device).map_err(|e| Error::Invalid(format!("[lora]: {e}")))?;
+    let m = VitClassifier { vit: base.vit.clone(), classifier: head }.with_lora(&exp.lora.config(), &exp.lora.projections(), device).map_err(|e| Error::Invalid(format!("[lora]: {e}")))?;
     m.visit(&mut Materialize);
     Ok(m)
 }
@@ -428,7 +469,8 @@ pub fn save_adapter_values(dir: &Path, values: &Adapters, exp: &LoraExperiment) 
     let device = Default::default();
     let modules = adapters_to_modules::<burn_flex::Flex>(values, exp.lora.config().scaling(), &device)?;
     let list: Vec<(String, &LoraAdapter<burn_flex::Flex>)> = modules.iter().map(|(p, a)| (p.clone(), a)).collect();
-    let targets: Vec<&str> = exp.lora.targets.iter().map(String::as_str).collect();
+    let projections = exp.lora.projections();
+    let targets: Vec<&str> = projections.iter().map(String::as_str).collect();
     lora_fair::save_adapters(dir, &list, &AdapterConfig::new(&exp.lora.config(), &targets, Some("fairvlm lora base"))).map_err(|e| ckpt_err(dir, e))
 }
 

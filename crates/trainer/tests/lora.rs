@@ -49,6 +49,8 @@ fn experiment(method: &str, extra: &[&str]) -> LoraExperiment {
 fn config_errors_name_the_key() {
     let e = LoraExperiment::from_toml_str_with("[lora]\ntargets = [\"qkv_x\"]\n", "x.toml", &[]).unwrap_err().to_string();
     assert!(e.starts_with("x.toml: lora.targets[0] = 'qkv_x'"), "{e}");
+    let exp = LoraExperiment::from_toml_str_with("[lora]\ntargets = [\"qkv\", \"out\"]\n", "x.toml", &[]).unwrap();
+    assert_eq!(exp.lora.projections(), ["q_proj", "k_proj", "v_proj", "out_proj"]);
     let e = LoraExperiment::from_toml_str_with("[fair]\nlambda_orth = -1.0\n", "x.toml", &[]).unwrap_err().to_string();
     assert!(e.contains("fair.lambda_orth = -1"), "{e}");
     let e = LoraExperiment::from_toml_str_with("[optim]\nlearning_rate = 1.0\n", "x.toml", &[]).unwrap_err().to_string();

@@ -141,7 +141,12 @@ fn shipped_configs_parse() {
     for entry in std::fs::read_dir(&root).expect("configs/") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
-            Experiment::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            // lora-*.toml are `fairvlm lora` experiments, the others `fairvlm train` ones.
+            if path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("lora-")) {
+                trainer::lora::LoraExperiment::from_file_with(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            } else {
+                Experiment::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            }
             n += 1;
         }
     }

@@ -10,9 +10,7 @@
 //!
 //! `cargo bench -p fairvlm-benches --bench lora_step` (from the repository root).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::backend::{Autodiff, Flex};
 use fair_data::LabelledImages;
@@ -20,28 +18,8 @@ use trainer::lora::{self, Auditor, LocalAuditor, LoraExperiment};
 
 type B = Autodiff<Flex>;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: fairvlm_benches::Counting = fairvlm_benches::Counting;
 
 const STEPS: usize = 10;
 
@@ -88,10 +66,10 @@ fn main() {
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     let mut peaks = vec![0.0; methods.len()];
     for (k, p) in peaks.iter_mut().enumerate() {
-        let live = LIVE.load(Ordering::Relaxed);
-        PEAK.store(live, Ordering::Relaxed);
+        let live = fairvlm_benches::live();
+        fairvlm_benches::reset_peak();
         run(k);
-        *p = mib(PEAK.load(Ordering::Relaxed) - live);
+        *p = mib(fairvlm_benches::peak() - live);
     }
     let rounds = 7;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];

@@ -7,10 +7,8 @@
 //!
 //! `cargo bench -p fairvlm-benches --bench train_step` (from the repository root).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -20,29 +18,8 @@ use vlm_backbone::Clip;
 
 type B = Autodiff<Flex>;
 
-/// The system allocator, counting live and peak bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: fairvlm_benches::Counting = fairvlm_benches::Counting;
 
 /// Everything one method's step needs, built as `fairvlm train` builds it.
 struct Step {
@@ -149,13 +126,13 @@ fn train_step(c: &mut Criterion) {
     let mut steps: Vec<(&str, AnyStep)> = Vec::new();
     for method in METHODS {
         // What the method holds: its prepared splits, model, optimiser state (after a step).
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = fairvlm_benches::live();
         let mut step = AnyStep::new(method);
         step.run();
-        let live = LIVE.load(Ordering::Relaxed);
-        PEAK.store(live, Ordering::Relaxed);
+        let live = fairvlm_benches::live();
+        fairvlm_benches::reset_peak();
         step.run();
-        let peak = PEAK.load(Ordering::Relaxed) - live;
+        let peak = fairvlm_benches::peak() - live;
         println!("{method}: holds {:.1} MiB (data, model, optimiser); one step peaks {:.1} MiB above that", mib(live.saturating_sub(before)), mib(peak));
         steps.push((method, step));
     }

@@ -263,6 +263,21 @@ mod tests {
     }
 
     #[test]
+    fn bad_files_and_settings_are_named_errors() {
+        let path = std::env::temp_dir().join(format!("labelled-bad-{}.npz", std::process::id()));
+        write_npz(&path, &[("label_task", NpyArray::from_i64(vec![2], vec![0, 1]))]).unwrap();
+        let e = LabelledImages::read(&path).unwrap_err().to_string();
+        assert!(e.contains("labelled-bad") && e.contains("no 'images' array"), "{e}");
+        std::fs::remove_file(&path).ok();
+        let e = tinted_fashion_mnist(&[0; 784], &[6], &TintConfig { correlation: 1.5, ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("correlation 1.5"), "{e}");
+        let e = tinted_fashion_mnist(&[0; 700], &[6], &TintConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("784 per image"), "{e}");
+        let set = LabelledImages { size: 1, images: vec![0; 3], labels: BTreeMap::new() };
+        assert!(set.label("sensitive").unwrap_err().to_string().contains("no label 'sensitive'"));
+    }
+
+    #[test]
     fn idx_plain_and_gzip() {
         let mut bytes = vec![0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3];
         bytes.extend(1..=6u8);

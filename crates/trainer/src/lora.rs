@@ -437,20 +437,17 @@ pub type Adapters = BTreeMap<String, (Vec<f32>, [usize; 2], Vec<f32>, [usize; 2]
 
 /// The adapters of a model as plain values (A, its shape, B, its shape).
 pub fn adapter_values<B: Backend>(model: &VitClassifier<B>) -> Adapters {
+    model.vit.lora_adapters().into_iter().map(|(p, a)| (p, values_of(a))).collect()
+}
+
+/// One adapter's A and B as plain values with their shapes.
+fn values_of<B: Backend>(a: &LoraAdapter<B>) -> (Vec<f32>, [usize; 2], Vec<f32>, [usize; 2]) {
     let v = |t: Tensor<B, 2>| -> (Vec<f32>, [usize; 2]) {
         let d = t.dims();
         (t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default(), d)
     };
-    model
-        .vit
-        .lora_adapters()
-        .into_iter()
-        .map(|(p, a)| {
-            let (av, ad) = v(a.lora_a.val());
-            let (bv, bd) = v(a.lora_b.val());
-            (p, (av, ad, bv, bd))
-        })
-        .collect()
+    let ((av, ad), (bv, bd)) = (v(a.lora_a.val()), v(a.lora_b.val()));
+    (av, ad, bv, bd)
 }
 
 fn adapters_to_modules<B: Backend>(values: &Adapters, scaling: f64, device: &B::Device) -> Result<BTreeMap<String, LoraAdapter<B>>> {
@@ -478,13 +475,7 @@ pub fn save_adapter_values(dir: &Path, values: &Adapters, exp: &LoraExperiment) 
 pub fn load_adapter_values(dir: &Path) -> Result<Adapters> {
     let device = Default::default();
     let (_, modules) = lora_fair::load_adapters::<burn_flex::Flex>(dir, &device).map_err(|e| ckpt_err(dir, e))?;
-    let mut out = Adapters::new();
-    for (p, a) in modules {
-        let (ta, tb) = (a.lora_a.val(), a.lora_b.val());
-        let (ad, bd) = (ta.dims(), tb.dims());
-        out.insert(p, (ta.into_data().to_vec::<f32>().unwrap_or_default(), ad, tb.into_data().to_vec::<f32>().unwrap_or_default(), bd));
-    }
-    Ok(out)
+    Ok(modules.iter().map(|(p, a)| (p.clone(), values_of(a))).collect())
 }
 
 /// Gradients with respect to the developer's adapters, by module path (`A`, `B`), as the
@@ -647,7 +638,7 @@ impl<B: AutodiffBackend> Auditor<B> {
             self.train_sensitive()?;
         }
         // Fixed: a copy without gradient, so only the developer's adapters receive one.
-        Ok(self.sensitive.as_ref().map(|m| m.classifier.clone().no_grad()).unwrap_or_else(|| self.adversary.clone()))
+        self.sensitive.as_ref().map(|m| m.classifier.clone().no_grad()).ok_or_else(|| Error::Invalid("the auditor has no sensitive head".into()))
     }
 
     /// The classes of the sensitive attribute.

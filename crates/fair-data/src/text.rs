@@ -1,6 +1,7 @@
-//! Text to token ids, CLIP style: `<|startoftext|> tokens <|endoftext|>`, truncated and padded
-//! to a fixed context length, with the end token holding the largest id so that the text
-//! tower can pool at `argmax(ids)` (OpenAI CLIP's convention).
+//! Text to token ids, framed CLIP style (`<|startoftext|> tokens <|endoftext|>`) or BERT style
+//! (`[CLS] tokens [SEP]`), truncated and padded to a fixed context length. Tokenizers trained
+//! here give the end token the largest id, so that the text tower can pool at `argmax(ids)`
+//! (OpenAI CLIP's convention).
 
 use std::path::Path;
 
@@ -17,6 +18,8 @@ pub const START: &str = "<|startoftext|>";
 pub const END: &str = "<|endoftext|>";
 /// Padding token of tokenizers trained here (id 0).
 pub const PAD: &str = "<pad>";
+/// BERT's start, end and padding tokens.
+const BERT: [&str; 3] = ["[CLS]", "[SEP]", "[PAD]"];
 
 /// A `tokenizers` tokenizer with CLIP's framing.
 #[derive(Clone)]
@@ -42,9 +45,11 @@ fn tk_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl TextTokenizer {
-    /// Loads a `tokenizer.json` (for example CLIP's from Hugging Face, or one saved by
-    /// [`TextTokenizer::save`]). It must know `<|startoftext|>` and `<|endoftext|>`; padding
-    /// uses `<pad>` if known, else id 0, as OpenAI CLIP does.
+    /// Loads a `tokenizer.json` (CLIP's BPE or BERT's WordPiece from Hugging Face, or one saved
+    /// by [`TextTokenizer::save`]). It must know `<|startoftext|>` and `<|endoftext|>` (CLIP
+    /// framing; padding `<pad>` if known, else id 0, as OpenAI CLIP does) or `[CLS]` and
+    /// `[SEP]` (BERT framing; padding `[PAD]`). Padding and truncation stored in the file are
+    /// switched off: the context length given here rules.
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
         let inner = Tokenizer::from_file(path).map_err(|e| tk_err(&path.display().to_string(), e))?;
         Self::wrap(inner, context_length).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
@@ -54,9 +59,16 @@ impl TextTokenizer {
         if context_length < 2 {
             return Err(Error::Invalid(format!("context length {context_length}: at least 2 (start and end tokens)")));
         }
-        let id = |t: &str| inner.token_to_id(t).ok_or_else(|| Error::Invalid(format!("tokenizer has no '{t}' token")));
-        let (start, end) = (id(START)?, id(END)?);
-        let pad = inner.token_to_id(PAD).unwrap_or(0);
+        let mut inner = inner;
+        // MiniLM's tokenizer.json pads and cuts every text to 128 tokens by itself.
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| tk_err("switching truncation off", e))?;
+        let id = |t: &str| inner.token_to_id(t);
+        let (start, end, pad) = match (id(START), id(END), id(BERT[0]), id(BERT[1])) {
+            (Some(s), Some(e), _, _) => (s, e, id(PAD).unwrap_or(0)),
+            (_, _, Some(s), Some(e)) => (s, e, id(BERT[2]).unwrap_or(0)),
+            _ => return Err(Error::Invalid(format!("tokenizer has neither '{START}' and '{END}' (CLIP) nor '[CLS]' and '[SEP]' (BERT)"))),
+        };
         Ok(Self { inner, context_length, start, end, pad })
     }
 
@@ -130,12 +142,12 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Id of `<|startoftext|>`.
+    /// Id of the start token (`<|startoftext|>` or `[CLS]`).
     pub fn start_id(&self) -> u32 {
         self.start
     }
 
-    /// Id of `<|endoftext|>`.
+    /// Id of the end token (`<|endoftext|>` or `[SEP]`).
     pub fn end_id(&self) -> u32 {
         self.end
     }

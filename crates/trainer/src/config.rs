@@ -149,10 +149,7 @@ pub struct DataConfig {
     pub filter_unknown: Option<bool>,
     /// Unreadable files: `fail` (default) or `skip` (counted and reported).
     pub on_error: OnErrorConfig,
-    /// A `tokenizer.json`; unset trains a byte-level BPE tokenizer on the training notes and
-    /// saves it in the run folder.
-    pub tokenizer: Option<PathBuf>,
-    /// Vocabulary of a tokenizer trained here.
+    /// Vocabulary of a tokenizer trained here (without `model.text.tokenizer`).
     pub vocab_size: usize,
     /// Tokens per text (CLIP: 77).
     pub context_length: usize,
@@ -174,7 +171,6 @@ impl Default for DataConfig {
             summary_csv: None,
             filter_unknown: None,
             on_error: OnErrorConfig::Fail,
-            tokenizer: None,
             vocab_size: 1000,
             context_length: 77,
             note_chars: 180,
@@ -230,17 +226,102 @@ pub struct ModelConfig {
     pub text_heads: Option<usize>,
     /// Joint embedding width.
     pub projection_dim: Option<usize>,
+    /// `[model.vision]`: a pretrained image tower.
+    pub vision: VisionTower,
+    /// `[model.text]`: a pretrained text tower and its tokenizer.
+    pub text: TextTower,
+}
+
+/// `[model.vision]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisionTower {
+    /// A Hugging Face checkpoint folder (`config.json` + `model.safetensors`: CLIPModel,
+    /// CLIPVisionModel or ViTModel) whose image tower replaces the preset's; its sizes rule.
+    pub weights: Option<PathBuf>,
+}
+
+/// `[model.text]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextTower {
+    /// A Hugging Face checkpoint folder (CLIPModel, CLIPTextModel, or BertModel such as
+    /// all-MiniLM-L6-v2) whose text tower replaces the preset's; its sizes rule.
+    pub weights: Option<PathBuf>,
+    /// A `tokenizer.json`; unset: the one in `weights`, else a byte-level BPE tokenizer trained
+    /// on the training notes. The tokenizer used is saved in the run folder.
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl TextTower {
+    /// The tokenizer file to use, if any: `tokenizer`, else `weights/tokenizer.json`.
+    pub fn tokenizer_file(&self) -> Result<Option<PathBuf>, String> {
+        match (&self.tokenizer, &self.weights) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(w)) => {
+                let t = w.join("tokenizer.json");
+                if t.is_file() {
+                    Ok(Some(t))
+                } else {
+                    Err(format!("model.text.weights = {}: no tokenizer.json there; set model.text.tokenizer", w.display()))
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl ModelConfig {
     /// Side of the model's input images in pixels.
-    pub fn image_size(&self) -> usize {
-        // The vision tower does not depend on the text sizes.
-        self.clip_config(2, 2).vision.image_size
+    pub fn image_size(&self) -> Result<usize, String> {
+        Ok(self.vision_config()?.image_size)
     }
 
-    /// The CLIP configuration for a vocabulary and context length.
-    pub fn clip_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::ClipConfig {
+    /// The image tower: the checkpoint's when `[model.vision] weights` is set, else the preset
+    /// with overrides.
+    pub fn vision_config(&self) -> Result<vlm_backbone::VisionTransformerConfig, String> {
+        match &self.vision.weights {
+            Some(w) => {
+                self.check_towers()?;
+                vlm_backbone::Checkpoint::open(w).and_then(|c| c.vision_config()).map_err(|e| format!("model.vision.weights: {e}"))
+            }
+            // The vision tower does not depend on the text sizes.
+            None => Ok(self.preset_config(2, 2).vision),
+        }
+    }
+
+    /// The CLIP configuration for a vocabulary and context length: the preset with overrides,
+    /// with the towers of `[model.vision]` and `[model.text]` checkpoints in place.
+    pub fn clip_config(&self, vocab_size: usize, context_length: usize) -> Result<vlm_backbone::ClipConfig, String> {
+        let mut cfg = self.preset_config(vocab_size, context_length);
+        cfg.vision = self.vision_config()?;
+        if let Some(w) = &self.text.weights {
+            self.check_towers()?;
+            let text = vlm_backbone::Checkpoint::open(w).and_then(|c| c.text_config()).map_err(|e| format!("model.text.weights: {e}"))?;
+            if context_length > text.context_length {
+                return Err(format!("data.context_length = {context_length}: the text checkpoint has only {} positions", text.context_length));
+            }
+            if vocab_size > text.vocab_size {
+                return Err(format!("model.text.tokenizer: {vocab_size} tokens, more than the checkpoint's vocabulary of {}", text.vocab_size));
+            }
+            cfg.text = text;
+        }
+        Ok(cfg)
+    }
+
+    /// A checkpoint sets its tower's sizes: overriding them too is an error (no file is read).
+    fn check_towers(&self) -> Result<(), String> {
+        let vision = [("image_size", self.image_size), ("patch_size", self.patch_size), ("vision_width", self.vision_width), ("vision_layers", self.vision_layers), ("vision_heads", self.vision_heads)];
+        let text = [("text_width", self.text_width), ("text_layers", self.text_layers), ("text_heads", self.text_heads)];
+        for (tower, weights, keys) in [("vision", &self.vision.weights, &vision[..]), ("text", &self.text.weights, &text[..])] {
+            if let (Some(_), Some((key, _))) = (weights, keys.iter().find(|(_, v)| v.is_some())) {
+                return Err(format!("model.{key}: the checkpoint in model.{tower}.weights sets this size; remove the key"));
+            }
+        }
+        Ok(())
+    }
+
+    fn preset_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::ClipConfig {
         use vlm_backbone::{ClipConfig, TextTransformerConfig, VisionTransformerConfig};
         let base = match self.preset.unwrap_or(Preset::Small) {
             Preset::Tiny => ClipConfig::tiny(),
@@ -275,9 +356,9 @@ impl Experiment {
     /// MultiFair's classifier for a vocabulary and context length: the `[model]` image tower
     /// for the fundus, its text tower made bidirectional with `[CLS]` pooling (BERT's), and
     /// the `[multimodal]` fusion.
-    pub fn multimodal_config(&self, vocab_size: usize, context_length: usize) -> vlm_backbone::MultimodalClassifierConfig {
+    pub fn multimodal_config(&self, vocab_size: usize, context_length: usize) -> Result<vlm_backbone::MultimodalClassifierConfig, String> {
         use vlm_backbone::{Fusion, MultimodalClassifierConfig, Pooling, SecondModality, VisionTransformerConfig};
-        let clip = self.model.clip_config(vocab_size, context_length);
+        let clip = self.model.clip_config(vocab_size, context_length)?;
         let m = &self.multimodal;
         let second = match m.pairing {
             PairingConfig::Text => SecondModality::Text(clip.text.with_causal(false).with_pooling(Pooling::Cls)),
@@ -287,14 +368,14 @@ impl Experiment {
                 SecondModality::Oct { vit, slices: m.oct_slices, layers: m.oct_layers, heads: m.oct_heads }
             }
         };
-        MultimodalClassifierConfig::new(clip.vision, second, m.proj_dim)
+        Ok(MultimodalClassifierConfig::new(clip.vision, second, m.proj_dim)
             .with_fusion(match m.fusion {
                 FusionConfig::Transformer => Fusion::Transformer,
                 FusionConfig::Concat => Fusion::Concat,
             })
             .with_fusion_layers(m.fusion_layers)
             .with_fusion_heads(m.fusion_heads)
-            .with_dropout(m.dropout)
+            .with_dropout(m.dropout))
     }
 }
 
@@ -585,7 +666,8 @@ impl Experiment {
         let text = if overrides.is_empty() { text } else { apply_overrides(&text, overrides).map_err(|message| Error::Config { origin: origin.clone(), message })? };
         let mut exp = Self::from_toml_str(&text, &origin)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut exp.data.root, &mut exp.data.summary_csv, &mut exp.data.tokenizer].into_iter().flatten() {
+        let m = &mut exp.model;
+        for p in [&mut exp.data.root, &mut exp.data.summary_csv, &mut m.vision.weights, &mut m.text.weights, &mut m.text.tokenizer].into_iter().flatten() {
             if p.is_relative() {
                 // Absolute, so that the copy saved in a run folder still points at the data.
                 let joined = base.join(&*p);
@@ -647,7 +729,12 @@ impl Experiment {
             at_least(&format!("data.synthetic.sizes[{i}]"), *n, 2)?;
         }
         d.synthetic.validate().map_err(|e| format!("data.synthetic.{}", e))?;
-        let m = self.model.clip_config(d.vocab_size, d.context_length);
+        // Checkpoint files are read when the model is built; here only the preset's sizes.
+        self.model.check_towers()?;
+        let m = self.model.preset_config(d.vocab_size, d.context_length);
+        if self.method.is_multimodal() && (self.model.vision.weights.is_some() || self.model.text.weights.is_some()) {
+            return Err(format!("model.vision.weights / model.text.weights: not supported by method {:?} yet (the CLIP methods load them)", self.method));
+        }
         let v = &m.vision;
         if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
             return Err(format!("model.patch_size = {}: must divide model.image_size = {}", v.patch_size, v.image_size));
@@ -682,10 +769,10 @@ impl Experiment {
         at_least("multimodal.proj_dim", mm.proj_dim, 1)?;
         at_least("multimodal.oct_slices", mm.oct_slices, 1)?;
         at_least("multimodal.oct_layers", mm.oct_layers, 1)?;
-        if mm.oct_heads == 0 || self.model.clip_config(2, 2).vision.width % mm.oct_heads != 0 {
+        if mm.oct_heads == 0 || m.vision.width % mm.oct_heads != 0 {
             return Err(format!("multimodal.oct_heads = {}: must divide the image tower's width", mm.oct_heads));
         }
-        let patch = self.model.clip_config(2, 2).vision.patch_size;
+        let patch = m.vision.patch_size;
         if patch == 0 || mm.oct_size % patch != 0 {
             return Err(format!("multimodal.oct_size = {}: must be a multiple of model.patch_size = {patch}", mm.oct_size));
         }

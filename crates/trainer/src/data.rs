@@ -55,10 +55,10 @@ fn keep_known(samples: Vec<Sample>, filter: bool) -> (Vec<Sample>, usize) {
 
 impl ExperimentData {
     /// Loads (or generates) the splits at the model's image size. The tokenizer is
-    /// `tokenizer` when given, else the config's `data.tokenizer`, else one trained on the
+    /// `tokenizer` when given, else the config's `model.text` one, else one trained on the
     /// training notes.
     pub fn load(exp: &Experiment, tokenizer: Option<TextTokenizer>) -> Result<Self> {
-        let image_size = exp.model.image_size();
+        let image_size = exp.model.image_size().map_err(Error::Invalid)?;
         let d = &exp.data;
         let mut skipped = Vec::new();
         let mut filtered_unknown = [0; 3];
@@ -103,9 +103,10 @@ impl ExperimentData {
                 return Err(Error::Invalid(format!("the {name} split has no samples")));
             }
         }
-        let tokenizer = match (tokenizer, &d.tokenizer) {
+        let file = exp.model.text.tokenizer_file().map_err(Error::Invalid)?;
+        let tokenizer = match (tokenizer, file) {
             (Some(t), _) => t,
-            (None, Some(path)) => TextTokenizer::from_file(path, d.context_length)?,
+            (None, Some(path)) => TextTokenizer::from_file(&path, d.context_length)?,
             (None, None) => {
                 let notes: Vec<String> = splits[0].iter().map(|s| fair_data::truncate_note(&s.note, d.note_chars)).collect();
                 TextTokenizer::train(&notes, d.vocab_size, d.context_length)?
@@ -159,7 +160,8 @@ impl ExperimentData {
             Some(t) => t,
             None => TextTokenizer::train(&exp.eval.prompts, d.vocab_size, d.context_length)?,
         };
-        let prep = |s: &[VisionSample]| Prepared::from_vision(s, exp.model.image_size(), mm.oct_slices, mm.oct_size);
+        let image_size = exp.model.image_size().map_err(Error::Invalid)?;
+        let prep = |s: &[VisionSample]| Prepared::from_vision(s, image_size, mm.oct_slices, mm.oct_size);
         Ok(Self {
             train: prep(&splits[0]),
             validation: prep(&splits[1]),

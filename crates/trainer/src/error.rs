@@ -38,6 +38,9 @@ pub enum Error {
     /// Metrics.
     #[error(transparent)]
     Metrics(#[from] fair_metrics::Error),
+    /// A pretrained checkpoint that cannot be loaded.
+    #[error(transparent)]
+    Weights(#[from] vlm_backbone::Error),
     /// Something the data cannot support (an empty split, a group with no samples, ...).
     #[error("{0}")]
     Invalid(String),

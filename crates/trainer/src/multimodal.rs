@@ -161,7 +161,7 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
         let (model, heads) = {
             let _guard = init_lock();
             B::seed(device, exp.seed);
-            let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+            let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?.init(device);
             model.visit(&mut Materialize);
             let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
             heads.visit(&mut Materialize);
@@ -459,7 +459,7 @@ pub(crate) fn train_multimodal<B: AutodiffBackend>(exp: &Experiment, opts: &RunO
 /// The fused model's test or validation probabilities from a checkpoint of a finished run
 /// (`fairvlm eval`).
 pub(crate) fn predict_checkpoint<B: Backend>(exp: &Experiment, data: &ExperimentData, prepared: &Prepared, checkpoint: &Path, device: &B::Device) -> Result<Vec<f64>> {
-    let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?.init(device);
     let model = load_safetensors(model, checkpoint)?;
     // The heads do not change the fused prediction; fresh ones serve the shared predictor.
     let heads = AuxiliaryHeads::new(exp.multimodal.proj_dim, 2, exp.multimodal.dropout, device);

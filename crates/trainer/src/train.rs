@@ -169,7 +169,8 @@ pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
 pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Clip<B>> {
     let _guard = init_lock();
     B::seed(device, exp.seed);
-    let mut model = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).init(device);
+    let cfg = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
+    let mut model = load_pretrained(exp, cfg.init(device))?;
     if exp.method.uses_moe() {
         // Experts are copies of the (here freshly initialised, later pretrained) MLPs.
         model.visit(&mut Materialize);
@@ -177,6 +178,38 @@ pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &
     }
     model.visit(&mut Materialize);
     Ok(model)
+}
+
+/// Sets the towers named in `[model.vision]` / `[model.text]` from their checkpoints; a
+/// `CLIPModel` named for both also brings its projections and logit scale.
+fn load_pretrained<B: Backend>(exp: &Experiment, mut model: Clip<B>) -> Result<Clip<B>> {
+    let (vision, text) = (&exp.model.vision.weights, &exp.model.text.weights);
+    if let (Some(v), Some(t)) = (vision, text) {
+        let ckpt = vlm_backbone::Checkpoint::open(v)?;
+        if v == t && ckpt.model_type()? == "clip" && ckpt.clip_config()?.projection_dim == model.visual_projection.weight.dims()[1] {
+            let (model, report) = ckpt.load_clip(model)?;
+            loaded("CLIPModel", v, &report);
+            return Ok(model);
+        }
+    }
+    if let Some(v) = vision {
+        let (tower, report) = vlm_backbone::Checkpoint::open(v)?.load_vision(model.vision_model)?;
+        loaded("image tower", v, &report);
+        model.vision_model = tower;
+    }
+    if let Some(t) = text {
+        let (tower, report) = vlm_backbone::Checkpoint::open(t)?.load_text(model.text_model)?;
+        loaded("text tower", t, &report);
+        model.text_model = tower;
+    }
+    Ok(model)
+}
+
+fn loaded(what: &str, path: &Path, report: &vlm_backbone::LoadReport) {
+    eprintln!("{what}: {} tensors from {}", report.applied, path.display());
+    if !report.unused.is_empty() {
+        eprintln!("  unused checkpoint keys: {}", report.unused.join(", "));
+    }
 }
 
 /// Trains `exp` in `opts.out`, evaluating after every epoch, and writes the final reports.

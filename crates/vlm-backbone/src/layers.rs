@@ -98,7 +98,8 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
-/// A pre-norm transformer layer (CLIP): `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`.
+/// A transformer layer, pre-norm (CLIP, ViT): `h = x + attn(ln1(x)); out = h + mlp(ln2(h))`,
+/// or post-norm (BERT): `h = ln1(x + attn(x)); out = ln2(h + mlp(h))`.
 #[derive(Module, Debug)]
 pub struct EncoderLayer<B: Backend> {
     /// Self-attention.
@@ -112,6 +113,8 @@ pub struct EncoderLayer<B: Backend> {
     /// FO-MoE's token-level mixture of experts, which replaces `mlp` when present (the dense
     /// MLP is kept, as the checkpoint it was initialised from).
     pub moe: Option<TokenMoe<B>>,
+    /// Post-norm (BERT) instead of pre-norm.
+    pub post_norm: bool,
 }
 
 impl<B: Backend> EncoderLayer<B> {
@@ -123,14 +126,21 @@ impl<B: Backend> EncoderLayer<B> {
     /// Applies the layer and returns the MoE's routing weights (`[tokens x batch, experts]`)
     /// when the layer has one.
     pub fn forward_routed(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
-        let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
-        let normed = self.layer_norm2.forward(h.clone());
-        match &self.moe {
+        let feed_forward = |y: Tensor<B, 3>| match &self.moe {
             Some(moe) => {
-                let out = moe.forward(normed);
-                (h + out.output, Some(out.routing))
+                let out = moe.forward(y);
+                (out.output, Some(out.routing))
             }
-            None => (h + self.mlp.forward(normed), None),
+            None => (self.mlp.forward(y), None),
+        };
+        if self.post_norm {
+            let h = self.layer_norm1.forward(x.clone() + self.self_attn.forward(x, mask));
+            let (y, routing) = feed_forward(h.clone());
+            (self.layer_norm2.forward(h + y), routing)
+        } else {
+            let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), mask);
+            let (y, routing) = feed_forward(self.layer_norm2.forward(h.clone()));
+            (h + y, routing)
         }
     }
 }
@@ -264,15 +274,18 @@ pub struct TransformerEncoderConfig {
     pub layers: usize,
     /// Attention heads.
     pub heads: usize,
-    /// MLP hidden width as a multiple of `width`.
-    #[config(default = 4)]
-    pub mlp_ratio: usize,
+    /// MLP hidden width (Hugging Face's `intermediate_size`); `None` is `4 x width`.
+    #[config(default = "None")]
+    pub intermediate_size: Option<usize>,
     /// MLP activation.
     #[config(default = "Activation::QuickGelu")]
     pub activation: Activation,
-    /// Layer norm epsilon (CLIP: 1e-5).
+    /// Layer norm epsilon (CLIP: 1e-5; BERT and ViT: 1e-12).
     #[config(default = 1e-5)]
     pub layer_norm_eps: f64,
+    /// Post-norm layers (BERT) instead of pre-norm (CLIP, ViT).
+    #[config(default = false)]
+    pub post_norm: bool,
 }
 
 impl TransformerEncoderConfig {
@@ -283,9 +296,10 @@ impl TransformerEncoderConfig {
             .map(|_| EncoderLayer {
                 self_attn: Attention::new(self.width, self.heads, device),
                 layer_norm1: ln(),
-                mlp: Mlp::new(self.width, self.width * self.mlp_ratio, self.activation, device),
+                mlp: Mlp::new(self.width, self.intermediate_size.unwrap_or(4 * self.width), self.activation, device),
                 layer_norm2: ln(),
                 moe: None,
+                post_norm: self.post_norm,
             })
             .collect();
         TransformerEncoder { layers }

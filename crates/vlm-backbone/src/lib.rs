@@ -12,6 +12,9 @@
 //! - [`MultimodalClassifier`]: MultiFair's fundus + text or fundus + OCT-volume classifier
 //!   with transformer (or OGM-GE's concat) fusion, and its [`AuxiliaryHeads`].
 //!
+//! - [`Checkpoint`]: Hugging Face checkpoints (`CLIPModel`, `ViTModel`, `BertModel` and
+//!   MiniLM) loaded into these towers, with numerical parity to transformers.
+//!
 //! Field names follow Hugging Face's `CLIPModel` (`vision_model.embeddings.patch_embedding`,
 //! `encoder.layers.N.self_attn.q_proj`, `visual_projection`, ...), so that loading a checkpoint
 //! is a plain key mapping.
@@ -33,11 +36,16 @@
 
 mod classifier;
 mod clip;
+mod error;
 mod fomoe;
 mod layers;
 mod multimodal;
+mod pretrained;
 mod text;
 mod vision;
+
+pub use error::{Error, Result};
+pub use pretrained::{Checkpoint, LoadReport};
 
 pub use classifier::{VitClassifier, VitClassifierConfig};
 pub use clip::{Clip, ClipConfig, Routing};

@@ -2,7 +2,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::tanh;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
@@ -27,12 +28,31 @@ pub struct VisionTransformerConfig {
     /// MLP activation (CLIP: QuickGELU; ViT: GELU).
     #[config(default = "Activation::QuickGelu")]
     pub activation: Activation,
+    /// MLP hidden width; `None` is `4 x width`.
+    #[config(default = "None")]
+    pub intermediate_size: Option<usize>,
+    /// Layer norm epsilon (CLIP: 1e-5; ViT: 1e-12).
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+    /// CLIP's layout: a norm before the transformer (`pre_layrnorm`) and a bias-free patch
+    /// convolution. Off is Hugging Face `ViTModel`'s: no pre-norm, a patch bias.
+    #[config(default = true)]
+    pub clip_layout: bool,
+    /// `ViTModel`'s pooler, `tanh(dense(cls))`, for [`VisionTransformer::pooler_output`].
+    #[config(default = false)]
+    pub pooler: bool,
 }
 
 impl VisionTransformerConfig {
     /// ViT-B/16 at 224 px, as OpenAI CLIP's image tower (197 tokens).
     pub fn vit_b16() -> Self {
         Self::new(224, 16, 768, 12, 12)
+    }
+
+    /// Hugging Face `ViTModel`'s layout (GELU, eps 1e-12, patch bias, no pre-norm), e.g.
+    /// `google/vit-base-patch16-224-in21k` is `VisionTransformerConfig::new(224, 16, 768, 12, 12).hf_vit()`.
+    pub fn hf_vit(self) -> Self {
+        self.with_activation(Activation::Gelu).with_layer_norm_eps(1e-12).with_clip_layout(false)
     }
 
     /// Number of tokens: patches plus the class token.
@@ -45,20 +65,23 @@ impl VisionTransformerConfig {
         let embeddings = VisionEmbeddings {
             patch_embedding: Conv2dConfig::new([self.channels, self.width], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])
-                .with_bias(false)
+                .with_bias(!self.clip_layout)
                 .init(device),
             class_embedding: Param::from_tensor(Tensor::random([self.width], Distribution::Normal(0.0, 0.02), device)),
             position_embedding: EmbeddingConfig::new(self.tokens(), self.width).init(device),
             patch_size: self.patch_size,
         };
-        let ln = || LayerNormConfig::new(self.width).init(device);
+        let ln = || LayerNormConfig::new(self.width).with_epsilon(self.layer_norm_eps).init(device);
         VisionTransformer {
             embeddings,
-            pre_layrnorm: ln(),
+            pre_layrnorm: self.clip_layout.then(ln),
             encoder: TransformerEncoderConfig::new(self.width, self.layers, self.heads)
                 .with_activation(self.activation)
+                .with_intermediate_size(self.intermediate_size)
+                .with_layer_norm_eps(self.layer_norm_eps)
                 .init(device),
             post_layernorm: ln(),
+            pooler: self.pooler.then(|| LinearConfig::new(self.width, self.width).init(device)),
         }
     }
 }
@@ -66,7 +89,7 @@ impl VisionTransformerConfig {
 /// Patch, class and position embeddings.
 #[derive(Module, Debug)]
 pub struct VisionEmbeddings<B: Backend> {
-    /// Non-overlapping patches to tokens (no bias, as CLIP).
+    /// Non-overlapping patches to tokens (no bias in CLIP, a bias in `ViTModel`).
     pub patch_embedding: Conv2d<B>,
     /// The class token.
     pub class_embedding: Param<Tensor<B, 1>>,
@@ -81,12 +104,14 @@ pub struct VisionEmbeddings<B: Backend> {
 pub struct VisionTransformer<B: Backend> {
     /// Embeddings.
     pub embeddings: VisionEmbeddings<B>,
-    /// Norm before the transformer (Hugging Face spells it `pre_layrnorm`).
-    pub pre_layrnorm: LayerNorm<B>,
+    /// Norm before the transformer (CLIP only; Hugging Face spells it `pre_layrnorm`).
+    pub pre_layrnorm: Option<LayerNorm<B>>,
     /// The transformer.
     pub encoder: TransformerEncoder<B>,
-    /// Norm of the pooled class token.
+    /// Norm of the pooled class token (`ViTModel`: `layernorm`, applied to every token).
     pub post_layernorm: LayerNorm<B>,
+    /// `ViTModel`'s pooler (`pooler.dense`), used only by [`VisionTransformer::pooler_output`].
+    pub pooler: Option<Linear<B>>,
 }
 
 impl<B: Backend> VisionTransformer<B> {
@@ -104,7 +129,27 @@ impl<B: Backend> VisionTransformer<B> {
         let cls = e.class_embedding.val().reshape([1, 1, width]).repeat_dim(0, b);
         let x = Tensor::cat(vec![cls, patches], 1);
         let x = x + e.position_embedding.weight.val().unsqueeze_dim::<3>(0);
-        self.encoder.forward_routed(self.pre_layrnorm.forward(x), None)
+        let x = match &self.pre_layrnorm {
+            Some(ln) => ln.forward(x),
+            None => x,
+        };
+        self.encoder.forward_routed(x, None)
+    }
+
+    /// `ViTModel`'s `last_hidden_state`: every token after the final norm.
+    pub fn last_hidden_state(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.post_layernorm.forward(self.forward_tokens(images))
+    }
+
+    /// `ViTModel`'s `pooler_output`, `tanh(pooler(layernorm(cls)))`, when the model has a
+    /// pooler; without one, the pooled class token ([`VisionTransformer::forward`], CLIP's
+    /// `pooler_output`).
+    pub fn pooler_output(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let pooled = self.forward(images);
+        match &self.pooler {
+            Some(p) => tanh(p.forward(pooled)),
+            None => pooled,
+        }
     }
 
     /// Attaches LoRA adapters to the projections matching `targets` (peft's rule on paths such

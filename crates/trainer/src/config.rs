@@ -242,7 +242,7 @@ pub struct VisionTower {
 }
 
 /// `[model.text]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TextTower {
     /// A Hugging Face checkpoint folder (CLIPModel, CLIPTextModel, or BertModel such as
@@ -251,6 +251,15 @@ pub struct TextTower {
     /// A `tokenizer.json`; unset: the one in `weights`, else a byte-level BPE tokenizer trained
     /// on the training notes. The tokenizer used is saved in the run folder.
     pub tokenizer: Option<PathBuf>,
+    /// `false`: the checkpoint's architecture and tokenizer with random weights, the control
+    /// that shows what pretraining brings. Default `true`.
+    pub pretrained: bool,
+}
+
+impl Default for TextTower {
+    fn default() -> Self {
+        Self { weights: None, tokenizer: None, pretrained: true }
+    }
 }
 
 impl TextTower {

@@ -184,7 +184,7 @@ pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &
 /// `CLIPModel` named for both also brings its projections and logit scale.
 fn load_pretrained<B: Backend>(exp: &Experiment, mut model: Clip<B>) -> Result<Clip<B>> {
     let (vision, text) = (&exp.model.vision.weights, &exp.model.text.weights);
-    if let (Some(v), Some(t)) = (vision, text) {
+    if let (Some(v), Some(t), true) = (vision, text, exp.model.text.pretrained) {
         let ckpt = vlm_backbone::Checkpoint::open(v)?;
         if v == t && ckpt.model_type()? == "clip" && ckpt.clip_config()?.projection_dim == model.visual_projection.weight.dims()[1] {
             let (model, report) = ckpt.load_clip(model)?;
@@ -197,7 +197,7 @@ fn load_pretrained<B: Backend>(exp: &Experiment, mut model: Clip<B>) -> Result<C
         loaded("image tower", v, &report);
         model.vision_model = tower;
     }
-    if let Some(t) = text {
+    if let Some(t) = text.as_ref().filter(|_| exp.model.text.pretrained) {
         let (tower, report) = vlm_backbone::Checkpoint::open(t)?.load_text(model.text_model)?;
         loaded("text tower", t, &report);
         model.text_model = tower;

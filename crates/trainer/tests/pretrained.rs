@@ -1,0 +1,93 @@
+//! `[model.vision]` / `[model.text]` checkpoints in an experiment: the towers start from the
+//! checkpoint's weights, the text tower's tokenizer comes with them, training runs, and
+//! conflicting or missing settings are errors naming the key.
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use trainer::{init_model, train, Experiment, ExperimentData};
+
+mod common;
+use common::{quiet, scratch, tiny, B};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vlm-backbone/tests/fixtures/hf").join(name)
+}
+
+fn values<const D: usize>(t: Tensor<burn::backend::Flex, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().expect("f32")
+}
+
+/// The tiny experiment with the tiny BERT (WordPiece, 64 positions) as its text tower.
+fn with_bert(epochs: usize) -> Experiment {
+    let mut exp = tiny("clip", epochs);
+    exp.model.text.weights = Some(fixture("bert"));
+    exp
+}
+
+#[test]
+fn the_text_tower_starts_from_the_checkpoint_and_trains() {
+    let exp = with_bert(2);
+    let data = ExperimentData::load(&exp, None).expect("data");
+    // The checkpoint's WordPiece tokenizer, not one trained on the notes.
+    assert_eq!((data.tokenizer.vocab_size(), data.tokenizer.start_id(), data.tokenizer.pad_id()), (84, 2, 0));
+    let device = Default::default();
+    let model = init_model::<burn::backend::Flex>(&exp, &data, &device).expect("model");
+    let (reference, _) = vlm_backbone::Checkpoint::open(&fixture("bert")).expect("open").text_model::<burn::backend::Flex>(&device).expect("load");
+    let ours = &model.text_model;
+    assert_eq!(values(ours.embeddings.token_embedding.weight.val()), values(reference.embeddings.token_embedding.weight.val()));
+    assert_eq!(values(ours.encoder.layers[1].mlp.fc2.weight.val()), values(reference.encoder.layers[1].mlp.fc2.weight.val()));
+    // `pretrained = false`: the same architecture, its own random weights.
+    let mut control = exp.clone();
+    control.model.text.pretrained = false;
+    let random = init_model::<burn::backend::Flex>(&control, &data, &device).expect("model");
+    assert_eq!(random.text_model.embeddings.token_embedding.weight.dims(), [84, 32]);
+    assert_ne!(values(random.text_model.embeddings.token_embedding.weight.val()), values(reference.embeddings.token_embedding.weight.val()));
+
+    let out = scratch("pretrained-bert");
+    let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
+    assert!(outcome.history.iter().all(|h| h.loss.is_finite()));
+    // Resuming rebuilds the same architecture from the saved config and tokenizer.
+    let again = trainer::evaluate_run::<burn::backend::Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
+    assert_eq!(again.overall.auc, outcome.report.expect("report").test.overall.auc);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn a_whole_clip_checkpoint_brings_projections_and_logit_scale() {
+    let mut exp = tiny("clip", 1);
+    exp.model.vision.weights = Some(fixture("clip"));
+    exp.model.text.weights = Some(fixture("clip"));
+    exp.data.synthetic.image_size = 32;
+    let data = ExperimentData::load(&exp, None).expect("data");
+    assert_eq!(data.tokenizer.vocab_size(), 2014);
+    let device = Default::default();
+    let model = init_model::<burn::backend::Flex>(&exp, &data, &device).expect("model");
+    let (reference, _) = vlm_backbone::Checkpoint::open(&fixture("clip")).expect("open").clip_model::<burn::backend::Flex>(&device).expect("load");
+    assert_eq!(values(model.logit_scale.val()), vec![2.0]);
+    assert_eq!(values(model.visual_projection.weight.val()), values(reference.visual_projection.weight.val()));
+    assert_eq!(values(model.vision_model.embeddings.class_embedding.val()), values(reference.vision_model.embeddings.class_embedding.val()));
+}
+
+#[test]
+fn conflicting_or_missing_settings_name_the_key() {
+    let mut exp = with_bert(1);
+    exp.model.text_width = Some(64);
+    let err = Experiment::from_toml_str(&exp.to_toml(), "inline").expect_err("width and weights");
+    assert!(err.to_string().contains("model.text_width"), "{err}");
+
+    let mut exp = with_bert(1);
+    exp.data.context_length = 65;
+    let err = ExperimentData::load(&exp, None).and_then(|d| init_model::<burn::backend::Flex>(&exp, &d, &Default::default()).map(|_| ())).expect_err("context");
+    assert!(err.to_string().contains("data.context_length = 65"), "{err}");
+
+    let mut exp = tiny("clip", 1);
+    exp.model.vision.weights = Some(fixture("vit"));
+    exp.model.text.weights = Some(fixture("vit"));
+    let err = ExperimentData::load(&exp, None).expect_err("no tokenizer");
+    assert!(err.to_string().contains("model.text.weights") && err.to_string().contains("tokenizer.json"), "{err}");
+
+    let toml = "[model.text]\nweights = \"x\"\ntokeniser = \"y\"\n";
+    let err = Experiment::from_toml_str(toml, "inline").expect_err("unknown key");
+    assert!(err.to_string().contains("tokeniser"), "{err}");
+}

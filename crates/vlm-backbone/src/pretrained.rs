@@ -35,6 +35,17 @@ use crate::vision::{VisionTransformer, VisionTransformerConfig};
 use crate::{Clip, ClipConfig};
 
 /// What loading a checkpoint did.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use vlm_backbone::Checkpoint;
+///
+/// // One tower of a CLIPModel: the other tower's keys are not "unused".
+/// let clip = Checkpoint::open("tests/fixtures/hf/clip".as_ref())?;
+/// let (_vision, report) = clip.vision_model::<Flex>(&Default::default())?;
+/// assert_eq!((report.applied, report.unused.len()), (39, 0));
+/// # Ok::<(), vlm_backbone::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadReport {
     /// Parameters set from the checkpoint.
@@ -66,6 +77,21 @@ enum Part {
 impl Checkpoint {
     /// Opens a folder holding `config.json` and `model.safetensors` (only the safetensors
     /// header is read here).
+    ///
+    /// ```
+    /// use burn::backend::Flex;
+    /// use burn::prelude::*;
+    /// use vlm_backbone::Checkpoint;
+    ///
+    /// // A tiny BertModel saved by transformers (the crate's parity fixture).
+    /// let ckpt = Checkpoint::open("tests/fixtures/hf/bert".as_ref())?;
+    /// assert_eq!(ckpt.model_type()?, "bert");
+    /// let (bert, report) = ckpt.text_model::<Flex>(&Default::default())?;
+    /// assert!(report.unused.is_empty());
+    /// let ids = Tensor::<Flex, 2, Int>::from_ints([[2, 10, 11, 3, 0]], &Default::default());
+    /// assert_eq!(bert.forward(ids).dims(), [1, 32]); // mean of the non-padding states
+    /// # Ok::<(), vlm_backbone::Error>(())
+    /// ```
     pub fn open(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io { path: config_path.clone(), source })?;
@@ -460,5 +486,68 @@ impl ModuleAdapter for HfAdapter {
 
     fn clone_box(&self) -> Box<dyn ModuleAdapter> {
         Box::new(*self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vlm-backbone-pretrained-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn a_folder_without_config_names_the_file() {
+        let dir = scratch("noconfig");
+        let err = Checkpoint::open(&dir).expect_err("no config.json");
+        assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("config.json"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_file_that_is_not_safetensors_is_refused() {
+        let dir = scratch("garbage");
+        std::fs::write(dir.join("config.json"), r#"{"model_type": "bert"}"#).expect("write");
+        std::fs::write(dir.join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\xffnot a header").expect("write");
+        let err = Checkpoint::open(&dir).expect_err("garbage");
+        assert!(matches!(err, Error::Format { .. }) && err.to_string().contains("model.safetensors"), "{err}");
+        std::fs::write(dir.join("model.safetensors"), [2u8, 0, 0, 0, 0, 0, 0, 0, b'{', b'x']).expect("write");
+        let err = Checkpoint::open(&dir).expect_err("bad json");
+        assert!(err.to_string().contains("not JSON"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn an_unsupported_model_type_names_the_key() {
+        let dir = scratch("gpt2");
+        std::fs::write(dir.join("config.json"), r#"{"model_type": "gpt2"}"#).expect("write");
+        std::fs::write(dir.join("model.safetensors"), [2u8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}']).expect("write");
+        let err = Checkpoint::open(&dir).expect_err("gpt2");
+        assert!(matches!(&err, Error::Config { key, .. } if key == "model_type") && err.to_string().contains("'gpt2'"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn config_values_of_the_wrong_type_name_the_key() {
+        let dir = scratch("types");
+        std::fs::write(dir.join("config.json"), r#"{"model_type": "clip", "vision_config": {"hidden_size": "768"}}"#).expect("write");
+        std::fs::write(dir.join("model.safetensors"), [2u8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}']).expect("write");
+        let ckpt = Checkpoint::open(&dir).expect("open");
+        let err = ckpt.vision_config().expect_err("string width");
+        assert!(err.to_string().contains("vision_config.hidden_size"), "{err}");
+        // Absent keys take Hugging Face's defaults: CLIP's text tower is 512 x 12, 8 heads.
+        let text = ckpt.text_config().expect("defaults");
+        assert_eq!((text.vocab_size, text.width, text.layers, text.heads, text.eos_token_id), (49_408, 512, 12, 8, Some(49_407)));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn norm_parameters_are_named_as_hugging_face_names_them() {
+        assert_eq!(hf_name("encoder.layers.0.layer_norm1.gamma"), "encoder.layers.0.layer_norm1.weight");
+        assert_eq!(hf_name("post_layernorm.beta"), "post_layernorm.bias");
+        assert_eq!(hf_name("mlp.fc1.weight"), "mlp.fc1.weight");
     }
 }

@@ -373,7 +373,13 @@ impl Experiment {
             PairingConfig::Text => SecondModality::Text(clip.text.with_causal(false).with_pooling(Pooling::Cls)),
             PairingConfig::Oct => {
                 let v = &clip.vision;
-                let vit = VisionTransformerConfig::new(m.oct_size, v.patch_size, v.width, v.layers, v.heads).with_activation(v.activation);
+                // The fundus tower's architecture (a checkpoint's too) at the OCT slice size.
+                if m.oct_heads == 0 || v.width % m.oct_heads != 0 || m.oct_size % v.patch_size != 0 {
+                    return Err(format!("multimodal.oct_heads = {} / oct_size = {}: the heads must divide the image tower's width {} and the size be a multiple of its patch {}", m.oct_heads, m.oct_size, v.width, v.patch_size));
+                }
+                let mut vit: VisionTransformerConfig = v.clone();
+                vit.image_size = m.oct_size;
+                let vit = vit.with_pooler(false);
                 SecondModality::Oct { vit, slices: m.oct_slices, layers: m.oct_layers, heads: m.oct_heads }
             }
         };
@@ -741,9 +747,6 @@ impl Experiment {
         // Checkpoint files are read when the model is built; here only the preset's sizes.
         self.model.check_towers()?;
         let m = self.model.preset_config(d.vocab_size, d.context_length);
-        if self.method.is_multimodal() && (self.model.vision.weights.is_some() || self.model.text.weights.is_some()) {
-            return Err(format!("model.vision.weights / model.text.weights: not supported by method {:?} yet (the CLIP methods load them)", self.method));
-        }
         let v = &m.vision;
         if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
             return Err(format!("model.patch_size = {}: must divide model.image_size = {}", v.patch_size, v.image_size));

@@ -162,6 +162,10 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
             let _guard = init_lock();
             B::seed(device, exp.seed);
             let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?.init(device);
+            // Pretrained fundus and note encoders (MultiFair's ViT and BERT); the OCT slice
+            // encoder, at its own image size, starts from scratch.
+            let (fundus_encoder, text_encoder) = crate::train::load_towers(exp, model.fundus_encoder, model.text_encoder)?;
+            let model = MultimodalClassifier { fundus_encoder, text_encoder, ..model };
             model.visit(&mut Materialize);
             let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
             heads.visit(&mut Materialize);

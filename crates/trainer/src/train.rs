@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use vlm_backbone::Clip;
+use vlm_backbone::{Clip, TextTransformer, VisionTransformer};
 
 use crate::config::{Experiment, OptimizerKind, SelectOn};
 use crate::data::ExperimentData;
@@ -182,7 +182,7 @@ pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &
 
 /// Sets the towers named in `[model.vision]` / `[model.text]` from their checkpoints; a
 /// `CLIPModel` named for both also brings its projections and logit scale.
-fn load_pretrained<B: Backend>(exp: &Experiment, mut model: Clip<B>) -> Result<Clip<B>> {
+fn load_pretrained<B: Backend>(exp: &Experiment, model: Clip<B>) -> Result<Clip<B>> {
     let (vision, text) = (&exp.model.vision.weights, &exp.model.text.weights);
     if let (Some(v), Some(t), true) = (vision, text, exp.model.text.pretrained) {
         let ckpt = vlm_backbone::Checkpoint::open(v)?;
@@ -192,17 +192,27 @@ fn load_pretrained<B: Backend>(exp: &Experiment, mut model: Clip<B>) -> Result<C
             return Ok(model);
         }
     }
-    if let Some(v) = vision {
-        let (tower, report) = vlm_backbone::Checkpoint::open(v)?.load_vision(model.vision_model)?;
+    let (vision_model, text_model) = load_towers(exp, model.vision_model, Some(model.text_model))?;
+    let text_model = text_model.ok_or_else(|| Error::Invalid("the text tower went missing".into()))?;
+    Ok(Clip { vision_model, text_model, ..model })
+}
+
+/// Sets an image tower and a text tower from the `[model.vision]` / `[model.text]`
+/// checkpoints, where named (the text tower only with `pretrained = true`).
+pub(crate) fn load_towers<B: Backend>(exp: &Experiment, mut vision: VisionTransformer<B>, mut text: Option<TextTransformer<B>>) -> Result<(VisionTransformer<B>, Option<TextTransformer<B>>)> {
+    if let Some(v) = &exp.model.vision.weights {
+        let (tower, report) = vlm_backbone::Checkpoint::open(v)?.load_vision(vision)?;
         loaded("image tower", v, &report);
-        model.vision_model = tower;
+        vision = tower;
     }
-    if let Some(t) = text.as_ref().filter(|_| exp.model.text.pretrained) {
-        let (tower, report) = vlm_backbone::Checkpoint::open(t)?.load_text(model.text_model)?;
-        loaded("text tower", t, &report);
-        model.text_model = tower;
+    if let (Some(t), true) = (&exp.model.text.weights, exp.model.text.pretrained) {
+        if let Some(tower) = text.take() {
+            let (tower, report) = vlm_backbone::Checkpoint::open(t)?.load_text(tower)?;
+            loaded("text tower", t, &report);
+            text = Some(tower);
+        }
     }
-    Ok(model)
+    Ok((vision, text))
 }
 
 fn loaded(what: &str, path: &Path, report: &vlm_backbone::LoadReport) {

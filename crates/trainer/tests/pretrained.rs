@@ -91,3 +91,24 @@ fn conflicting_or_missing_settings_name_the_key() {
     let err = Experiment::from_toml_str(toml, "inline").expect_err("unknown key");
     assert!(err.to_string().contains("tokeniser"), "{err}");
 }
+
+#[test]
+fn multifair_starts_from_a_vit_and_a_bert() {
+    let _rng = common::rng_lock();
+    let mut exp = tiny("late-fusion", 1);
+    exp.multimodal.proj_dim = 16;
+    exp.multimodal.fusion_heads = 2;
+    exp.multimodal.fusion_layers = 1;
+    exp.model.vision.weights = Some(fixture("vit"));
+    exp.model.text.weights = Some(fixture("bert"));
+    let exp = Experiment::from_toml_str(&exp.to_toml(), "inline").expect("valid");
+    let data = ExperimentData::load(&exp, None).expect("data");
+    let device = Default::default();
+    let trainer = trainer::MultimodalTrainer::<B>::new(&exp, &data, &device).expect("model");
+    let model = trainer.model();
+    let (vit, _) = vlm_backbone::Checkpoint::open(&fixture("vit")).expect("open").vision_model::<burn::backend::Flex>(&device).expect("vit");
+    let (bert, _) = vlm_backbone::Checkpoint::open(&fixture("bert")).expect("open").text_model::<burn::backend::Flex>(&device).expect("bert");
+    assert_eq!(values(model.fundus_encoder.embeddings.class_embedding.val().inner()), values(vit.embeddings.class_embedding.val()));
+    let text = model.text_encoder.as_ref().expect("text pairing");
+    assert_eq!(values(text.encoder.layers[0].self_attn.q_proj.weight.val().inner()), values(bert.encoder.layers[0].self_attn.q_proj.weight.val()));
+}

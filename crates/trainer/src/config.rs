@@ -425,6 +425,9 @@ pub struct OptimConfig {
     pub epochs: usize,
     /// Linear warm-up of the learning rate over this many steps (0: none, as the papers).
     pub warmup_steps: usize,
+    /// Learning rate of the text tower (CLIP methods), for a pretrained text encoder
+    /// fine-tuned beside an image tower trained from scratch; unset: `lr`. Warm-up scales both.
+    pub text_lr: Option<f64>,
 }
 
 impl Default for OptimConfig {
@@ -438,6 +441,7 @@ impl Default for OptimConfig {
             batch_size: 32,
             epochs: 10,
             warmup_steps: 0,
+            text_lr: None,
         }
     }
 }
@@ -703,6 +707,12 @@ impl Experiment {
         let o = &self.optim;
         positive("optim.lr", o.lr)?;
         positive("optim.eps", o.eps)?;
+        if let Some(lr) = o.text_lr {
+            positive("optim.text_lr", lr)?;
+            if self.method.is_multimodal() {
+                return Err("optim.text_lr: the multimodal methods have one learning rate for the encoders (optim.lr)".into());
+            }
+        }
         for (i, b) in o.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
                 return Err(format!("optim.betas[{i}] = {b}: expected a value in [0, 1)"));

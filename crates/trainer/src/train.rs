@@ -327,7 +327,14 @@ fn train_with<B: AutodiffBackend, O: Optimizer<Clip<B>, B>>(
             if !total.is_finite() {
                 return Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {total}; lower optim.lr", st.steps + 1)));
             }
-            let grads = GradientsParams::from_grads(losses.total.backward(), &model);
+            let mut grads = losses.total.backward();
+            if let Some(text_lr) = exp.optim.text_lr {
+                // Two steps of the same optimiser over disjoint parameter sets: its moments are
+                // kept per parameter, so this is one step with two learning rates.
+                let text = GradientsParams::from_module(&mut grads, &model.text_model);
+                model = optim.step(text_lr * lr / exp.optim.lr, model, text);
+            }
+            let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(lr, model, grads);
             st.steps += 1;
             sum += total;

@@ -112,3 +112,22 @@ fn multifair_starts_from_a_vit_and_a_bert() {
     let text = model.text_encoder.as_ref().expect("text pairing");
     assert_eq!(values(text.encoder.layers[0].self_attn.q_proj.weight.val().inner()), values(bert.encoder.layers[0].self_attn.q_proj.weight.val()));
 }
+
+#[test]
+fn text_lr_moves_the_text_tower_at_its_own_rate() {
+    let mut exp = with_bert(1);
+    // Practically zero for the text tower; the image tower keeps optim.lr.
+    exp.optim.text_lr = Some(1e-30);
+    let exp = Experiment::from_toml_str(&exp.to_toml(), "inline").expect("valid");
+    let out = scratch("text-lr");
+    train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
+    let device = Default::default();
+    let data = ExperimentData::load(&exp, None).expect("data");
+    let start = init_model::<burn::backend::Flex>(&exp, &data, &device).expect("start");
+    let trained = trainer::load_safetensors(init_model::<burn::backend::Flex>(&exp, &data, &device).expect("model"), &out.join("last.safetensors")).expect("trained");
+    let text = |m: &vlm_backbone::Clip<burn::backend::Flex>| values(m.text_model.encoder.layers[0].self_attn.q_proj.weight.val());
+    let vision = |m: &vlm_backbone::Clip<burn::backend::Flex>| values(m.vision_model.encoder.layers[0].self_attn.q_proj.weight.val());
+    assert_eq!(text(&trained), text(&start), "the text tower stays put");
+    assert_ne!(vision(&trained), vision(&start), "the image tower trains");
+    std::fs::remove_dir_all(&out).ok();
+}

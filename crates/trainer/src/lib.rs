@@ -25,11 +25,12 @@ pub mod lora;
 mod multimodal;
 mod recipe;
 mod report;
+mod throughput;
 mod train;
 
 pub use config::{
     attribute_groups, CapacityRule, DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, FolFormConfig, FusionConfig, Method, ModelConfig, MoeConfig,
-    MultiFairConfig, MultiFairModeConfig, MultimodalConfig, OgmConfig, OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig, Preset, SelectOn, VariantConfig,
+    MultiFairConfig, MultiFairModeConfig, MultimodalConfig, OgmConfig, OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig, Preset, SelectOn, TextTower, VariantConfig, VisionTower,
 };
 pub use data::{group_name, write_synthetic, ExperimentData};
 pub use error::{Error, Result};
@@ -37,6 +38,7 @@ pub use evaluate::{attributes, evaluate, predict, report, AttributeMetrics, Epoc
 pub use multimodal::{MultimodalTrainer, StepStats};
 pub use recipe::{loss, GroupLoaders, Losses};
 pub use report::{FinalReport, Roc};
+pub use throughput::{forward_times, throughput_model};
 pub use train::{init_model, load_safetensors, save_safetensors, train, EpochLog, MultimodalLog, RunOptions, TrainOutcome};
 
 use std::path::Path;

@@ -87,3 +87,16 @@ fn bad_input_exits_2_naming_the_problem() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn throughput_times_a_checkpoints_image_tower() {
+    let dir = scratch("throughput");
+    let vit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vlm-backbone/tests/fixtures/hf/vit");
+    let out = fairvlm(&["throughput", "--weights", vit.to_str().expect("utf-8"), "--batch", "4", "--iters", "2", "--device", "cpu"], &dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("batch 4:") && stdout.contains("images/s"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let out = fairvlm(&["throughput", "--weights", "/nonexistent/ckpt", "--device", "cpu"], &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("/nonexistent/ckpt/config.json"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -3,6 +3,8 @@
 //! - `fairvlm train --config FILE.toml [--device cpu|cuda|wgpu] [--out DIR] [--resume] [--set KEY=VALUE]`
 //! - `fairvlm eval --run DIR [--checkpoint FILE] [--split test|validation] [--format md|json]`
 //! - `fairvlm synth --out DIR [--config FILE.toml]`
+//! - `fairvlm throughput [--device cpu|cuda|wgpu] [--weights DIR] [--batch 64] [--iters 10]`:
+//!   forward images per second of a ViT-B/16 image tower
 //! - `fairvlm lora prepare | pretrain | auditor | developer | audit | run`: fairness-aware LoRA
 //!   with a fairness auditor; `auditor` and `developer` are separate processes that share
 //!   only the exchange folder.
@@ -85,6 +87,22 @@ enum Command {
         /// Take [data.synthetic] from this experiment (default: the built-in benchmark).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Forward images per second of an image tower (OpenAI CLIP's ViT-B/16 with random
+    /// weights, or a checkpoint's), without gradients: the median of the timed passes.
+    Throughput {
+        /// A Hugging Face checkpoint folder whose image tower to time.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Timed passes (after 2 untimed ones).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// cpu, cuda or wgpu (default: the build's GPU backend, else cpu).
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
     },
     /// Fairness-aware LoRA with a privacy-preserving auditor (Erm, Unl, Adv, Orth, Ent).
     Lora {
@@ -297,6 +315,19 @@ fn run() -> Result<()> {
             };
             let n = trainer::write_synthetic(&exp, &out)?;
             println!("wrote {} / {} / {} subjects (Training / Validation / Test) to {}", n[0], n[1], n[2], out.display());
+        }
+        Command::Throughput { weights, batch, iters, device } => {
+            if batch == 0 || iters == 0 {
+                bail!("--batch and --iters must be at least 1");
+            }
+            let mut times = with_backend!(device.unwrap_or_else(default_device), |B, device| {
+                type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+                let vit = trainer::throughput_model::<Inner>(weights.as_deref(), &device)?;
+                trainer::forward_times(&vit, batch, 2, iters, &device)
+            });
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            println!("batch {batch}: median {:.1} ms per pass, {:.1} images/s ({} passes, fastest {:.1} ms)", median * 1e3, batch as f64 / median, times.len(), times[0] * 1e3);
         }
         Command::Lora { command } => lora(command)?,
     }

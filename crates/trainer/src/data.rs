@@ -103,7 +103,8 @@ impl ExperimentData {
                 return Err(Error::Invalid(format!("the {name} split has no samples")));
             }
         }
-        let file = exp.model.text.tokenizer_file().map_err(Error::Invalid)?;
+        // A run's own tokenizer (resume, eval) wins over the config's files.
+        let file = if tokenizer.is_none() { exp.model.text.tokenizer_file().map_err(Error::Invalid)? } else { None };
         let tokenizer = match (tokenizer, file) {
             (Some(t), _) => t,
             (None, Some(path)) => TextTokenizer::from_file(&path, d.context_length)?,

@@ -161,7 +161,11 @@ impl<B: AutodiffBackend> MultimodalTrainer<B> {
         let (model, heads) = {
             let _guard = init_lock();
             B::seed(device, exp.seed);
-            let model: MultimodalClassifier<B> = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?.init(device);
+            let mut cfg = exp.multimodal_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
+            if let vlm_backbone::SecondModality::Text(text) = &mut cfg.second {
+                crate::train::with_tokenizer_ids(text, &data.tokenizer);
+            }
+            let model: MultimodalClassifier<B> = cfg.init(device);
             // Pretrained fundus and note encoders (MultiFair's ViT and BERT); the OCT slice
             // encoder, at its own image size, starts from scratch.
             let (fundus_encoder, text_encoder) = crate::train::load_towers(exp, model.fundus_encoder, model.text_encoder)?;

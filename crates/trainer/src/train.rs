@@ -169,7 +169,8 @@ pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
 pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Clip<B>> {
     let _guard = init_lock();
     B::seed(device, exp.seed);
-    let cfg = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
+    let mut cfg = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
+    with_tokenizer_ids(&mut cfg.text, &data.tokenizer);
     let mut model = load_pretrained(exp, cfg.init(device))?;
     if exp.method.uses_moe() {
         // Experts are copies of the (here freshly initialised, later pretrained) MLPs.
@@ -183,18 +184,22 @@ pub fn init_model<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &
 /// Sets the towers named in `[model.vision]` / `[model.text]` from their checkpoints; a
 /// `CLIPModel` named for both also brings its projections and logit scale.
 fn load_pretrained<B: Backend>(exp: &Experiment, model: Clip<B>) -> Result<Clip<B>> {
-    let (vision, text) = (&exp.model.vision.weights, &exp.model.text.weights);
-    if let (Some(v), Some(t), true) = (vision, text, exp.model.text.pretrained) {
-        let ckpt = vlm_backbone::Checkpoint::open(v)?;
-        if v == t && ckpt.model_type()? == "clip" && ckpt.clip_config()?.projection_dim == model.visual_projection.weight.dims()[1] {
-            let (model, report) = ckpt.load_clip(model)?;
-            loaded("CLIPModel", v, &report);
-            return Ok(model);
-        }
+    if let (Some(v), true) = (&exp.model.vision.weights, exp.model.is_whole_clip()) {
+        let (model, report) = vlm_backbone::Checkpoint::open(v)?.load_clip(model)?;
+        loaded("CLIPModel", v, &report);
+        return Ok(model);
     }
     let (vision_model, text_model) = load_towers(exp, model.vision_model, Some(model.text_model))?;
     let text_model = text_model.ok_or_else(|| Error::Invalid("the text tower went missing".into()))?;
     Ok(Clip { vision_model, text_model, ..model })
+}
+
+/// The text tower pads and pools with the tokenizer's ids: its padding id (the attention
+/// mask of bidirectional towers, mean pooling) and its end id (end-token pooling), whatever
+/// the checkpoint's config.json says.
+pub(crate) fn with_tokenizer_ids(text: &mut vlm_backbone::TextTransformerConfig, tokenizer: &fair_data::TextTokenizer) {
+    text.pad_token_id = tokenizer.pad_id() as usize;
+    text.eos_token_id = Some(tokenizer.end_id() as usize);
 }
 
 /// Sets an image tower and a text tower from the `[model.vision]` / `[model.text]`

@@ -56,6 +56,8 @@ fn the_text_tower_starts_from_the_checkpoint_and_trains() {
 #[test]
 fn a_whole_clip_checkpoint_brings_projections_and_logit_scale() {
     let mut exp = tiny("clip", 1);
+    // The `small` preset's joint space is 128 wide; the checkpoint's (16) wins.
+    exp.model.preset = Some(trainer::Preset::Small);
     exp.model.vision.weights = Some(fixture("clip"));
     exp.model.text.weights = Some(fixture("clip"));
     exp.data.synthetic.image_size = 32;
@@ -67,6 +69,22 @@ fn a_whole_clip_checkpoint_brings_projections_and_logit_scale() {
     assert_eq!(values(model.logit_scale.val()), vec![2.0]);
     assert_eq!(values(model.visual_projection.weight.val()), values(reference.visual_projection.weight.val()));
     assert_eq!(values(model.vision_model.embeddings.class_embedding.val()), values(reference.vision_model.embeddings.class_embedding.val()));
+    // The tokenizer's padding (id 0, OpenAI's) and end token rule the tower, not config.json's.
+    assert_eq!((model.text_model.pad_token_id, model.text_model.eos_token_id), (0, Some(2013)));
+    let mut both = exp.clone();
+    both.model.projection_dim = Some(16);
+    let err = Experiment::from_toml_str(&both.to_toml(), "inline").expect_err("projection_dim");
+    assert!(err.to_string().contains("model.projection_dim"), "{err}");
+}
+
+#[test]
+fn a_wordpiece_tokenizer_on_the_preset_tower_pools_at_its_end_token() {
+    let mut exp = tiny("clip", 1);
+    exp.model.text.tokenizer = Some(fixture("bert").join("tokenizer.json"));
+    let data = ExperimentData::load(&exp, None).expect("data");
+    let model = init_model::<burn::backend::Flex>(&exp, &data, &Default::default()).expect("model");
+    // [SEP] is 3, not the largest id: pooling must look for it, not take argmax(ids).
+    assert_eq!((model.text_model.eos_token_id, model.text_model.pad_token_id), (Some(3), 0));
 }
 
 #[test]
@@ -86,6 +104,11 @@ fn conflicting_or_missing_settings_name_the_key() {
     exp.model.text.weights = Some(fixture("vit"));
     let err = ExperimentData::load(&exp, None).expect_err("no tokenizer");
     assert!(err.to_string().contains("model.text.weights") && err.to_string().contains("tokenizer.json"), "{err}");
+
+    let mut exp = tiny("clip", 1);
+    exp.model.text.pretrained = false;
+    let err = Experiment::from_toml_str(&exp.to_toml(), "inline").expect_err("pretrained without weights");
+    assert!(err.to_string().contains("model.text.pretrained"), "{err}");
 
     let toml = "[model.text]\nweights = \"x\"\ntokeniser = \"y\"\n";
     let err = Experiment::from_toml_str(toml, "inline").expect_err("unknown key");

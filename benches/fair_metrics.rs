@@ -22,10 +22,12 @@ fn data() -> (Predictions, Vec<Attribute>, String) {
     };
     let pick = |u: f64, p: &[f64]| {
         let mut acc = 0.0;
-        p.iter().position(|&x| {
-            acc += x;
-            u < acc
-        }).unwrap_or(p.len() - 1) as u32
+        p.iter()
+            .position(|&x| {
+                acc += x;
+                u < acc
+            })
+            .unwrap_or(p.len() - 1) as u32
     };
     let mut labels = Vec::with_capacity(ROWS);
     let mut scores = Vec::with_capacity(ROWS);
@@ -67,9 +69,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("report_in_memory", |b| b.iter(|| black_box(Report::compute(&p, &attrs, &opts).expect("report"))));
     let spec = CsvSpec { attrs: ["race", "gender", "ethnicity", "language"].map(String::from).to_vec(), ..CsvSpec::new("glaucoma", "prob") };
     g.bench_function("parse_csv", |b| b.iter(|| black_box(parse_csv("bench.csv", csv.as_bytes(), &spec).expect("parse"))));
-    g.bench_function("report_json", |b| {
-        b.iter(|| black_box(Report::compute(&p, &attrs, &opts).expect("report").render(fair_metrics::Format::Json)))
-    });
+    g.bench_function("report_json", |b| b.iter(|| black_box(Report::compute(&p, &attrs, &opts).expect("report").render(fair_metrics::Format::Json))));
     let boot = ReportOptions::default().with_bootstrap(Bootstrap::new(100, 0));
     g.bench_function("report_bootstrap_100", |b| b.iter(|| black_box(Report::compute(&p, &attrs, &boot).expect("report"))));
     g.finish();

@@ -1,4 +1,5 @@
-//! One training step (forward, loss, backward, AdamW update) of each method on the benchmark
+//! One training step (batch, forward, loss, backward, modulation, AdamW update) of each
+//! method, through the trainer's own `Trainer::step` (the run loop's), on the benchmark
 //! model (`configs/benchmark-*.toml`, preset `small`, batch 32, 3 group batches for the
 //! group-aware methods), CPU backend: FO-MoE against the same model without MoE (`clip`),
 //! Fair-MoE against FairCLIP, and OGM-GE and MultiFair against late fusion (fundus + note).
@@ -11,123 +12,67 @@ use std::hint::black_box;
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use criterion::{criterion_group, criterion_main, Criterion};
-use trainer::{init_model, loss, Experiment, ExperimentData, GroupLoaders, MultimodalTrainer};
-use vlm_backbone::Clip;
+use trainer::recipes::{dispatch, Recipe, WithRecipe};
+use trainer::{Experiment, ExperimentData, Trainer};
 
 type B = Autodiff<Flex>;
 
 #[global_allocator]
 static ALLOC: fairvlm_benches::Counting = fairvlm_benches::Counting;
 
-/// Everything one method's step needs, built as `fairvlm train` builds it.
-struct Step {
-    exp: Experiment,
-    data: ExperimentData,
-    model: Option<Clip<B>>,
-    optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Clip<B>, B>,
-    groups: GroupLoaders,
-    cursor: usize,
+/// One method's training step as `fairvlm train` runs it: [`Trainer::step`] on the shipped
+/// config, over consecutive rows of the training split.
+trait Step {
+    fn run(&mut self) -> f64;
 }
 
-impl Step {
-    fn new(method: &str) -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let config = root.join(format!("configs/benchmark-{method}.toml"));
-        let exp = Experiment::from_file(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-        let data = ExperimentData::load(&exp, None).unwrap_or_else(|e| panic!("benchmark data: {e}"));
-        let device = Default::default();
-        let model = init_model::<B>(&exp, &data, &device).unwrap_or_else(|e| panic!("model: {e}"));
-        let o = &exp.optim;
-        let optim = AdamWConfig::new()
-            .with_beta_1(o.betas[0] as f32)
-            .with_beta_2(o.betas[1] as f32)
-            .with_epsilon(o.eps as f32)
-            .with_weight_decay(o.weight_decay as f32)
-            .init::<B, Clip<B>>();
-        let groups = GroupLoaders::new(&exp, &data.train).unwrap_or_else(|e| panic!("group loaders: {e}"));
-        Step { exp, data, model: Some(model), optim, groups, cursor: 0 }
-    }
-
-    /// One optimiser step on the next batch of the training split; returns the loss.
-    fn run(&mut self) -> f64 {
-        let device = Default::default();
-        let bs = self.exp.optim.batch_size;
-        if self.cursor + bs > self.data.train.len() {
-            self.cursor = 0;
-        }
-        let idx: Vec<usize> = (self.cursor..self.cursor + bs).collect();
-        self.cursor += bs;
-        let batch = self.data.train.batch::<B>(&idx, &device);
-        let model = self.model.take().unwrap_or_else(|| unreachable!());
-        let losses = loss(&self.exp, &model, batch, &mut self.groups, &self.data.train, &device).unwrap_or_else(|e| panic!("loss: {e}"));
-        let value = losses.clip;
-        let grads = GradientsParams::from_grads(losses.total.backward(), &model);
-        self.model = Some(self.optim.step(self.exp.optim.lr, model, grads));
-        value
-    }
-}
-
-/// A multimodal method's step, through the trainer's own [`MultimodalTrainer`].
-struct MultimodalStep {
-    trainer: MultimodalTrainer<B>,
-    data: ExperimentData,
+struct Stepper<R: Recipe<B>> {
+    trainer: Trainer<B, R>,
     batch: usize,
     cursor: usize,
 }
 
-impl MultimodalStep {
-    fn new(method: &str) -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let config = root.join(format!("configs/benchmark-{method}.toml"));
-        let exp = Experiment::from_file(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-        let data = ExperimentData::load(&exp, None).unwrap_or_else(|e| panic!("benchmark data: {e}"));
-        let trainer = MultimodalTrainer::new(&exp, &data, &Default::default()).unwrap_or_else(|e| panic!("trainer: {e}"));
-        MultimodalStep { trainer, data, batch: exp.optim.batch_size, cursor: 0 }
-    }
-
+impl<R: Recipe<B>> Step for Stepper<R> {
     fn run(&mut self) -> f64 {
-        if self.cursor + self.batch > self.data.train.len() {
+        let n = self.trainer.data().train.len();
+        if self.cursor + self.batch > n {
             self.cursor = 0;
         }
-        let idx: Vec<usize> = (self.cursor..self.cursor + self.batch).collect();
+        let rows: Vec<usize> = (self.cursor..self.cursor + self.batch).collect();
         self.cursor += self.batch;
-        self.trainer.step(&self.data.train, &idx, 1, &Default::default()).unwrap_or_else(|e| panic!("step: {e}")).loss
+        self.trainer.step(&rows, 1).unwrap_or_else(|e| panic!("step: {e}")).loss
     }
 }
 
-/// One method's step, of either kind.
-enum AnyStep {
-    Clip(Box<Step>),
-    Multimodal(Box<MultimodalStep>),
+struct Build(Experiment, ExperimentData);
+
+impl WithRecipe<B> for Build {
+    type Output = Box<dyn Step>;
+    fn with<R: Recipe<B>>(self) -> Box<dyn Step> {
+        let Build(exp, data) = self;
+        let trainer = Trainer::<B, R>::new(&exp, data, &Default::default()).unwrap_or_else(|e| panic!("trainer: {e}"));
+        Box::new(Stepper { trainer, batch: exp.optim.batch_size, cursor: 0 })
+    }
 }
 
-impl AnyStep {
-    fn new(method: &str) -> Self {
-        match method {
-            "late-fusion" | "ogm-ge" | "multifair" => AnyStep::Multimodal(Box::new(MultimodalStep::new(method))),
-            _ => AnyStep::Clip(Box::new(Step::new(method))),
-        }
-    }
-
-    fn run(&mut self) -> f64 {
-        match self {
-            AnyStep::Clip(s) => s.run(),
-            AnyStep::Multimodal(s) => s.run(),
-        }
-    }
+fn step_of(method: &str) -> Box<dyn Step> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join(format!("configs/benchmark-{method}.toml"));
+    let exp = Experiment::from_file(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    let data = ExperimentData::load(&exp, None).unwrap_or_else(|e| panic!("benchmark data: {e}"));
+    dispatch::<B, _>(exp.method, Build(exp, data))
 }
 
 const METHODS: [&str; 7] = ["clip", "fo-moe", "fairclip", "fair-moe", "late-fusion", "ogm-ge", "multifair"];
 
 fn train_step(c: &mut Criterion) {
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
-    let mut steps: Vec<(&str, AnyStep)> = Vec::new();
+    let mut steps: Vec<(&str, Box<dyn Step>)> = Vec::new();
     for method in METHODS {
         // What the method holds: its prepared splits, model, optimiser state (after a step).
         let before = fairvlm_benches::live();
-        let mut step = AnyStep::new(method);
+        let mut step = step_of(method);
         step.run();
         let live = fairvlm_benches::live();
         fairvlm_benches::reset_peak();

@@ -3,11 +3,12 @@
 
 use burn::prelude::*;
 
+use crate::attributes::{Attributes, Column};
+use crate::error::Result;
 use crate::fairvision::VisionSample;
-use crate::fairvlmed::{Sample, ATTRIBUTES};
+use crate::fairvlmed::{Sample, ATTRIBUTES, ATTRIBUTE_VALUES};
 use crate::preprocess::{clip_grey, normalize};
 use crate::text::TextTokenizer;
-use crate::error::Result;
 
 /// Preprocessed samples of one split, held compactly: the cropped grey levels (one byte per
 /// pixel, since CLIP's three channels are the same grey), the token ids, labels and attributes.
@@ -21,8 +22,8 @@ pub struct Prepared {
     tokens: Vec<i64>,
     /// Glaucoma labels.
     pub labels: Vec<u8>,
-    /// Race, gender, ethnicity, language per sample ([`ATTRIBUTES`] order).
-    pub attributes: Vec<[i64; 4]>,
+    /// The sensitive attributes (FairVLMed's four, [`ATTRIBUTES`], with their value names).
+    pub attributes: Attributes,
     /// OCT B-scans per sample (FairVision data), with their side.
     oct: Option<(usize, usize, Vec<f32>)>,
 }
@@ -39,7 +40,7 @@ pub struct ClipBatch<B: Backend> {
     /// Labels of the rows.
     pub labels: Vec<u8>,
     /// Attributes of the rows.
-    pub attributes: Vec<[i64; 4]>,
+    pub attributes: Attributes,
 }
 
 impl Prepared {
@@ -57,10 +58,7 @@ impl Prepared {
             grey,
             tokens: tokenizer.encode_batch(&notes)?,
             labels: samples.iter().map(|s| s.glaucoma).collect(),
-            attributes: samples
-                .iter()
-                .map(|s| ATTRIBUTES.map(|a| s.attribute(a).unwrap_or(-1)))
-                .collect(),
+            attributes: fairvlmed_attributes(|a| samples.iter().map(|s| s.attribute(a).unwrap_or(-1)).collect()),
             oct: None,
         })
     }
@@ -81,7 +79,7 @@ impl Prepared {
             grey,
             tokens: vec![0; samples.len()],
             labels: samples.iter().map(|s| s.glaucoma).collect(),
-            attributes: samples.iter().map(|s| ATTRIBUTES.map(|a| s.attribute(a).unwrap_or(-1))).collect(),
+            attributes: fairvlmed_attributes(|a| samples.iter().map(|s| s.attribute(a).unwrap_or(-1)).collect()),
             oct: Some((slices, oct_size, oct)),
         }
     }
@@ -119,7 +117,19 @@ impl Prepared {
             images: Tensor::from_data(TensorData::new(images, [n, 3, self.image_size, self.image_size]), device),
             tokens: Tensor::from_data(TensorData::new(tokens, [n, self.context_length]), device),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
-            attributes: indices.iter().map(|&i| self.attributes[i]).collect(),
+            attributes: self.attributes.select(indices),
         }
     }
+}
+
+/// FairVLMed's four attributes, with FairCLIP's value names, from a function giving each
+/// attribute's codes.
+fn fairvlmed_attributes(codes: impl Fn(&str) -> Vec<i64>) -> Attributes {
+    let columns = ATTRIBUTES
+        .iter()
+        .zip(ATTRIBUTE_VALUES)
+        .map(|(name, values)| Column { name: name.to_string(), values: values.iter().map(|v| v.to_string()).collect(), codes: codes(name) })
+        .collect();
+    // Four distinct names and columns of one length by construction.
+    Attributes::new(columns).unwrap_or_default()
 }

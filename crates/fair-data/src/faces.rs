@@ -27,9 +27,10 @@ pub struct FaceRecord {
 impl FaceRecord {
     /// A label, or an error naming the file and the label names it has.
     pub fn label(&self, name: &str) -> Result<i64> {
-        self.labels.get(name).copied().ok_or_else(|| {
-            Error::Invalid(format!("{}: no label '{name}' (labels: {})", self.path.display(), self.labels.keys().cloned().collect::<Vec<_>>().join(", ")))
-        })
+        self.labels
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::Invalid(format!("{}: no label '{name}' (labels: {})", self.path.display(), self.labels.keys().cloned().collect::<Vec<_>>().join(", "))))
     }
 }
 

@@ -204,7 +204,7 @@ mod tests {
         }
         let vol = Volume { depth, height: h, width: w, voxels };
         let x = oct_slices(&vol, 10, 4); // same size: the resize is the identity
-        // np.linspace(0, 199, 10).astype(int)
+                                         // np.linspace(0, 199, 10).astype(int)
         let expected = [0usize, 22, 44, 66, 88, 110, 132, 154, 176, 199];
         for (k, z) in expected.iter().enumerate() {
             let s = &x[k * 16..(k + 1) * 16];

@@ -10,6 +10,10 @@ use crate::npy::{read_npz, NpyArray, NpyData};
 /// The attributes FairCLIP evaluates, in its order (`groups_in_attrs = [3, 2, 2, 3]`).
 pub const ATTRIBUTES: [&str; 4] = ["race", "gender", "ethnicity", "language"];
 
+/// The names of each attribute's codes 0, 1, ... (FairCLIP's `groups_in_attrs` order), in
+/// the order of [`ATTRIBUTES`].
+pub const ATTRIBUTE_VALUES: [&[&str]; 4] = [&["Asian", "Black", "White"], &["Female", "Male"], &["Non-Hispanic", "Hispanic"], &["English", "Spanish", "Other"]];
+
 /// A dataset split and its folder name(s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -118,12 +122,7 @@ pub struct Loaded {
 
 /// The folder of a split under `root`.
 pub fn split_dir(root: &Path, split: Split) -> Result<PathBuf> {
-    split
-        .folders()
-        .iter()
-        .map(|f| root.join(f))
-        .find(|p| p.is_dir())
-        .ok_or_else(|| Error::Invalid(format!("{}: no {} folder", root.display(), split.folders().join(" or "))))
+    split.folders().iter().map(|f| root.join(f)).find(|p| p.is_dir()).ok_or_else(|| Error::Invalid(format!("{}: no {} folder", root.display(), split.folders().join(" or "))))
 }
 
 /// Loads one split of a FairVLMed-format folder.
@@ -139,12 +138,9 @@ pub fn load_split(root: &Path, split: Split, opts: &LoadOptions) -> Result<Loade
     for path in files {
         let sample = read_sample(&path).and_then(|mut s| {
             if let Some(map) = &summaries {
-                s.note = map.get(&s.file).cloned().ok_or_else(|| Error::Invalid(format!(
-                    "{}: no summary for {} in {}",
-                    path.display(),
-                    s.file,
-                    opts.summary_csv.as_deref().unwrap_or(Path::new("")).display()
-                )))?;
+                s.note = map.get(&s.file).cloned().ok_or_else(|| {
+                    Error::Invalid(format!("{}: no summary for {} in {}", path.display(), s.file, opts.summary_csv.as_deref().unwrap_or(Path::new("")).display()))
+                })?;
             }
             Ok(s)
         });

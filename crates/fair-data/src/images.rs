@@ -43,9 +43,10 @@ impl LabelledImages {
 
     /// One label column, or an error naming the labels there are.
     pub fn label(&self, name: &str) -> Result<&[i64]> {
-        self.labels.get(name).map(Vec::as_slice).ok_or_else(|| {
-            Error::Invalid(format!("no label '{name}' in this image set (labels: {})", self.labels.keys().cloned().collect::<Vec<_>>().join(", ")))
-        })
+        self.labels
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Invalid(format!("no label '{name}' in this image set (labels: {})", self.labels.keys().cloned().collect::<Vec<_>>().join(", "))))
     }
 
     /// The images at `idx`, with all labels.
@@ -189,7 +190,10 @@ pub fn tinted_fashion_mnist(images: &[u8], classes: &[u8], cfg: &TintConfig) -> 
         return Err(Error::Invalid(format!("{} pixels for {} labels: expected 784 per image", images.len(), classes.len())));
     }
     if cfg.size < 28 || !(0.0..=1.0).contains(&cfg.correlation) || !(0.0..=255.0).contains(&cfg.tint) {
-        return Err(Error::Invalid(format!("tint size {}, correlation {}, tint {}: expected size >= 28, correlation in [0, 1], tint in [0, 255]", cfg.size, cfg.correlation, cfg.tint)));
+        return Err(Error::Invalid(format!(
+            "tint size {}, correlation {}, tint {}: expected size >= 28, correlation in [0, 1], tint in [0, 255]",
+            cfg.size, cfg.correlation, cfg.tint
+        )));
     }
     let (s, off) = (cfg.size, (cfg.size - 28) / 2);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);

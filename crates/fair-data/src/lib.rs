@@ -10,6 +10,8 @@
 //! - [`SynthConfig`]: a synthetic benchmark with FairVLMed's structure and documented bias
 //!   knobs, written by [`write_fairvlmed`] in the same format so that one loader reads both.
 //! - [`read_npz`], [`write_npz`]: numpy's npz/npy format.
+//! - [`EpochShuffle`], [`StreamShuffle`], [`GroupSampler`]: the order of a training run's
+//!   batches, and FairCLIP's group-balanced batches.
 //!
 //! ```
 //! use fair_data::{load_split, write_fairvlmed, LoadOptions, Split, SynthConfig};
@@ -25,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod attributes;
 mod batch;
 mod error;
 mod faces;
@@ -32,22 +35,22 @@ mod fairvision;
 mod fairvlmed;
 mod images;
 mod npy;
+mod parties;
 mod preprocess;
+mod sampler;
 mod synth;
 mod text;
 
+pub use attributes::{Attributes, Column, UNKNOWN};
 pub use batch::{ClipBatch, Prepared};
 pub use error::{Error, Result};
 pub use faces::{disjoint_pools, load_celeba, load_face_image, load_utkface, parse_utkface_name, FaceIndex, FaceRecord};
-pub use fairvision::{
-    load_fairvision_split, oct_slices, read_fairvision_sample, resize_bilinear, LoadedVision, VisionSample, Volume, VISION_ATTRIBUTES,
-};
-pub use fairvlmed::{
-    load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample,
-    Split, ATTRIBUTES,
-};
+pub use fairvision::{load_fairvision_split, oct_slices, read_fairvision_sample, resize_bilinear, LoadedVision, VisionSample, Volume, VISION_ATTRIBUTES};
+pub use fairvlmed::{load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample, Split, ATTRIBUTES, ATTRIBUTE_VALUES};
 pub use images::{fundus_images, read_idx, tinted_fashion_mnist, LabelledImages, TintConfig};
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
+pub use parties::{prepare_faces, prepare_fashion_mnist, prepare_fundus, PreparedSizes};
 pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
+pub use sampler::{EpochShuffle, GroupSampler, StreamShuffle};
 pub use synth::{write_fairvision, write_fairvlmed, GroupEffect, OctSynth, SynthConfig};
 pub use text::{TextTokenizer, END, PAD, START};

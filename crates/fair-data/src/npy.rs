@@ -120,20 +120,15 @@ pub fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<NpyArray> {
         let rest = header[at + name.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
         Some(rest.to_owned())
     };
-    let descr = field("descr")
-        .and_then(|r| r.strip_prefix('\'').and_then(|r| r.split('\'').next()).map(str::to_owned))
-        .ok_or_else(|| e(format!("no dtype in header {header:?}")))?;
+    let descr =
+        field("descr").and_then(|r| r.strip_prefix('\'').and_then(|r| r.split('\'').next()).map(str::to_owned)).ok_or_else(|| e(format!("no dtype in header {header:?}")))?;
     if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
         return Err(e("Fortran-ordered arrays are not supported".into()));
     }
     let shape_text = field("shape").ok_or_else(|| e("no shape in header".into()))?;
     let inner = shape_text.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| e("bad shape".into()))?;
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| e(format!("bad shape entry '{s}'"))))
-        .collect::<Result<Vec<_>>>()?;
+    let shape =
+        inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().map_err(|_| e(format!("bad shape entry '{s}'")))).collect::<Result<Vec<_>>>()?;
     let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| e("shape overflows".into()))?;
     let body = &bytes[start + header_len..];
     let (order, kind, size) = {
@@ -162,9 +157,7 @@ pub fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<NpyArray> {
         (b'u', 4) => NpyData::Int(chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()),
         (b'i', 8) => NpyData::Int(chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
         (b'u', 8) => NpyData::Int(
-            chunks
-                .map(|c| i64::try_from(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).map_err(|_| e("uint64 value above i64::MAX".into())))
-                .collect::<Result<Vec<_>>>()?,
+            chunks.map(|c| i64::try_from(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).map_err(|_| e("uint64 value above i64::MAX".into()))).collect::<Result<Vec<_>>>()?,
         ),
         (b'f', 4) => NpyData::Float(chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect()),
         (b'f', 8) => NpyData::Float(chunks.map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),

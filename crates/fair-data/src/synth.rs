@@ -98,15 +98,7 @@ impl Default for SynthConfig {
         hispanic.label_noise = 0.1;
         let mut spanish = GroupEffect::none("language", 1);
         spanish.brightness = 20.0;
-        Self {
-            seed: 0,
-            image_size: 64,
-            sizes: [2000, 400, 800],
-            prevalence: 0.5,
-            text_signal: 0.5,
-            demographic_leakage: 0.3,
-            effects: vec![black, asian, hispanic, spanish],
-        }
+        Self { seed: 0, image_size: 64, sizes: [2000, 400, 800], prevalence: 0.5, text_signal: 0.5, demographic_leakage: 0.3, effects: vec![black, asian, hispanic, spanish] }
     }
 }
 
@@ -150,7 +142,8 @@ impl SynthConfig {
             if !["race", "gender", "ethnicity", "language"].contains(&e.attribute.as_str()) {
                 return bad(format!("effects[{i}].attribute = '{}': expected race, gender, ethnicity or language", e.attribute));
             }
-            if !(e.signal >= 0.0 && e.note_signal >= 0.0 && e.contrast > 0.0 && (0.0..=0.5).contains(&e.label_noise) && e.prevalence_shift.is_finite() && e.brightness.is_finite()) {
+            if !(e.signal >= 0.0 && e.note_signal >= 0.0 && e.contrast > 0.0 && (0.0..=0.5).contains(&e.label_noise) && e.prevalence_shift.is_finite() && e.brightness.is_finite())
+            {
                 return bad(format!("effects[{i}] ({}={}): expected signal >= 0, note_signal >= 0, contrast > 0, label_noise in [0, 0.5]", e.attribute, e.value));
             }
         }
@@ -233,18 +226,7 @@ impl SynthConfig {
         let image = fundus(rng, self.image_size, cdr, &fx);
         let recorded = truth ^ (rng.random::<f64>() < fx.label_noise.min(0.5));
         let note = self.note(rng, truth, cdr, age, race, gender, fx.note_signal);
-        let sample = Sample {
-            file: format!("data_{id:05}.npz"),
-            image,
-            glaucoma: recorded as u8,
-            race,
-            gender,
-            ethnicity,
-            language,
-            maritalstatus,
-            age,
-            note,
-        };
+        let sample = Sample { file: format!("data_{id:05}.npz"), image, glaucoma: recorded as u8, race, gender, ethnicity, language, maritalstatus, age, note };
         (sample, truth)
     }
 
@@ -274,11 +256,7 @@ impl SynthConfig {
             "referred for visual field testing",
         ];
         let pick = |rng: &mut ChaCha8Rng, t: &[&str]| t[rng.random_range(0..t.len())].replace("{c}", &format!("{cdr:.2}"));
-        let finding = if rng.random::<f64>() < self.text_signal * note_signal {
-            pick(rng, if glaucoma { &POS } else { &NEG })
-        } else {
-            pick(rng, &NEUTRAL)
-        };
+        let finding = if rng.random::<f64>() < self.text_signal * note_signal { pick(rng, if glaucoma { &POS } else { &NEG }) } else { pick(rng, &NEUTRAL) };
         let extra = pick(rng, &NEUTRAL);
         let mut note = format!("{extra}; {finding}.");
         if rng.random::<f64>() < self.demographic_leakage {
@@ -371,23 +349,35 @@ pub fn write_fairvlmed(root: &Path, splits: &[Vec<Sample>; 3]) -> Result<()> {
             let md = if s.glaucoma == 1 { -6.0 } else { -0.5 };
             let note_extra = format!("{} year old, race {}, gender {}. {}", s.age, s.race, s.gender, s.note);
             let int = |v: i64| NpyArray::from_i64(vec![], vec![v]);
-            write_npz(&dir.join(&s.file), &[
-                ("slo_fundus", NpyArray::from_u8(vec![s.image.height, s.image.width], &pixels)),
-                ("md", NpyArray::from_f64(vec![], vec![md])),
-                ("tds", NpyArray::from_f64(vec![52], vec![md; 52])),
-                ("age", NpyArray::from_f64(vec![], vec![s.age])),
-                ("gender", int(s.gender)),
-                ("race", int(s.race)),
-                ("ethnicity", int(s.ethnicity)),
-                ("language", int(s.language)),
-                ("maritalstatus", int(s.maritalstatus)),
-                ("glaucoma", int(s.glaucoma as i64)),
-                ("note", NpyArray::unicode(&s.note)),
-                ("note_extra", NpyArray::unicode(&note_extra)),
-            ])?;
+            write_npz(
+                &dir.join(&s.file),
+                &[
+                    ("slo_fundus", NpyArray::from_u8(vec![s.image.height, s.image.width], &pixels)),
+                    ("md", NpyArray::from_f64(vec![], vec![md])),
+                    ("tds", NpyArray::from_f64(vec![52], vec![md; 52])),
+                    ("age", NpyArray::from_f64(vec![], vec![s.age])),
+                    ("gender", int(s.gender)),
+                    ("race", int(s.race)),
+                    ("ethnicity", int(s.ethnicity)),
+                    ("language", int(s.language)),
+                    ("maritalstatus", int(s.maritalstatus)),
+                    ("glaucoma", int(s.glaucoma as i64)),
+                    ("note", NpyArray::unicode(&s.note)),
+                    ("note_extra", NpyArray::unicode(&note_extra)),
+                ],
+            )?;
             summary.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{}\n",
-                s.file, folder.to_lowercase(), s.age, s.gender, s.race, s.ethnicity, s.language, s.maritalstatus, s.glaucoma, quote(&s.note)
+                s.file,
+                folder.to_lowercase(),
+                s.age,
+                s.gender,
+                s.race,
+                s.ethnicity,
+                s.language,
+                s.maritalstatus,
+                s.glaucoma,
+                quote(&s.note)
             ));
             gpt.push_str(&format!("{},{},{}\n", s.file, quote(&note_extra), quote(&s.note)));
         }
@@ -487,16 +477,19 @@ pub fn write_fairvision(root: &Path, splits: &[Vec<VisionSample>; 3]) -> Result<
         for s in samples {
             let u8s = |v: &[f32]| -> Vec<u8> { v.iter().map(|&x| x.clamp(0.0, 255.0) as u8).collect() };
             let int = |v: i64| NpyArray::from_i64(vec![], vec![v]);
-            write_npz(&dir.join(&s.file), &[
-                ("oct_bscans", NpyArray::from_u8(vec![s.oct.depth, s.oct.height, s.oct.width], &u8s(&s.oct.voxels))),
-                ("slo_fundus", NpyArray::from_u8(vec![s.fundus.height, s.fundus.width], &u8s(&s.fundus.pixels))),
-                ("glaucoma", int(s.glaucoma as i64)),
-                ("race", int(s.race)),
-                ("male", int(s.male)),
-                ("hispanic", int(s.hispanic)),
-                ("language", int(s.language)),
-                ("maritalstatus", int(s.maritalstatus)),
-            ])?;
+            write_npz(
+                &dir.join(&s.file),
+                &[
+                    ("oct_bscans", NpyArray::from_u8(vec![s.oct.depth, s.oct.height, s.oct.width], &u8s(&s.oct.voxels))),
+                    ("slo_fundus", NpyArray::from_u8(vec![s.fundus.height, s.fundus.width], &u8s(&s.fundus.pixels))),
+                    ("glaucoma", int(s.glaucoma as i64)),
+                    ("race", int(s.race)),
+                    ("male", int(s.male)),
+                    ("hispanic", int(s.hispanic)),
+                    ("language", int(s.language)),
+                    ("maritalstatus", int(s.maritalstatus)),
+                ],
+            )?;
         }
     }
     Ok(())

@@ -33,10 +33,7 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer")
-            .field("vocab_size", &self.vocab_size())
-            .field("context_length", &self.context_length)
-            .finish()
+        f.debug_struct("TextTokenizer").field("vocab_size", &self.vocab_size()).field("context_length", &self.context_length).finish()
     }
 }
 
@@ -104,9 +101,7 @@ impl TextTokenizer {
         let texts: Vec<String> = corpus.iter().map(|s| s.as_ref().to_owned()).collect();
         tokenizer.train(&mut trainer, texts.into_iter()).map_err(|e| tk_err("training the tokenizer", e))?;
         let mut inner: Tokenizer = tokenizer.into();
-        inner
-            .add_special_tokens([AddedToken::from(START, true), AddedToken::from(END, true)])
-            .map_err(|e| tk_err("adding the start and end tokens", e))?;
+        inner.add_special_tokens([AddedToken::from(START, true), AddedToken::from(END, true)]).map_err(|e| tk_err("adding the start and end tokens", e))?;
         Self::wrap(inner, context_length)
     }
 

@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fair_data::{
-    load_fairvision_split, read_fairvision_sample, write_fairvision, write_npz, GroupEffect, NpyArray, OctSynth, OnError, Split, SynthConfig,
-};
+use fair_data::{load_fairvision_split, read_fairvision_sample, write_fairvision, write_npz, GroupEffect, NpyArray, OctSynth, OnError, Split, SynthConfig};
 use serde_json::Value;
 
 fn temp(tag: &str) -> PathBuf {
@@ -27,13 +25,19 @@ fn numpy_written_files_read_back_exactly() {
     for (s, e) in all.iter().zip(&expected) {
         let int = |k: &str| e[k].as_i64().expect(k);
         assert_eq!(s.file, e["file"].as_str().expect("file"));
-        assert_eq!([s.oct.depth, s.oct.height, s.oct.width].map(|v| v as i64).to_vec(), e["oct_shape"].as_array().expect("shape").iter().filter_map(Value::as_i64).collect::<Vec<_>>());
+        assert_eq!(
+            [s.oct.depth, s.oct.height, s.oct.width].map(|v| v as i64).to_vec(),
+            e["oct_shape"].as_array().expect("shape").iter().filter_map(Value::as_i64).collect::<Vec<_>>()
+        );
         assert_eq!(s.oct.voxels[0] as i64, int("oct_first"));
         assert_eq!(*s.oct.voxels.last().expect("voxels") as i64, int("oct_last"));
         assert_eq!(s.oct.voxels.iter().map(|&v| v as i64).sum::<i64>(), int("oct_sum"));
         assert_eq!([s.fundus.height as i64, s.fundus.width as i64].to_vec(), e["fundus_shape"].as_array().expect("shape").iter().filter_map(Value::as_i64).collect::<Vec<_>>());
         assert_eq!(s.fundus.pixels.iter().map(|&v| v as i64).sum::<i64>(), int("fundus_sum"));
-        assert_eq!((s.glaucoma as i64, s.race, s.male, s.hispanic, s.language, s.maritalstatus), (int("glaucoma"), int("race"), int("male"), int("hispanic"), int("language"), int("maritalstatus")));
+        assert_eq!(
+            (s.glaucoma as i64, s.race, s.male, s.hispanic, s.language, s.maritalstatus),
+            (int("glaucoma"), int("race"), int("male"), int("hispanic"), int("language"), int("maritalstatus"))
+        );
         assert_eq!(s.attribute("gender"), Some(s.male));
         assert_eq!(s.attribute("ethnicity"), Some(s.hispanic));
     }

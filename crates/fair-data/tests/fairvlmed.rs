@@ -19,10 +19,8 @@ fn temp(tag: &str) -> PathBuf {
 
 #[test]
 fn numpy_written_files_read_back_exactly() {
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fairvlmed_expected.json")).expect("expected"),
-    )
-    .expect("json");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fairvlmed_expected.json")).expect("expected")).expect("json");
     let opts = LoadOptions { filter_unknown: Some(false), ..LoadOptions::default() };
     let mut all = Vec::new();
     for split in [Split::Training, Split::Validation, Split::Test] {
@@ -116,11 +114,8 @@ fn synthetic_benchmark_has_the_configured_structure() {
     // Glaucoma enlarges the bright cup: count near-white pixels, by race. The default config
     // weakens the signal for Black subjects (0.45), so their gap must be clearly smaller.
     let cup = |g: u8, race: i64| {
-        let v: Vec<f64> = train
-            .iter()
-            .filter(|s| s.glaucoma == g && s.race == race && s.ethnicity != 1)
-            .map(|s| s.image.pixels.iter().filter(|&&p| p > 185.0).count() as f64)
-            .collect();
+        let v: Vec<f64> =
+            train.iter().filter(|s| s.glaucoma == g && s.race == race && s.ethnicity != 1).map(|s| s.image.pixels.iter().filter(|&&p| p > 185.0).count() as f64).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let (white_gap, black_gap) = (cup(1, 2) - cup(0, 2), cup(1, 1) - cup(0, 1));

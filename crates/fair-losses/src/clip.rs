@@ -39,8 +39,6 @@ pub fn clip_contrastive_loss<B: Backend>(logits_per_image: Tensor<B, 2>) -> Resu
     }
     let device = logits_per_image.device();
     let targets = Tensor::<B, 1, Int>::arange(0..n as i64, &device).reshape([n, 1]);
-    let ce = |logits: Tensor<B, 2>| -> Tensor<B, 1> {
-        log_softmax(logits, 1).gather(1, targets.clone()).mean().neg()
-    };
+    let ce = |logits: Tensor<B, 2>| -> Tensor<B, 1> { log_softmax(logits, 1).gather(1, targets.clone()).mean().neg() };
     Ok((ce(logits_per_image.clone()) + ce(logits_per_image.transpose())) / 2.0)
 }

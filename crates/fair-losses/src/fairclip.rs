@@ -2,12 +2,15 @@
 //! similarities of the batch and of a batch drawn from each group.
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sinkhorn::{sinkhorn_divergence, SinkhornConfig};
 
-/// Which similarities FairCLIP compares (see docs/methods.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which similarities FairCLIP compares (see docs/methods.md). In TOML: `"official"` or
+/// `"aligned"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FairClipVariant {
     /// The released code (`finetune_FairCLIP.py`): `s = diag(L Lᵀᵀ) = diag(L L)` with
     /// `L = logits_per_image` (already scaled), and each group's `s_g` normalised to sum to 1;
@@ -33,12 +36,7 @@ pub enum FairClipVariant {
 /// assert_eq!(s.into_data().to_vec::<f32>().unwrap(), vec![1.0, 0.8]);
 /// # Ok::<(), fair_losses::Error>(())
 /// ```
-pub fn pair_similarities<B: Backend>(
-    image: Tensor<B, 2>,
-    text: Tensor<B, 2>,
-    scale: f64,
-    variant: FairClipVariant,
-) -> Result<Tensor<B, 1>> {
+pub fn pair_similarities<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, scale: f64, variant: FairClipVariant) -> Result<Tensor<B, 1>> {
     let ([bi, ei], [bt, et]) = (image.dims(), text.dims());
     if bi != bt || ei != et {
         return Err(Error::Shape(format!("image features [{bi}, {ei}] and text features [{bt}, {et}]")));
@@ -69,12 +67,7 @@ pub fn official_similarities<B: Backend>(logits_per_image: Tensor<B, 2>) -> Tens
 /// batch's as 1-D point clouds. With [`FairClipVariant::Official`] each group vector is first
 /// divided by its sum, as the released code does. The group similarities come from a forward
 /// pass without gradients in the official code: pass them detached to reproduce it.
-pub fn fairclip_regularizer<B: Backend>(
-    batch: Tensor<B, 1>,
-    groups: &[Tensor<B, 1>],
-    cfg: &SinkhornConfig,
-    variant: FairClipVariant,
-) -> Result<Tensor<B, 1>> {
+pub fn fairclip_regularizer<B: Backend>(batch: Tensor<B, 1>, groups: &[Tensor<B, 1>], cfg: &SinkhornConfig, variant: FairClipVariant) -> Result<Tensor<B, 1>> {
     let n = batch.dims()[0];
     let x = batch.reshape([n, 1]);
     let mut total: Option<Tensor<B, 1>> = None;
@@ -91,4 +84,27 @@ pub fn fairclip_regularizer<B: Backend>(
         });
     }
     total.ok_or_else(|| Error::Shape("no group similarities".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FairClipVariant;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FairClip {
+        variant: FairClipVariant,
+    }
+
+    #[test]
+    fn the_variants_are_spelled_in_kebab_case() {
+        let read = |text: &str| toml::from_str::<FairClip>(text).map(|f| f.variant);
+        assert_eq!(read("variant = \"official\"").unwrap(), FairClipVariant::Official);
+        assert_eq!(read("variant = \"aligned\"").unwrap(), FairClipVariant::Aligned);
+        assert_eq!(FairClipVariant::default(), FairClipVariant::Official);
+        for bad in ["variant = \"Official\"", "variant = \"paper\"", "variant = \"official\"\nlambda = 1"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        assert_eq!(toml::Value::try_from(FairClipVariant::Aligned).unwrap().as_str(), Some("aligned"));
+    }
 }

@@ -5,11 +5,13 @@
 //! routing variance.
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Which FOL formula.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which FOL formula. In TOML: `"code"` or `"paper"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FolForm {
     /// `FairMoEfinetune.py`: `−λ·V + Σ_g λ·(V_g − V)²` with `V = mean_j Var_i(W[i, j])`. The
     /// default.
@@ -83,5 +85,28 @@ pub fn fol_term<B: Backend>(batch: Tensor<B, 2>, groups: &[Tensor<B, 2>], form: 
             }
             Ok(total)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FolForm;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fol {
+        form: FolForm,
+    }
+
+    #[test]
+    fn the_forms_are_spelled_in_kebab_case() {
+        let read = |text: &str| toml::from_str::<Fol>(text).map(|f| f.form);
+        assert_eq!(read("form = \"code\"").unwrap(), FolForm::Code);
+        assert_eq!(read("form = \"paper\"").unwrap(), FolForm::Paper);
+        assert_eq!(FolForm::default(), FolForm::Code);
+        for bad in ["form = \"Code\"", "form = \"exact\"", "form = \"code\"\nlambda = 1"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        assert_eq!(toml::Value::try_from(FolForm::Paper).unwrap().as_str(), Some("paper"));
     }
 }

@@ -119,16 +119,7 @@ pub fn sinkhorn_divergence<B: Backend>(x: Tensor<B, 2>, y: Tensor<B, 2>, cfg: &S
             let mins = Tensor::cat(vec![xd.clone().min_dim(0), yd.clone().min_dim(0)], 0).min_dim(0);
             let maxs = Tensor::cat(vec![xd.clone().max_dim(0), yd.clone().max_dim(0)], 0).max_dim(0);
             // Read in the tensor's own precision (into_scalar would round through the default float).
-            (maxs - mins)
-                .powf_scalar(2.0)
-                .sum()
-                .sqrt()
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(0.0)
+            (maxs - mins).powf_scalar(2.0).sum().sqrt().into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(0.0)
         }
     };
     if diameter == 0.0 {

@@ -55,7 +55,13 @@ mod tests {
             for (j, &lj) in labels.iter().enumerate() {
                 if li && !lj {
                     c += 1.0;
-                    s += if scores[i] > scores[j] { 1.0 } else if scores[i] == scores[j] { 0.5 } else { 0.0 };
+                    s += if scores[i] > scores[j] {
+                        1.0
+                    } else if scores[i] == scores[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

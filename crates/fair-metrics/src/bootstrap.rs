@@ -53,9 +53,7 @@ impl Bootstrap {
         }
         let [lo, hi] = self.quantiles;
         if !(0.0 < lo && lo < hi && hi < 1.0) {
-            return Err(Error::Invalid(format!(
-                "bootstrap quantiles [{lo}, {hi}] must satisfy 0 < low < high < 1"
-            )));
+            return Err(Error::Invalid(format!("bootstrap quantiles [{lo}, {hi}] must satisfy 0 < low < high < 1")));
         }
         Ok(())
     }

@@ -111,10 +111,8 @@ pub fn parse_csv(file: &str, bytes: &[u8], spec: &CsvSpec) -> Result<Table> {
         Ok(_) => return Err(structure(1, "empty file: expected a header line naming the columns".into())),
         Err(Unterminated) => return Err(structure(1, "unterminated quoted field in the header".into())),
     };
-    let header: Vec<String> =
-        fields.iter().map(|f| String::from_utf8_lossy(&f.text(bytes)).into_owned()).collect();
-    let header_lines = 1 + memchr::memchr_iter(b'\n', &bytes[..header_end]).count() as u64
-        - u64::from(header_end > 0 && bytes[header_end - 1] == b'\n');
+    let header: Vec<String> = fields.iter().map(|f| String::from_utf8_lossy(&f.text(bytes)).into_owned()).collect();
+    let header_lines = 1 + memchr::memchr_iter(b'\n', &bytes[..header_end]).count() as u64 - u64::from(header_end > 0 && bytes[header_end - 1] == b'\n');
 
     let mut roles: Vec<(usize, Role)> = Vec::new();
     let mut find = |name: &str, role: Role| -> Result<()> {
@@ -123,10 +121,7 @@ pub fn parse_csv(file: &str, bytes: &[u8], spec: &CsvSpec) -> Result<Table> {
                 roles.push((i, role));
                 Ok(())
             }
-            None => Err(structure(
-                1,
-                format!("no column '{name}' in the header (columns: {})", header.join(", ")),
-            )),
+            None => Err(structure(1, format!("no column '{name}' in the header (columns: {})", header.join(", ")))),
         }
     };
     find(&spec.label, Role::Label)?;
@@ -151,11 +146,7 @@ pub fn parse_csv(file: &str, bytes: &[u8], spec: &CsvSpec) -> Result<Table> {
     let ctx = Ctx { header: &header, roles: &roles, spec, n_fields: header.len() };
     let results: Vec<ChunkResult> = {
         let mut parts = out.split(&lines);
-        chunks
-            .par_iter()
-            .zip(parts.par_iter_mut())
-            .map(|(chunk, part)| parse_chunk(chunk, part, &ctx))
-            .collect()
+        chunks.par_iter().zip(parts.par_iter_mut()).map(|(chunk, part)| parse_chunk(chunk, part, &ctx)).collect()
     };
 
     // First error in file order, with lines counted from the start of the file.
@@ -164,12 +155,7 @@ pub fn parse_csv(file: &str, bytes: &[u8], spec: &CsvSpec) -> Result<Table> {
         if let Some(e) = &r.error {
             let line = first_line + e.line;
             return Err(match &e.column {
-                Some(column) => Error::Csv {
-                    file: file.to_owned(),
-                    line,
-                    column: column.clone(),
-                    message: e.message.clone(),
-                },
+                Some(column) => Error::Csv { file: file.to_owned(), line, column: column.clone(), message: e.message.clone() },
                 None => Error::CsvStructure { file: file.to_owned(), line, message: e.message.clone() },
             });
         }
@@ -269,13 +255,7 @@ struct ChunkResult<'a> {
 }
 
 fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkResult<'a> {
-    let mut res = ChunkResult {
-        rows: 0,
-        levels: vec![Vec::new(); ctx.spec.attrs.len()],
-        label_values: Distinct::default(),
-        pred_values: Distinct::default(),
-        error: None,
-    };
+    let mut res = ChunkResult { rows: 0, levels: vec![Vec::new(); ctx.spec.attrs.len()], label_values: Distinct::default(), pred_values: Distinct::default(), error: None };
     let mut interners: Vec<FxHashMap<Cow<'a, [u8]>, u32>> = vec![FxHashMap::default(); ctx.spec.attrs.len()];
     let mut fields: Vec<Field> = Vec::with_capacity(ctx.n_fields);
     let mut pos = 0;
@@ -286,11 +266,7 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(Unterminated) => {
-                res.error = Some(LocalError {
-                    line,
-                    column: None,
-                    message: "unterminated quoted field (a '\"' is never closed)".into(),
-                });
+                res.error = Some(LocalError { line, column: None, message: "unterminated quoted field (a '\"' is never closed)".into() });
                 return res;
             }
         };
@@ -301,11 +277,7 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
             continue; // blank line, skipped as pandas does
         }
         if fields.len() != ctx.n_fields {
-            res.error = Some(LocalError {
-                line: record_line,
-                column: None,
-                message: format!("row has {} fields, the header has {}", fields.len(), ctx.n_fields),
-            });
+            res.error = Some(LocalError { line: record_line, column: None, message: format!("row has {} fields, the header has {}", fields.len(), ctx.n_fields) });
             return res;
         }
         let row = res.rows;
@@ -313,10 +285,12 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
             let text = fields[col].text(chunk);
             let fail = |message: String| LocalError { line: record_line, column: Some(ctx.header[col].clone()), message };
             let outcome = match role {
-                Role::Label => parse_binary(&text, pos_label, &mut res.label_values, record_line)
-                    .map(|v| out.labels[row] = v),
-                Role::Pred => parse_binary(&text, pos_label, &mut res.pred_values, record_line)
-                    .map(|v| if let Some(p) = out.preds.as_deref_mut() { p[row] = v }),
+                Role::Label => parse_binary(&text, pos_label, &mut res.label_values, record_line).map(|v| out.labels[row] = v),
+                Role::Pred => parse_binary(&text, pos_label, &mut res.pred_values, record_line).map(|v| {
+                    if let Some(p) = out.preds.as_deref_mut() {
+                        p[row] = v
+                    }
+                }),
                 Role::Score => parse_number(&text).and_then(|x| {
                     out.scores[row] = x;
                     Ok(())
@@ -337,11 +311,7 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
                         let map = &mut interners[k];
                         let levels = &res.levels[k];
                         // Sensitive attributes have few values: a scan beats hashing them.
-                        let known = if levels.len() <= SCAN_LEVELS {
-                            levels.iter().position(|l| short_eq(l, &text)).map(|i| i as u32)
-                        } else {
-                            map.get(text.as_ref()).copied()
-                        };
+                        let known = if levels.len() <= SCAN_LEVELS { levels.iter().position(|l| short_eq(l, &text)).map(|i| i as u32) } else { map.get(text.as_ref()).copied() };
                         let code = match known {
                             Some(c) => c,
                             None => {
@@ -396,10 +366,7 @@ fn parse_binary(text: &[u8], pos_label: Option<&[u8]>, seen: &mut Distinct, line
             match s.trim().parse::<f64>() {
                 Ok(x) if x == 1.0 => Ok(true),
                 Ok(x) if x == 0.0 => Ok(false),
-                _ => Err(format!(
-                    "'{}' is not 0 or 1 (name the positive value with --pos-label for other codings)",
-                    shorten(&s)
-                )),
+                _ => Err(format!("'{}' is not 0 or 1 (name the positive value with --pos-label for other codings)", shorten(&s))),
             }
         }
     }
@@ -415,21 +382,10 @@ fn shorten(s: &str) -> String {
 
 /// Joins the chunks: removes the slots of skipped lines, merges the group interners and checks
 /// the two-valued columns.
-fn merge<'a>(
-    file: &str,
-    mut out: Columns,
-    results: &'a [ChunkResult<'_>],
-    lines: &[usize],
-    spec: &CsvSpec,
-    header_lines: u64,
-) -> Result<Table> {
+fn merge<'a>(file: &str, mut out: Columns, results: &'a [ChunkResult<'_>], lines: &[usize], spec: &CsvSpec, header_lines: u64) -> Result<Table> {
     let rows: usize = results.iter().map(|r| r.rows).sum();
     if rows == 0 {
-        return Err(Error::CsvStructure {
-            file: file.to_owned(),
-            line: header_lines + 1,
-            message: "no data rows after the header".into(),
-        });
+        return Err(Error::CsvStructure { file: file.to_owned(), line: header_lines + 1, message: "no data rows after the header".into() });
     }
     for (which, name) in [("label", &spec.label), ("prediction", spec.pred.as_ref().unwrap_or(&spec.label))] {
         let pick = |r: &'a ChunkResult<'_>| if which == "label" { &r.label_values } else { &r.pred_values };
@@ -444,10 +400,7 @@ fn merge<'a>(
                             file: file.to_owned(),
                             line: first_line + line,
                             column: name.clone(),
-                            message: format!(
-                                "third distinct {which} value '{}'; a binary column has at most two",
-                                String::from_utf8_lossy(v)
-                            ),
+                            message: format!("third distinct {which} value '{}'; a binary column has at most two", String::from_utf8_lossy(v)),
                         });
                     }
                 }
@@ -524,13 +477,7 @@ fn merge<'a>(
     if let Some(w) = out.weights {
         predictions = predictions.with_weights(w)?;
     }
-    let attributes = spec
-        .attrs
-        .iter()
-        .zip(out.codes)
-        .zip(levels)
-        .map(|((name, codes), levels)| Attribute::from_codes(name.clone(), codes, levels))
-        .collect::<Result<Vec<_>>>()?;
+    let attributes = spec.attrs.iter().zip(out.codes).zip(levels).map(|((name, codes), levels)| Attribute::from_codes(name.clone(), codes, levels)).collect::<Result<Vec<_>>>()?;
     Ok(Table { predictions, attributes })
 }
 

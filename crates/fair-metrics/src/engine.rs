@@ -56,12 +56,7 @@ impl Sorted {
         let (order, block_start) = argsort(&p.scores);
         let flags: Vec<u8> = match &p.preds {
             Some(hard) => p.labels.par_iter().zip(hard.par_iter()).map(|(&y, &h)| y as u8 | (h as u8) << 1).collect(),
-            None => p
-                .labels
-                .par_iter()
-                .zip(p.scores.par_iter())
-                .map(|(&y, &s)| y as u8 | ((s >= threshold) as u8) << 1)
-                .collect(),
+            None => p.labels.par_iter().zip(p.scores.par_iter()).map(|(&y, &s)| y as u8 | ((s >= threshold) as u8) << 1).collect(),
         };
         let mut sorted = Self { order, block_start, flags: Vec::new(), weights: None };
         sorted.flags = sorted.gather(&flags);
@@ -229,11 +224,7 @@ pub(crate) fn argsort(scores: &[f64]) -> (Vec<u32>, Vec<bool>) {
     let n = scores.len();
     let bits = usize::BITS - n.saturating_sub(1).leading_zeros();
     let mask = (1u64 << bits) - 1;
-    let mut packed: Vec<u64> = scores
-        .par_iter()
-        .enumerate()
-        .map(|(i, &s)| (order_key(s) & !mask) | i as u64)
-        .collect();
+    let mut packed: Vec<u64> = scores.par_iter().enumerate().map(|(i, &s)| (order_key(s) & !mask) | i as u64).collect();
     packed.par_sort_unstable();
     let mut block_start = vec![false; n];
     let mut i = 0;
@@ -249,8 +240,7 @@ pub(crate) fn argsort(scores: &[f64]) -> (Vec<u32>, Vec<bool>) {
             let run = &mut packed[i..j];
             run.sort_unstable_by_key(|&p| order_key(scores[(p & mask) as usize]));
             for r in i..j {
-                block_start[r] = r == i
-                    || order_key(scores[(packed[r] & mask) as usize]) != order_key(scores[(packed[r - 1] & mask) as usize]);
+                block_start[r] = r == i || order_key(scores[(packed[r] & mask) as usize]) != order_key(scores[(packed[r - 1] & mask) as usize]);
             }
         }
         i = j;
@@ -321,7 +311,13 @@ mod tests {
             for i in 0..8 {
                 for j in 0..8 {
                     if codes[i] as usize == g && codes[j] as usize == g && labels[i] && !labels[j] {
-                        pairs2 += if scores[i] > scores[j] { 2.0 } else if scores[i] == scores[j] { 1.0 } else { 0.0 };
+                        pairs2 += if scores[i] > scores[j] {
+                            2.0
+                        } else if scores[i] == scores[j] {
+                            1.0
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }

@@ -74,11 +74,7 @@ fn markdown(r: &Report) -> String {
     let threshold = r.threshold.map_or("given predictions".to_owned(), |t| format!("score >= {t}"));
     let _ = writeln!(s, "{} rows; hard prediction: {threshold}; ES alpha = {}.", r.n, r.alpha);
     if let Some(b) = &r.bootstrap {
-        let _ = writeln!(
-            s,
-            "Intervals: bootstrap percentile [{}, {}] over {} replicates (seed {}).",
-            b.quantiles[0], b.quantiles[1], b.replicates, b.seed
-        );
+        let _ = writeln!(s, "Intervals: bootstrap percentile [{}, {}] over {} replicates (seed {}).", b.quantiles[0], b.quantiles[1], b.replicates, b.seed);
     }
     let _ = writeln!(s, "\n## Overall\n\n| metric | value |\n|---|---|");
     for m in GROUP_METRICS {
@@ -90,10 +86,7 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "| group | n | positives | {} |", GROUP_METRICS.join(" | "));
         let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(GROUP_METRICS.len()));
         for (g, m) in &a.groups {
-            let cells: Vec<String> = GROUP_METRICS
-                .iter()
-                .map(|k| with_ci(m.get(k), m.ci.as_ref().and_then(|c| c.get(k))))
-                .collect();
+            let cells: Vec<String> = GROUP_METRICS.iter().map(|k| with_ci(m.get(k), m.ci.as_ref().and_then(|c| c.get(k)))).collect();
             let _ = writeln!(s, "| {g} | {} | {} | {} |", m.n, m.positives, cells.join(" | "));
         }
         let _ = writeln!(s, "\n| fairness | value |\n|---|---|");
@@ -128,15 +121,7 @@ fn csv(r: &Report) -> String {
     let mut s = String::from("scope,attribute,group,metric,value,ci_low,ci_high\n");
     let mut row = |scope: &str, attr: &str, group: &str, metric: &str, v: Option<f64>, ci: Option<&Ci>| {
         let f = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
-        let _ = writeln!(
-            s,
-            "{scope},{},{},{metric},{},{},{}",
-            csv_field(attr),
-            csv_field(group),
-            f(v),
-            f(ci.map(|c| c.low)),
-            f(ci.map(|c| c.high))
-        );
+        let _ = writeln!(s, "{scope},{},{},{metric},{},{},{}", csv_field(attr), csv_field(group), f(v), f(ci.map(|c| c.low)), f(ci.map(|c| c.high)));
     };
     for m in GROUP_METRICS {
         row("overall", "", "", m, r.overall.get(m), r.overall.ci.as_ref().and_then(|c| c.get(m)));

@@ -29,17 +29,10 @@ impl Predictions {
     /// finite and both vectors the same length.
     pub fn new(labels: Vec<bool>, scores: Vec<f64>) -> Result<Self> {
         if labels.len() != scores.len() {
-            return Err(Error::Invalid(format!(
-                "{} labels but {} scores",
-                labels.len(),
-                scores.len()
-            )));
+            return Err(Error::Invalid(format!("{} labels but {} scores", labels.len(), scores.len())));
         }
         if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "score of row {i} is {}, expected a finite number",
-                scores[i]
-            )));
+            return Err(Error::Invalid(format!("score of row {i} is {}, expected a finite number", scores[i])));
         }
         Ok(Self { labels, scores, preds: None, weights: None })
     }
@@ -47,11 +40,7 @@ impl Predictions {
     /// Hard predictions to use instead of `score >= threshold`.
     pub fn with_preds(mut self, preds: Vec<bool>) -> Result<Self> {
         if preds.len() != self.labels.len() {
-            return Err(Error::Invalid(format!(
-                "{} predictions for {} rows",
-                preds.len(),
-                self.labels.len()
-            )));
+            return Err(Error::Invalid(format!("{} predictions for {} rows", preds.len(), self.labels.len())));
         }
         self.preds = Some(preds);
         Ok(self)
@@ -60,17 +49,10 @@ impl Predictions {
     /// Sample weights: finite and non-negative.
     pub fn with_weights(mut self, weights: Vec<f64>) -> Result<Self> {
         if weights.len() != self.labels.len() {
-            return Err(Error::Invalid(format!(
-                "{} weights for {} rows",
-                weights.len(),
-                self.labels.len()
-            )));
+            return Err(Error::Invalid(format!("{} weights for {} rows", weights.len(), self.labels.len())));
         }
         if let Some(i) = weights.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
-            return Err(Error::Invalid(format!(
-                "weight of row {i} is {}, expected a finite number >= 0",
-                weights[i]
-            )));
+            return Err(Error::Invalid(format!("weight of row {i} is {}, expected a finite number >= 0", weights[i])));
         }
         self.weights = Some(weights);
         Ok(self)
@@ -137,9 +119,7 @@ impl Attribute {
         for (row, v) in values.iter().enumerate() {
             let v = v.as_ref();
             if v.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "attribute '{name}': row {row} has an empty value"
-                )));
+                return Err(Error::Invalid(format!("attribute '{name}': row {row} has an empty value")));
             }
             let next = levels.len() as u32;
             let code = *index.entry(v).or_insert_with(|| {
@@ -156,10 +136,7 @@ impl Attribute {
     pub fn from_codes(name: impl Into<String>, codes: Vec<u32>, levels: Vec<String>) -> Result<Self> {
         let name = name.into();
         if let Some(bad) = codes.iter().find(|&&c| c as usize >= levels.len()) {
-            return Err(Error::Invalid(format!(
-                "attribute '{name}': code {bad} but only {} levels",
-                levels.len()
-            )));
+            return Err(Error::Invalid(format!("attribute '{name}': code {bad} but only {} levels", levels.len())));
         }
         if levels.iter().any(String::is_empty) {
             return Err(Error::Invalid(format!("attribute '{name}': empty level")));
@@ -171,10 +148,7 @@ impl Attribute {
         }
         for w in order.windows(2) {
             if levels[w[0]] == levels[w[1]] {
-                return Err(Error::Invalid(format!(
-                    "attribute '{name}': level '{}' given twice",
-                    levels[w[0]]
-                )));
+                return Err(Error::Invalid(format!("attribute '{name}': level '{}' given twice", levels[w[0]])));
             }
         }
         let sorted: Vec<String> = order.iter().map(|&i| levels[i].clone()).collect();
@@ -204,12 +178,7 @@ impl Attribute {
         };
         let n = first.codes.len();
         if let Some(a) = attrs.iter().find(|a| a.codes.len() != n) {
-            return Err(Error::Invalid(format!(
-                "attribute '{}' has {} rows, '{}' has {n}",
-                a.name,
-                a.codes.len(),
-                first.name
-            )));
+            return Err(Error::Invalid(format!("attribute '{}' has {} rows, '{}' has {n}", a.name, a.codes.len(), first.name)));
         }
         // Mixed-radix code over the sorted levels: ordering the codes orders the tuples
         // lexicographically, as a pandas MultiIndex does.
@@ -236,10 +205,7 @@ impl Attribute {
             parts.reverse();
             levels.push(parts.join(" & "));
         }
-        let codes = combined
-            .iter()
-            .map(|c| present.binary_search(c).unwrap_or_default() as u32)
-            .collect();
+        let codes = combined.iter().map(|c| present.binary_search(c).unwrap_or_default() as u32).collect();
         let name = attrs.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(" & ");
         Ok(Self { name, levels, codes })
     }
@@ -273,10 +239,7 @@ impl Attribute {
 /// The order pandas sorts group keys in: numerically when every value parses as a number
 /// (a CSV column of integers becomes an integer column), as text otherwise.
 fn sorted_level_order(levels: &[String]) -> Vec<usize> {
-    let numeric: Option<Vec<f64>> = levels
-        .iter()
-        .map(|l| l.trim().parse::<f64>().ok().filter(|x| !x.is_nan()))
-        .collect();
+    let numeric: Option<Vec<f64>> = levels.iter().map(|l| l.trim().parse::<f64>().ok().filter(|x| !x.is_nan())).collect();
     let mut order: Vec<usize> = (0..levels.len()).collect();
     match numeric {
         Some(x) => order.sort_by(|&a, &b| x[a].total_cmp(&x[b]).then_with(|| levels[a].cmp(&levels[b]))),

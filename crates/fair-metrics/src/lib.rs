@@ -47,8 +47,5 @@ pub use error::{Error, Result};
 pub use format::Format;
 pub use input::{Attribute, Predictions};
 pub use multiclass::{multiclass_auc_ovr, OvrAverage};
-pub use report::{
-    equity_scaled, Aggregates, AttributeReport, BootstrapInfo, GroupMetrics, Report, ReportOptions, UndefinedAuc,
-    Undefined, ATTRIBUTE_METRICS, GROUP_METRICS,
-};
+pub use report::{equity_scaled, Aggregates, AttributeReport, BootstrapInfo, GroupMetrics, Report, ReportOptions, Undefined, UndefinedAuc, ATTRIBUTE_METRICS, GROUP_METRICS};
 pub use stream::Accumulator;

@@ -28,13 +28,7 @@ pub enum OvrAverage {
 /// assert_eq!(auc, 1.0);
 /// # Ok::<(), fair_metrics::Error>(())
 /// ```
-pub fn multiclass_auc_ovr(
-    labels: &[usize],
-    scores: &[f64],
-    k: usize,
-    weights: Option<&[f64]>,
-    average: OvrAverage,
-) -> Result<f64> {
+pub fn multiclass_auc_ovr(labels: &[usize], scores: &[f64], k: usize, weights: Option<&[f64]>, average: OvrAverage) -> Result<f64> {
     let n = labels.len();
     if k < 2 {
         return Err(Error::Invalid(format!("{k} classes; one-vs-rest AUC needs at least 2")));
@@ -53,17 +47,13 @@ pub fn multiclass_auc_ovr(
     let mut present = vec![false; k];
     labels.iter().for_each(|&y| present[y] = true);
     if let Some(c) = present.iter().position(|&p| !p) {
-        return Err(Error::Invalid(format!(
-            "class {c} never occurs in the labels; the number of classes must equal the number of score columns"
-        )));
+        return Err(Error::Invalid(format!("class {c} never occurs in the labels; the number of classes must equal the number of score columns")));
     }
     for (i, row) in scores.chunks(k).enumerate() {
         let s: f64 = row.iter().sum();
         // numpy.allclose(1, s): |s - 1| <= 1e-8 + 1e-5 * |s|
         if !((s - 1.0).abs() <= 1e-8 + 1e-5 * s.abs()) {
-            return Err(Error::Invalid(format!(
-                "scores of row {i} sum to {s}; one-vs-rest AUC needs probabilities summing to 1"
-            )));
+            return Err(Error::Invalid(format!("scores of row {i} sum to {s}; one-vs-rest AUC needs probabilities summing to 1")));
         }
     }
     let mut sum = 0.0;

@@ -117,8 +117,7 @@ pub struct GroupMetrics {
 }
 
 /// The per-group metric names, in report order.
-pub const GROUP_METRICS: [&str; 9] =
-    ["auc", "accuracy", "balanced_accuracy", "selection_rate", "tpr", "fpr", "tnr", "fnr", "precision"];
+pub const GROUP_METRICS: [&str; 9] = ["auc", "accuracy", "balanced_accuracy", "selection_rate", "tpr", "fpr", "tnr", "fnr", "precision"];
 
 impl GroupMetrics {
     /// The value of a per-group metric by name (see [`GROUP_METRICS`]).
@@ -171,11 +170,7 @@ impl GroupMetrics {
             (None, None)
         };
         // balanced_accuracy_score drops the recall of a class with no (weighted) rows.
-        let recalls: Vec<f64> = [(c.tp, pos), (c.tn, neg)]
-            .into_iter()
-            .filter(|&(_, d)| d > 0.0)
-            .map(|(x, d)| x / d)
-            .collect();
+        let recalls: Vec<f64> = [(c.tp, pos), (c.tn, neg)].into_iter().filter(|&(_, d)| d > 0.0).map(|(x, d)| x / d).collect();
         let balanced_accuracy = match recalls.len() {
             0 => None,
             k => Some(recalls.iter().sum::<f64>() / k as f64),
@@ -246,13 +241,7 @@ impl Aggregates {
         let difference = min.and_then(|m| defined().map(|v| (v - m).abs()).reduce(f64::max));
         let difference_to_overall = overall.and_then(|o| defined().map(|v| (v - o).abs()).reduce(f64::max));
         let ratio = min.zip(max).map(|(a, b)| a / b).filter(|r| !r.is_nan());
-        let ratio_to_overall = overall.and_then(|o| {
-            defined()
-                .map(|v| v / o)
-                .map(|r| if r > 1.0 { 1.0 / r } else { r })
-                .filter(|r| !r.is_nan())
-                .reduce(f64::min)
-        });
+        let ratio_to_overall = overall.and_then(|o| defined().map(|v| v / o).map(|r| if r > 1.0 { 1.0 / r } else { r }).filter(|r| !r.is_nan()).reduce(f64::min));
         Self { min, max, difference, difference_to_overall, ratio, ratio_to_overall }
     }
 }
@@ -300,10 +289,7 @@ pub struct AttributeReport {
 }
 
 /// The fairness metrics of an attribute that get bootstrap intervals, in report order.
-pub const ATTRIBUTE_METRICS: [&str; 13] = [
-    "es_auc", "es_accuracy", "dpd", "dpr", "eod", "eod_mean", "eor", "eor_mean", "eopd", "eopr",
-    "fpr_ratio", "auc_std", "auc_range",
-];
+pub const ATTRIBUTE_METRICS: [&str; 13] = ["es_auc", "es_accuracy", "dpd", "dpr", "eod", "eod_mean", "eor", "eor_mean", "eopd", "eopr", "fpr_ratio", "auc_std", "auc_range"];
 
 impl AttributeReport {
     /// A scalar fairness metric by name (see [`ATTRIBUTE_METRICS`]).
@@ -387,12 +373,7 @@ impl Report {
         }
         for a in attrs {
             if a.len() != p.len() {
-                return Err(Error::Invalid(format!(
-                    "attribute '{}' has {} values for {} rows",
-                    a.name,
-                    a.len(),
-                    p.len()
-                )));
+                return Err(Error::Invalid(format!("attribute '{}' has {} values for {} rows", a.name, a.len(), p.len())));
             }
         }
         for (i, a) in attrs.iter().enumerate() {
@@ -435,40 +416,15 @@ impl Prepared<'_> {
             .collect();
         let mut undefined = Vec::new();
         let overall = GroupMetrics::from_counts(&counts[0][0], self.weighted, "overall", &mut undefined);
-        let attributes = self
-            .attrs
-            .iter()
-            .zip(&counts[1..])
-            .map(|(a, c)| (a.name.clone(), attribute_report(a, c, &overall, self.weighted, opts)))
-            .collect();
-        Report {
-            n: overall.n as usize,
-            threshold: None,
-            alpha: opts.alpha,
-            undefined_auc: opts.undefined_auc,
-            overall,
-            undefined,
-            attributes,
-            bootstrap: None,
-        }
+        let attributes = self.attrs.iter().zip(&counts[1..]).map(|(a, c)| (a.name.clone(), attribute_report(a, c, &overall, self.weighted, opts))).collect();
+        Report { n: overall.n as usize, threshold: None, alpha: opts.alpha, undefined_auc: opts.undefined_auc, overall, undefined, attributes, bootstrap: None }
     }
 }
 
-fn attribute_report(
-    a: &Attribute,
-    counts: &[GroupCounts],
-    overall: &GroupMetrics,
-    weighted: bool,
-    opts: &ReportOptions,
-) -> AttributeReport {
+fn attribute_report(a: &Attribute, counts: &[GroupCounts], overall: &GroupMetrics, weighted: bool, opts: &ReportOptions) -> AttributeReport {
     let mut undefined = Vec::new();
-    let groups: IndexMap<String, GroupMetrics> = a
-        .levels
-        .iter()
-        .zip(counts)
-        .filter(|(_, c)| c.n > 0)
-        .map(|(level, c)| (level.clone(), GroupMetrics::from_counts(c, weighted, level, &mut undefined)))
-        .collect();
+    let groups: IndexMap<String, GroupMetrics> =
+        a.levels.iter().zip(counts).filter(|(_, c)| c.n > 0).map(|(level, c)| (level.clone(), GroupMetrics::from_counts(c, weighted, level, &mut undefined))).collect();
     let metric_frame: IndexMap<&'static str, Aggregates> = GROUP_METRICS
         .iter()
         .map(|&m| {
@@ -507,7 +463,13 @@ fn attribute_report(
                 if let Some(v) = g.get(m) {
                     let worse = match best {
                         None => true,
-                        Some((_, b)) => if higher_is_worse { v > b } else { v < b },
+                        Some((_, b)) => {
+                            if higher_is_worse {
+                                v > b
+                            } else {
+                                v < b
+                            }
+                        }
                     };
                     if worse {
                         best = Some((k, v));
@@ -581,11 +543,7 @@ mod tests {
     use super::*;
 
     fn toy() -> (Predictions, Vec<Attribute>) {
-        let p = Predictions::new(
-            vec![true, false, true, false, true, true, false, false],
-            vec![0.9, 0.2, 0.6, 0.6, 0.3, 0.8, 0.7, 0.1],
-        )
-        .unwrap();
+        let p = Predictions::new(vec![true, false, true, false, true, true, false, false], vec![0.9, 0.2, 0.6, 0.6, 0.3, 0.8, 0.7, 0.1]).unwrap();
         let g = Attribute::from_values("g", &["a", "a", "a", "b", "b", "b", "c", "c"]).unwrap();
         (p, vec![g])
     }

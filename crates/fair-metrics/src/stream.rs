@@ -39,10 +39,7 @@ struct Interned {
 impl Accumulator {
     /// An empty accumulator for the named attributes.
     pub fn new<S: AsRef<str>>(attributes: &[S]) -> Self {
-        let attrs = attributes
-            .iter()
-            .map(|a| Interned { name: a.as_ref().to_owned(), ..Default::default() })
-            .collect();
+        let attrs = attributes.iter().map(|a| Interned { name: a.as_ref().to_owned(), ..Default::default() }).collect();
         Self { attrs, ..Default::default() }
     }
 
@@ -58,13 +55,7 @@ impl Accumulator {
     }
 
     /// Appends a batch with sample weights. All batches must then be weighted.
-    pub fn push_weighted<V: AsRef<str>>(
-        &mut self,
-        labels: &[bool],
-        scores: &[f64],
-        weights: &[f64],
-        attrs: &[&[V]],
-    ) -> Result<()> {
+    pub fn push_weighted<V: AsRef<str>>(&mut self, labels: &[bool], scores: &[f64], weights: &[f64], attrs: &[&[V]]) -> Result<()> {
         self.check(labels.len(), scores, attrs)?;
         if weights.len() != labels.len() {
             return Err(Error::Invalid(format!("{} weights for {} rows", weights.len(), labels.len())));
@@ -88,11 +79,7 @@ impl Accumulator {
             return Err(Error::Invalid(format!("score {s}: expected a finite number")));
         }
         if attrs.len() != self.attrs.len() {
-            return Err(Error::Invalid(format!(
-                "{} attribute columns for {} attributes",
-                attrs.len(),
-                self.attrs.len()
-            )));
+            return Err(Error::Invalid(format!("{} attribute columns for {} attributes", attrs.len(), self.attrs.len())));
         }
         for (a, values) in self.attrs.iter().zip(attrs) {
             if values.len() != n {
@@ -147,11 +134,7 @@ impl Accumulator {
         if let Some(w) = &self.weights {
             p = p.with_weights(w.clone())?;
         }
-        let attrs = self
-            .attrs
-            .iter()
-            .map(|a| Attribute::from_codes(a.name.clone(), a.codes.clone(), a.levels.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let attrs = self.attrs.iter().map(|a| Attribute::from_codes(a.name.clone(), a.codes.clone(), a.levels.clone())).collect::<Result<Vec<_>>>()?;
         Report::compute(&p, &attrs, opts)
     }
 }

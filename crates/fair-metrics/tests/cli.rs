@@ -19,13 +19,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = bin()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fair-metrics");
+    let mut child = bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn fair-metrics");
     if let Some(s) = stdin {
         child.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write stdin");
     } else {
@@ -70,10 +64,7 @@ fn stdin_and_output_file() {
     let dir = temp_dir("out");
     let out_path = dir.join("report.md");
     std::fs::write(&out_path, "previous").expect("write");
-    let out = run(
-        &["report", "-", "--label", "y", "--score", "p", "--pred", "yhat", "--attr", "sex", "--format", "md", "-o", out_path.to_str().expect("path")],
-        Some(&data),
-    );
+    let out = run(&["report", "-", "--label", "y", "--score", "p", "--pred", "yhat", "--attr", "sex", "--format", "md", "-o", out_path.to_str().expect("path")], Some(&data));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let md = std::fs::read_to_string(&out_path).expect("report written");
     assert!(md.contains("## sex") && md.contains("| Female |"), "{md}");

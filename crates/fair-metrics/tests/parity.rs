@@ -4,10 +4,7 @@
 
 use std::path::PathBuf;
 
-use fair_metrics::{
-    multiclass_auc_ovr, parse_csv, Attribute, AttributeReport, CsvSpec, GroupMetrics, OvrAverage, Report,
-    ReportOptions, UndefinedAuc, GROUP_METRICS,
-};
+use fair_metrics::{multiclass_auc_ovr, parse_csv, Attribute, AttributeReport, CsvSpec, GroupMetrics, OvrAverage, Report, ReportOptions, UndefinedAuc, GROUP_METRICS};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -67,10 +64,7 @@ impl Checker {
             self.value(&format!("{p}.ratio"), agg.ratio, &rm["ratio"]);
             self.value(&format!("{p}.ratio_to_overall"), agg.ratio_to_overall, &rm["ratio_to_overall"]);
         }
-        for m in [
-            "dpd", "dpr", "eod", "eod_mean", "eor", "eor_mean", "eopd", "eopr", "fpr_ratio", "es_auc",
-            "es_accuracy", "auc_std", "auc_range",
-        ] {
+        for m in ["dpd", "dpr", "eod", "eod_mean", "eor", "eor_mean", "eopd", "eopr", "fpr_ratio", "es_auc", "es_accuracy", "auc_std", "auc_range"] {
             self.value(&format!("{path}.{m}"), a.get(m), &r[m]);
         }
         self.value(&format!("{path}.es_auc (null policy)"), strict.es_auc, &r["es_auc_null"]);
@@ -107,8 +101,7 @@ fn matches_sklearn_and_fairlearn() {
         }
         let opts = ReportOptions::default().with_threshold(case["threshold"].as_f64().unwrap_or(0.5));
         let report = Report::compute(&table.predictions, &attrs, &opts).expect("report");
-        let strict = Report::compute(&table.predictions, &attrs, &opts.clone().with_undefined_auc(UndefinedAuc::Null))
-            .expect("report");
+        let strict = Report::compute(&table.predictions, &attrs, &opts.clone().with_undefined_auc(UndefinedAuc::Null)).expect("report");
         let e = &case["expected"];
         assert_eq!(report.n as u64, e["n"].as_u64().unwrap_or(0), "{name}: rows");
         c.group(&format!("{name}.overall"), &report.overall, &e["overall"]);

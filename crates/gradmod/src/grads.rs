@@ -297,12 +297,7 @@ pub fn unflatten<B: Backend>(flat: Tensor<B, 1>, set: &ParamSet) -> Result<Gradi
 /// task i, and the projected gradients are summed. Returns the merged gradients of `set`.
 /// PCGrad draws the order at random per task; pass a shuffled order for that, or the
 /// identity for a deterministic merge.
-pub fn pcgrad<B: Backend>(
-    tasks: &mut [GradientsParams],
-    set: &ParamSet,
-    order: impl Fn(usize) -> Vec<usize>,
-    device: &B::Device,
-) -> Result<GradientsParams> {
+pub fn pcgrad<B: Backend>(tasks: &mut [GradientsParams], set: &ParamSet, order: impl Fn(usize) -> Vec<usize>, device: &B::Device) -> Result<GradientsParams> {
     if tasks.is_empty() {
         return Err(Error::Setting("PCGrad needs at least one task's gradients".into()));
     }

@@ -9,6 +9,8 @@
 //! - [`ModalityBalance`] and [`direction_loss`]: CGGM-style balancing from auxiliary heads.
 //! - [`GroupModulation`]: MultiFair's per-group factors, EMA and trigger, in the code's
 //!   reading or the faithful one ([`MultiFairMode`]).
+//! - [`OgmGe`] and [`MultiFairSettings`] are also the `[ogm]` and `[multifair]` tables of an
+//!   experiment file (serde, unknown keys refused, every key optional).
 //!
 //! ```
 //! use burn::backend::{Autodiff, Flex};
@@ -41,5 +43,5 @@ mod ogm;
 pub use balance::{direction_loss, ModalityBalance};
 pub use error::{Error, Result};
 pub use grads::{clip_global_norm, cosine, flatten, global_norm, pcgrad, scale, scale_with_noise, unflatten, ParamSet};
-pub use multifair::{GroupModulation, MultiFairMode};
+pub use multifair::{GroupModulation, MultiFairMode, MultiFairSettings};
 pub use ogm::{OgmCoefficients, OgmGe};

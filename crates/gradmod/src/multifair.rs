@@ -3,10 +3,14 @@
 //! demographic group, per-group factors that favour the groups below the mean, and a trigger
 //! on the fused model's group AUC gap in the batch.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
-/// The two readings of MultiFair (see docs/methods.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The two readings of MultiFair (see docs/methods.md). In TOML: `"code-exact"` or
+/// `"faithful"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MultiFairMode {
     /// The released code, including what is inert in it: the direction term and the
     /// fairness gap are constants (no gradient), and groups are binary.
@@ -15,6 +19,60 @@ pub enum MultiFairMode {
     /// The differentiable direction term (CGGM's form), a differentiable fairness term on the
     /// fused model, any number of groups; the magnitude modulation as coded.
     Faithful,
+}
+
+/// MultiFair's modulation settings (FairVLMed code settings); in TOML the `[multifair]` table
+/// with these keys, each optional.
+///
+/// ```
+/// use gradmod::{MultiFairMode, MultiFairSettings};
+/// let mf: MultiFairSettings = toml::from_str("mode = \"faithful\"\nthreshold = 0.1")?;
+/// assert_eq!((mf.mode, mf.threshold, mf.rho), (MultiFairMode::Faithful, 0.1, 1.2));
+/// assert!(mf.validate().is_ok());
+/// let groups = mf.group_modulation(2, 2)?;
+/// assert_eq!(groups.ema().len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiFairSettings {
+    /// Reading.
+    pub mode: MultiFairMode,
+    /// ρ, the scale of the modality factors (1.2).
+    pub rho: f64,
+    /// λ_gm, the direction term's weight (0.15; `faithful` only).
+    pub lambda_gm: f64,
+    /// The fairness term's weight (0.5; `faithful` only).
+    pub fairness_coeff: f64,
+    /// τ, the trigger threshold on the batch's group AUC gap (0.07).
+    pub threshold: f64,
+    /// fm, the strength of the group factors (0.5).
+    pub strength: f64,
+}
+
+impl Default for MultiFairSettings {
+    fn default() -> Self {
+        MultiFairSettings { mode: MultiFairMode::CodeExact, rho: 1.2, lambda_gm: 0.15, fairness_coeff: 0.5, threshold: 0.07, strength: 0.5 }
+    }
+}
+
+impl MultiFairSettings {
+    /// Checks that the five weights are finite and `≥ 0`; the message names the key
+    /// (`multifair.rho`, ...).
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [("rho", self.rho), ("lambda_gm", self.lambda_gm), ("fairness_coeff", self.fairness_coeff), ("threshold", self.threshold), ("strength", self.strength)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("multifair.{key} = {v}: expected a number >= 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The group-level modulation of `modalities` heads over `groups` groups, with these
+    /// settings' strength and threshold.
+    pub fn group_modulation(&self, modalities: usize, groups: usize) -> Result<GroupModulation> {
+        GroupModulation::new(modalities, groups, self.strength, self.threshold)
+    }
 }
 
 /// The running state of the group-level modulation: `E_{i,g}` for every modality i and group g.
@@ -130,5 +188,38 @@ impl GroupModulation {
             _ => 0.0,
         };
         Ok((gap, gap > self.threshold))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MultiFairMode, MultiFairSettings};
+
+    #[test]
+    fn the_toml_keys_and_defaults_are_the_trainers() {
+        let text = "mode = \"faithful\"\nrho = 1.0\nlambda_gm = 0.2\nfairness_coeff = 0.3\nthreshold = 0.1\nstrength = 0.4";
+        let mf: MultiFairSettings = toml::from_str(text).unwrap();
+        assert_eq!(mf, MultiFairSettings { mode: MultiFairMode::Faithful, rho: 1.0, lambda_gm: 0.2, fairness_coeff: 0.3, threshold: 0.1, strength: 0.4 });
+        let defaults: MultiFairSettings = toml::from_str("").unwrap();
+        assert_eq!(defaults, MultiFairSettings { mode: MultiFairMode::CodeExact, rho: 1.2, lambda_gm: 0.15, fairness_coeff: 0.5, threshold: 0.07, strength: 0.5 });
+        assert_eq!(defaults, MultiFairSettings::default());
+        assert_eq!(toml::from_str::<MultiFairSettings>("mode = \"code-exact\"").unwrap().mode, MultiFairMode::CodeExact);
+        for bad in ["mode = \"CodeExact\"", "mode = \"code_exact\"", "rho = 1.0\ntau = 0.1"] {
+            assert!(toml::from_str::<MultiFairSettings>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(toml::from_str::<MultiFairSettings>(&toml::to_string(&mf).unwrap()).unwrap(), mf);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        assert_eq!(MultiFairSettings::default().validate(), Ok(()));
+        let d = MultiFairSettings::default();
+        assert_eq!(MultiFairSettings { rho: -1.0, ..d }.validate().unwrap_err(), "multifair.rho = -1: expected a number >= 0");
+        assert_eq!(MultiFairSettings { lambda_gm: f64::NAN, ..d }.validate().unwrap_err(), "multifair.lambda_gm = NaN: expected a number >= 0");
+        assert_eq!(MultiFairSettings { fairness_coeff: -0.5, ..d }.validate().unwrap_err(), "multifair.fairness_coeff = -0.5: expected a number >= 0");
+        assert_eq!(MultiFairSettings { threshold: f64::INFINITY, ..d }.validate().unwrap_err(), "multifair.threshold = inf: expected a number >= 0");
+        assert_eq!(MultiFairSettings { strength: -2.0, ..d }.validate().unwrap_err(), "multifair.strength = -2: expected a number >= 0");
+        assert!(d.group_modulation(2, 2).is_ok());
+        assert!(d.group_modulation(2, 1).is_err());
     }
 }

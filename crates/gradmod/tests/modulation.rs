@@ -8,10 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
-use gradmod::{
-    clip_global_norm, cosine, direction_loss, flatten, global_norm, pcgrad, scale, scale_with_noise, unflatten, GroupModulation, ModalityBalance, OgmGe,
-    ParamSet,
-};
+use gradmod::{clip_global_norm, cosine, direction_loss, flatten, global_norm, pcgrad, scale, scale_with_noise, unflatten, GroupModulation, ModalityBalance, OgmGe, ParamSet};
 
 type B = Autodiff<Flex>;
 const D: FlexDevice = FlexDevice;
@@ -69,10 +66,14 @@ fn global_norm_and_clipping_follow_pytorch() {
     let m = toy();
     let set = ParamSet::of::<B, _>(&m);
     let mut g = grads_of(&m);
-    let by_hand: f64 = set.iter().map(|(id, s)| match s.len() {
-        1 => vals(g.get::<Flex, 1>(id).expect("grad")).iter().map(|v| v * v).sum::<f64>(),
-        _ => vals(g.get::<Flex, 2>(id).expect("grad")).iter().map(|v| v * v).sum::<f64>(),
-    }).sum::<f64>().sqrt();
+    let by_hand: f64 = set
+        .iter()
+        .map(|(id, s)| match s.len() {
+            1 => vals(g.get::<Flex, 1>(id).expect("grad")).iter().map(|v| v * v).sum::<f64>(),
+            _ => vals(g.get::<Flex, 2>(id).expect("grad")).iter().map(|v| v * v).sum::<f64>(),
+        })
+        .sum::<f64>()
+        .sqrt();
     let norm = global_norm::<Flex>(&mut g, &set).expect("norm");
     assert!((norm - by_hand).abs() < 1e-5 * by_hand);
     let before = clip_global_norm::<Flex>(&mut g, &set, norm / 4.0).expect("clip");
@@ -156,12 +157,15 @@ fn ogm_ge_coefficients_follow_the_reference_formula() {
     let logits_v = [[4.0f32, -2.0], [1.0, -1.0], [-2.0, 3.0], [0.0, 2.0]];
     let labels = [0i64, 0, 1, 1];
     let s = |l: &[[f32; 2]; 4]| -> f64 {
-        l.iter().zip(labels).map(|(r, y)| {
-            let (a, b) = (r[0] as f64, r[1] as f64);
-            let m = a.max(b);
-            let z = (a - m).exp() + (b - m).exp();
-            ((if y == 0 { a } else { b }) - m).exp() / z
-        }).sum()
+        l.iter()
+            .zip(labels)
+            .map(|(r, y)| {
+                let (a, b) = (r[0] as f64, r[1] as f64);
+                let m = a.max(b);
+                let z = (a - m).exp() + (b - m).exp();
+                ((if y == 0 { a } else { b }) - m).exp() / z
+            })
+            .sum()
     };
     let (sa, sv) = (s(&logits_a), s(&logits_v));
     let ogm = OgmGe { alpha: 0.8, ..OgmGe::default() };

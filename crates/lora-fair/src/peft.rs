@@ -107,7 +107,10 @@ pub fn load_adapters<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Adap
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| file_err(&cfg_path, e.to_string()))?;
     let config: AdapterConfig = serde_json::from_str(&text).map_err(|e| file_err(&cfg_path, e.to_string()))?;
     if config.peft_type != "LORA" || config.fan_in_fan_out || config.r == 0 {
-        return Err(file_err(&cfg_path, format!("peft_type {}, r {}, fan_in_fan_out {}: expected a LoRA adapter with r >= 1 in torch layout", config.peft_type, config.r, config.fan_in_fan_out)));
+        return Err(file_err(
+            &cfg_path,
+            format!("peft_type {}, r {}, fan_in_fan_out {}: expected a LoRA adapter with r >= 1 in torch layout", config.peft_type, config.r, config.fan_in_fan_out),
+        ));
     }
     let file = dir.join("adapter_model.safetensors");
     let bytes = std::fs::read(&file).map_err(|e| file_err(&file, e.to_string()))?;

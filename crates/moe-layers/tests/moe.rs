@@ -73,12 +73,7 @@ fn experts_copied_from_an_mlp_reproduce_it() {
     B::seed(&D, 3);
     let fc1 = LinearConfig::new(8, 32).init::<B>(&D);
     let fc2 = LinearConfig::new(32, 8).init::<B>(&D);
-    let moe = TokenMoeConfig::new(8, 32)
-        .with_capacity(Capacity::Unlimited)
-        .with_renormalize(true)
-        .with_subtract_input(false)
-        .init_from_mlp(&fc1, &fc2, &D)
-        .expect("moe");
+    let moe = TokenMoeConfig::new(8, 32).with_capacity(Capacity::Unlimited).with_renormalize(true).with_subtract_input(false).init_from_mlp(&fc1, &fc2, &D).expect("moe");
     let x = Tensor::<B, 3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &D);
     let mlp = fc2.forward(burn::tensor::activation::relu(fc1.forward(x.clone())));
     let diff = (moe.forward(x).output - mlp).abs().max().into_scalar();

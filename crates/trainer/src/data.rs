@@ -4,7 +4,7 @@ use std::path::Path;
 
 use fair_data::{load_split, LoadOptions, OnError, Prepared, Sample, Split, TextTokenizer, VisionSample, ATTRIBUTES};
 
-use crate::config::{DataSource, Experiment, OnErrorConfig, PairingConfig};
+use crate::config::{DataSource, Experiment, OnErrorConfig};
 use crate::error::{Error, Result};
 
 /// Prepared splits and the text side of the experiment.
@@ -26,23 +26,6 @@ pub struct ExperimentData {
     pub filtered_unknown: [usize; 3],
 }
 
-/// Human names of the attribute codes (FairCLIP's `groups_in_attrs` order).
-pub fn group_name(attribute: &str, code: i64) -> &'static str {
-    match (attribute, code) {
-        ("race", 0) => "Asian",
-        ("race", 1) => "Black",
-        ("race", 2) => "White",
-        ("gender", 0) => "Female",
-        ("gender", 1) => "Male",
-        ("ethnicity", 0) => "Non-Hispanic",
-        ("ethnicity", 1) => "Hispanic",
-        ("language", 0) => "English",
-        ("language", 1) => "Spanish",
-        ("language", 2) => "Other",
-        _ => "Unknown",
-    }
-}
-
 fn keep_known(samples: Vec<Sample>, filter: bool) -> (Vec<Sample>, usize) {
     if !filter {
         return (samples, 0);
@@ -62,7 +45,7 @@ impl ExperimentData {
         let d = &exp.data;
         let mut skipped = Vec::new();
         let mut filtered_unknown = [0; 3];
-        if exp.method.is_multimodal() && exp.multimodal.pairing == PairingConfig::Oct {
+        if exp.oct_pairing() {
             return Self::load_vision(exp, tokenizer);
         }
         let splits: [Vec<Sample>; 3] = match d.source {
@@ -115,15 +98,7 @@ impl ExperimentData {
         };
         let prompt_tokens = tokenizer.encode_batch(&exp.eval.prompts)?;
         let prep = |s: &[Sample]| Prepared::new(s, image_size, &tokenizer, d.note_chars);
-        Ok(Self {
-            train: prep(&splits[0])?,
-            validation: prep(&splits[1])?,
-            test: prep(&splits[2])?,
-            prompt_tokens,
-            tokenizer,
-            skipped,
-            filtered_unknown,
-        })
+        Ok(Self { train: prep(&splits[0])?, validation: prep(&splits[1])?, test: prep(&splits[2])?, prompt_tokens, tokenizer, skipped, filtered_unknown })
     }
 }
 
@@ -179,7 +154,7 @@ impl ExperimentData {
 /// For a multimodal experiment with the OCT pairing, the benchmark with OCT volumes in
 /// Harvard-FairVision's format.
 pub fn write_synthetic(exp: &Experiment, out: &Path) -> Result<[usize; 3]> {
-    if exp.method.is_multimodal() && exp.multimodal.pairing == PairingConfig::Oct {
+    if exp.oct_pairing() {
         let splits = exp.data.synthetic.generate_vision(&exp.data.oct)?;
         fair_data::write_fairvision(out, &splits)?;
         return Ok([splits[0].len(), splits[1].len(), splits[2].len()]);

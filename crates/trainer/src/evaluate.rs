@@ -1,14 +1,11 @@
-//! Zero-shot predictions of a split and their fair-metrics report.
+//! The fair-metrics report of a split's scores, and the figures kept of it per epoch.
 
-use burn::prelude::*;
-use fair_data::{Prepared, ATTRIBUTES};
+use fair_data::Prepared;
 use fair_metrics::{Attribute, Bootstrap, Predictions, Report, ReportOptions};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use vlm_backbone::Clip;
 
 use crate::config::Experiment;
-use crate::data::group_name;
 use crate::error::Result;
 
 /// The figures kept per epoch and split.
@@ -35,32 +32,10 @@ pub struct AttributeMetrics {
     pub group_auc: IndexMap<String, Option<f64>>,
 }
 
-/// FairCLIP's zero-shot glaucoma probabilities of every sample of `data`, in order.
-pub fn predict<B: Backend>(model: &Clip<B>, data: &Prepared, prompt_tokens: &[i64], batch_size: usize, device: &B::Device) -> Vec<f64> {
-    let context = prompt_tokens.len() / 2;
-    let prompts = Tensor::<B, 2, Int>::from_data(TensorData::new(prompt_tokens.to_vec(), [2, context]), device);
-    let text = model.encode_text(prompts);
-    let mut out = Vec::with_capacity(data.len());
-    let rows: Vec<usize> = (0..data.len()).collect();
-    for idx in rows.chunks(batch_size.max(1)) {
-        let batch = data.batch::<B>(idx, device);
-        let image = model.encode_image(batch.images);
-        let p = burn::tensor::activation::softmax(image.matmul(text.clone().transpose()), 1).narrow(1, 1, 1);
-        out.extend(p.into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default());
-    }
-    out
-}
-
-/// The four attributes of a split as fair-metrics attributes with readable group names.
+/// The sensitive attributes of a split as fair-metrics attributes, named as the data names
+/// them and their values.
 pub fn attributes(data: &Prepared) -> Result<Vec<Attribute>> {
-    ATTRIBUTES
-        .iter()
-        .enumerate()
-        .map(|(a, name)| {
-            let values: Vec<&str> = data.attributes.iter().map(|row| group_name(name, row[a])).collect();
-            Ok(Attribute::from_values(*name, &values)?)
-        })
-        .collect()
+    data.attributes.columns().iter().map(|c| Ok(Attribute::from_values(&c.name, &c.labels())?)).collect()
 }
 
 /// The full fair-metrics report of scores on a split.
@@ -88,8 +63,8 @@ impl EpochMetrics {
     }
 }
 
-/// Predicts a split and summarises it.
-pub fn evaluate<B: Backend>(exp: &Experiment, model: &Clip<B>, data: &Prepared, prompt_tokens: &[i64], device: &B::Device) -> Result<EpochMetrics> {
-    let scores = predict(model, data, prompt_tokens, exp.eval.batch_size, device);
-    Ok(EpochMetrics::from_report(&report(exp, data, scores, None)?))
+/// The AUC of scores against a split's labels (`None` when a class is missing).
+pub(crate) fn auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
+    let l: Vec<bool> = labels.iter().map(|&v| v == 1).collect();
+    fair_metrics::roc_auc(&l, scores).ok().flatten()
 }

@@ -53,7 +53,15 @@ impl Frame {
         );
         for k in 0..=4 {
             let v = self.y.0 + (self.y.1 - self.y.0) * k as f64 / 4.0;
-            let _ = write!(s, r##"<text x="{}" y="{}" font-size="9" text-anchor="end">{}</text><line x1="{PAD}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##, PAD - 3.0, self.py(v) + 3.0, fmt_tick(v), W - PAD / 2.0, y = self.py(v));
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" font-size="9" text-anchor="end">{}</text><line x1="{PAD}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/>"##,
+                PAD - 3.0,
+                self.py(v) + 3.0,
+                fmt_tick(v),
+                W - PAD / 2.0,
+                y = self.py(v)
+            );
             if self.xticks == Ticks::Frac {
                 let u = self.x.0 + (self.x.1 - self.x.0) * k as f64 / 4.0;
                 let _ = write!(s, r##"<text x="{}" y="{}" font-size="9" text-anchor="middle">{}</text>"##, self.px(u), H - PAD + 12.0, fmt_tick(u));
@@ -142,12 +150,30 @@ fn bars(title: &str, items: &[(String, Option<f64>, Option<(f64, f64)>)], refere
         }
         if let Some((l, h)) = ci {
             let xm = (x0 + x1) / 2.0;
-            let _ = write!(s, r##"<line x1="{xm:.1}" y1="{:.1}" x2="{xm:.1}" y2="{:.1}" stroke="#000"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#000"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#000"/>"##, frame.py(*l), frame.py(*h), xm - 5.0, frame.py(*l), xm + 5.0, frame.py(*l), xm - 5.0, frame.py(*h), xm + 5.0, frame.py(*h));
+            let _ = write!(
+                s,
+                r##"<line x1="{xm:.1}" y1="{:.1}" x2="{xm:.1}" y2="{:.1}" stroke="#000"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#000"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#000"/>"##,
+                frame.py(*l),
+                frame.py(*h),
+                xm - 5.0,
+                frame.py(*l),
+                xm + 5.0,
+                frame.py(*l),
+                xm - 5.0,
+                frame.py(*h),
+                xm + 5.0,
+                frame.py(*h)
+            );
         }
         let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#, (x0 + x1) / 2.0, H - PAD + 24.0, esc(name));
     }
     if let Some(r) = reference {
-        let _ = write!(s, r##"<line x1="{PAD}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#555" stroke-dasharray="5 3"><title>overall AUC {r:.4}</title></line>"##, W - PAD / 2.0, y = frame.py(r));
+        let _ = write!(
+            s,
+            r##"<line x1="{PAD}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#555" stroke-dasharray="5 3"><title>overall AUC {r:.4}</title></line>"##,
+            W - PAD / 2.0,
+            y = frame.py(r)
+        );
     }
     s.push_str("</svg>");
     s
@@ -161,20 +187,30 @@ pub fn render(r: &FinalReport) -> String {
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>fairvlm report: {m}</title><style>body{{font-family:sans-serif;max-width:1180px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}.row{{display:flex;flex-wrap:wrap;gap:12px}}</style></head><body><h1>fairvlm: {m}</h1>"#,
         m = esc(&r.method)
     );
-    let _ = write!(s, "<p>Test split, {} samples; epoch {} of {} selected on {:?} AUC. Values x100; intervals are bootstrap {}-replicate percentiles.</p>", r.samples[2], r.best_epoch, r.config.optim.epochs, r.selected_on, r.config.eval.bootstrap);
+    let _ = write!(
+        s,
+        "<p>Test split, {} samples; epoch {} of {} selected on {:?} AUC. Values x100; intervals are bootstrap {}-replicate percentiles.</p>",
+        r.samples[2], r.best_epoch, r.config.optim.epochs, r.selected_on, r.config.eval.bootstrap
+    );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}", 100.0 * v));
     s.push_str("<table><tr><th>attribute</th><th>DPD</th><th>DEOdds</th><th>AUC</th><th>ES-AUC</th><th>group AUCs</th></tr>");
     for (name, a) in &r.test.attributes {
         let groups: Vec<String> = a.groups.iter().map(|(g, m)| format!("{} {}", esc(g), f(m.auc))).collect();
-        let _ = write!(s, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(name), f(a.dpd), f(a.eod), f(r.test.overall.auc), f(a.es_auc), groups.join(", "));
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            f(a.dpd),
+            f(a.eod),
+            f(r.test.overall.auc),
+            f(a.es_auc),
+            groups.join(", ")
+        );
     }
     s.push_str("</table><h2>Group AUC (test) with intervals</h2><div class=\"row\">");
     for (name, a) in &r.test.attributes {
-        let items: Vec<(String, Option<f64>, Option<(f64, f64)>)> = a
-            .groups
-            .iter()
-            .map(|(g, m)| (g.clone(), m.auc, m.ci.as_ref().and_then(|c| c.get("auc")).map(|c| (c.low, c.high))))
-            .collect();
+        let items: Vec<(String, Option<f64>, Option<(f64, f64)>)> =
+            a.groups.iter().map(|(g, m)| (g.clone(), m.auc, m.ci.as_ref().and_then(|c| c.get("auc")).map(|c| (c.low, c.high)))).collect();
         s.push_str(&bars(&format!("{name}: ES-AUC {}", f(a.es_auc)), &items, r.test.overall.auc));
     }
     s.push_str("</div><h2>ROC curves per group (test)</h2><div class=\"row\">");
@@ -185,7 +221,7 @@ pub fn render(r: &FinalReport) -> String {
     }
     s.push_str("</div><h2>Training</h2><div class=\"row\">");
     let epochs = r.history.len().max(1) as f64;
-    let ex = |get: &dyn Fn(&crate::train::EpochLog) -> Option<f64>| -> Vec<(f64, f64)> { r.history.iter().filter_map(|l| get(l).map(|v| (l.epoch as f64, v))).collect() };
+    let ex = |get: &dyn Fn(&crate::log::EpochLog) -> Option<f64>| -> Vec<(f64, f64)> { r.history.iter().filter_map(|l| get(l).map(|v| (l.epoch as f64, v))).collect() };
     let loss = vec![("loss".to_string(), ex(&|l| Some(l.loss))), ("CLIP loss".to_string(), ex(&|l| Some(l.clip_loss)))];
     let (lmin, lmax) = r.history.iter().flat_map(|l| [l.loss, l.clip_loss]).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     let lrange = if lmin.is_finite() { (lmin * 0.95, lmax * 1.05 + 1e-9) } else { (0.0, 1.0) };

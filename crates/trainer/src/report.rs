@@ -2,21 +2,17 @@
 //! `report.md`, a self-contained `report.html` with SVG plots, and `predictions.csv` (which the
 //! `fair-metrics` CLI can audit again).
 
-use std::fmt::Write as _;
-use std::path::Path;
-
-use burn::prelude::*;
-use fair_data::{Prepared, ATTRIBUTES};
+use fair_data::Prepared;
 use fair_metrics::{Format, Report};
 use indexmap::IndexMap;
 use serde::Serialize;
-use vlm_backbone::Clip;
+use std::fmt::Write as _;
 
 use crate::config::{Experiment, SelectOn};
-use crate::data::{group_name, ExperimentData};
+use crate::data::ExperimentData;
 use crate::error::Result;
-use crate::evaluate::{predict, report};
-use crate::train::{write_atomic, EpochLog};
+use crate::evaluate::report;
+use crate::log::EpochLog;
 
 /// A ROC curve: false and true positive rates at every distinct threshold (at most a few
 /// hundred points kept).
@@ -70,7 +66,7 @@ impl Roc {
 /// Everything a finished run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct FinalReport {
-    /// `clip` or `fairclip`.
+    /// The method (its recipe's name).
     pub method: String,
     /// The experiment.
     pub config: Experiment,
@@ -101,43 +97,30 @@ fn roc_curves(data: &Prepared, scores: &[f64]) -> IndexMap<String, IndexMap<Stri
         all.insert("overall".to_string(), r);
     }
     out.insert(String::new(), all);
-    for (a, name) in ATTRIBUTES.iter().enumerate() {
-        let mut codes: Vec<i64> = data.attributes.iter().map(|r| r[a]).collect();
+    for column in data.attributes.columns() {
+        let mut codes = column.codes.clone();
         codes.sort_unstable();
         codes.dedup();
         let mut per = IndexMap::new();
         for c in codes {
-            let rows: Vec<usize> = (0..data.len()).filter(|&i| data.attributes[i][a] == c).collect();
+            let rows: Vec<usize> = (0..data.len()).filter(|&i| column.codes[i] == c).collect();
             let s: Vec<f64> = rows.iter().map(|&i| scores[i]).collect();
             let l: Vec<bool> = rows.iter().map(|&i| labels[i]).collect();
             if let Some(r) = Roc::of(&s, &l) {
-                per.insert(group_name(name, c).to_string(), r);
+                per.insert(column.label(c).to_string(), r);
             }
         }
-        out.insert(name.to_string(), per);
+        out.insert(column.name.clone(), per);
     }
     out
 }
 
 impl FinalReport {
-    /// Predicts the test split with the selected model and assembles the report.
-    pub fn compute<B: Backend>(
-        exp: &Experiment,
-        model: &Clip<B>,
-        data: &ExperimentData,
-        history: &[EpochLog],
-        best_epoch: usize,
-        device: &B::Device,
-    ) -> Result<Self> {
-        let scores = predict(model, &data.test, &data.prompt_tokens, exp.eval.batch_size, device);
-        Self::from_scores(exp, data, scores, history, best_epoch)
-    }
-
     /// Assembles the report from the selected model's test scores.
-    pub fn from_scores(exp: &Experiment, data: &ExperimentData, scores: Vec<f64>, history: &[EpochLog], best_epoch: usize) -> Result<Self> {
+    pub fn from_scores(exp: &Experiment, method: &str, data: &ExperimentData, scores: Vec<f64>, history: &[EpochLog], best_epoch: usize) -> Result<Self> {
         let test = report(exp, &data.test, scores.clone(), exp.eval.bootstrap(exp.seed))?;
         Ok(Self {
-            method: exp.method.name().into(),
+            method: method.into(),
             config: exp.clone(),
             best_epoch,
             selected_on: exp.eval.select_on,
@@ -147,14 +130,6 @@ impl FinalReport {
             history: history.to_vec(),
             predictions: predictions_csv(&data.test, &scores),
         })
-    }
-
-    /// Writes `report.json`, `report.md`, `report.html` and `predictions.csv` into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        write_atomic(&dir.join("report.json"), (serde_json::to_string_pretty(self).unwrap_or_default() + "\n").as_bytes())?;
-        write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
-        write_atomic(&dir.join("report.html"), crate::html::render(self).as_bytes())?;
-        write_atomic(&dir.join("predictions.csv"), self.predictions.as_bytes())
     }
 
     /// The Markdown report: the headline table of the FairCLIP papers (per attribute DPD,
@@ -193,18 +168,12 @@ impl FinalReport {
 }
 
 fn predictions_csv(data: &Prepared, scores: &[f64]) -> String {
-    let mut s = String::from("glaucoma,prob,race,gender,ethnicity,language\n");
+    let columns = data.attributes.columns();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let mut s = format!("glaucoma,prob,{}\n", names.join(","));
     for (i, p) in scores.iter().enumerate() {
-        let a = data.attributes[i];
-        let _ = writeln!(
-            s,
-            "{},{p},{},{},{},{}",
-            data.labels[i],
-            group_name("race", a[0]),
-            group_name("gender", a[1]),
-            group_name("ethnicity", a[2]),
-            group_name("language", a[3])
-        );
+        let groups: Vec<&str> = columns.iter().map(|c| c.label(c.codes[i])).collect();
+        let _ = writeln!(s, "{},{p},{}", data.labels[i], groups.join(","));
     }
     s
 }

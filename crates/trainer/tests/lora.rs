@@ -76,7 +76,15 @@ fn the_five_methods_train_adapters_and_head_only() {
     let aud = all.subset(&(96..192).collect::<Vec<_>>()).with_labels(&[("sensitive", "sensitive")]).unwrap();
     let test = toy(64, 2);
     let k_before = base_model.vit.encoder.layers[1].self_attn.k_proj.weight.val();
-    for (method, extra) in [("erm", vec![]), ("unl", vec![]), ("unl", vec!["fair.unl_mode=\"ascent\""]), ("adv", vec![]), ("adv", vec!["fair.adv_mode=\"reversal\""]), ("orth", vec![]), ("ent", vec![])] {
+    for (method, extra) in [
+        ("erm", vec![]),
+        ("unl", vec![]),
+        ("unl", vec!["fair.unl_mode=\"ascent\""]),
+        ("adv", vec![]),
+        ("adv", vec!["fair.adv_mode=\"reversal\""]),
+        ("orth", vec![]),
+        ("ent", vec![]),
+    ] {
         let exp = experiment(method, &extra);
         let mut auditor = Auditor::new(&exp, base_model.clone(), aud.clone(), "sensitive", &device).unwrap();
         let (model, log, negated) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut auditor), &device).unwrap();
@@ -146,7 +154,7 @@ fn file_exchange_matches_the_single_process_driver() {
             let mut auditor = Auditor::new(&exp2, b2, aud2, "sensitive", &Default::default()).unwrap();
             lora::serve_files::<B>(&mut auditor, &dir2, Duration::from_secs(60)).unwrap()
         });
-        let mut link = FileLink::new(&dir, &exp, Duration::from_secs(60));
+        let mut link = FileLink::<B>::new(&dir, &exp, Duration::from_secs(60));
         let (m2, _, _) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut link, &device).unwrap();
         let rounds = server.join().unwrap();
         assert_eq!(rounds, if method == "ent" { 4 } else { 0 });
@@ -297,7 +305,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-
 /// The gradient the auditor returns for Ent and Unl ascent is the derivative of its term:
 /// central differences on entries of the developer's A and B.
 #[test]
@@ -325,7 +332,11 @@ fn auditor_gradient_matches_finite_differences() {
             let at = |delta: f32, auditor: &mut Auditor<B>| {
                 let mut moved = adapters.clone();
                 let e = moved.get_mut(&path).unwrap();
-                if which == 0 { e.0[k] += delta } else { e.2[k] += delta }
+                if which == 0 {
+                    e.0[k] += delta
+                } else {
+                    e.2[k] += delta
+                }
                 auditor.term_at(&moved, &idx).unwrap()
             };
             let numeric = (at(h, &mut auditor) - at(-h, &mut auditor)) / (2.0 * h as f64);
@@ -344,7 +355,7 @@ fn utkface_parties_hold_only_their_own_labels() {
     let index = fair_data::load_utkface(&dir).unwrap();
     assert_eq!((index.records.len(), index.skipped.len()), (4, 1));
     let out = scratch("lora-utkface");
-    let sizes = lora::prepare_faces(&index, &out, "gender", "race", 4, 0.25, 0.5, 0).unwrap();
+    let sizes = fair_data::prepare_faces(&index, &out, "gender", "race", 4, 0.25, 0.5, 0).unwrap();
     assert_eq!((sizes.developer + sizes.auditor, sizes.audit), (3, 1));
     let keys = |f: &str| LabelledImages::read(&out.join(f)).unwrap().labels.keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys("developer.npz"), ["task"]);

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use trainer::{init_model, train, Experiment, ExperimentData};
+use trainer::recipes::{late_fusion::LateFusion, Multimodal, Recipe};
+use trainer::{init_clip, train, Experiment, ExperimentData};
 
 mod common;
 use common::{quiet, scratch, tiny, B};
@@ -32,7 +33,7 @@ fn the_text_tower_starts_from_the_checkpoint_and_trains() {
     // The checkpoint's WordPiece tokenizer, not one trained on the notes.
     assert_eq!((data.tokenizer.vocab_size(), data.tokenizer.start_id(), data.tokenizer.pad_id()), (84, 2, 0));
     let device = Default::default();
-    let model = init_model::<burn::backend::Flex>(&exp, &data, &device).expect("model");
+    let model = init_clip::<burn::backend::Flex>(&exp, &data, false, &device).expect("model");
     let (reference, _) = vlm_backbone::Checkpoint::open(&fixture("bert")).expect("open").text_model::<burn::backend::Flex>(&device).expect("load");
     let ours = &model.text_model;
     assert_eq!(values(ours.embeddings.token_embedding.weight.val()), values(reference.embeddings.token_embedding.weight.val()));
@@ -40,7 +41,7 @@ fn the_text_tower_starts_from_the_checkpoint_and_trains() {
     // `pretrained = false`: the same architecture, its own random weights.
     let mut control = exp.clone();
     control.model.text.pretrained = false;
-    let random = init_model::<burn::backend::Flex>(&control, &data, &device).expect("model");
+    let random = init_clip::<burn::backend::Flex>(&control, &data, false, &device).expect("model");
     assert_eq!(random.text_model.embeddings.token_embedding.weight.dims(), [84, 32]);
     assert_ne!(values(random.text_model.embeddings.token_embedding.weight.val()), values(reference.embeddings.token_embedding.weight.val()));
 
@@ -48,7 +49,7 @@ fn the_text_tower_starts_from_the_checkpoint_and_trains() {
     let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
     assert!(outcome.history.iter().all(|h| h.loss.is_finite()));
     // Resuming rebuilds the same architecture from the saved config and tokenizer.
-    let again = trainer::evaluate_run::<burn::backend::Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
+    let again = trainer::evaluate_run::<B>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
     assert_eq!(again.overall.auc, outcome.report.expect("report").test.overall.auc);
     std::fs::remove_dir_all(&out).ok();
 }
@@ -64,7 +65,7 @@ fn a_whole_clip_checkpoint_brings_projections_and_logit_scale() {
     let data = ExperimentData::load(&exp, None).expect("data");
     assert_eq!(data.tokenizer.vocab_size(), 2014);
     let device = Default::default();
-    let model = init_model::<burn::backend::Flex>(&exp, &data, &device).expect("model");
+    let model = init_clip::<burn::backend::Flex>(&exp, &data, false, &device).expect("model");
     let (reference, _) = vlm_backbone::Checkpoint::open(&fixture("clip")).expect("open").clip_model::<burn::backend::Flex>(&device).expect("load");
     assert_eq!(values(model.logit_scale.val()), vec![2.0]);
     assert_eq!(values(model.visual_projection.weight.val()), values(reference.visual_projection.weight.val()));
@@ -82,7 +83,7 @@ fn a_wordpiece_tokenizer_on_the_preset_tower_pools_at_its_end_token() {
     let mut exp = tiny("clip", 1);
     exp.model.text.tokenizer = Some(fixture("bert").join("tokenizer.json"));
     let data = ExperimentData::load(&exp, None).expect("data");
-    let model = init_model::<burn::backend::Flex>(&exp, &data, &Default::default()).expect("model");
+    let model = init_clip::<burn::backend::Flex>(&exp, &data, false, &Default::default()).expect("model");
     // [SEP] is 3, not the largest id: pooling must look for it, not take argmax(ids).
     assert_eq!((model.text_model.eos_token_id, model.text_model.pad_token_id), (Some(3), 0));
 }
@@ -96,7 +97,7 @@ fn conflicting_or_missing_settings_name_the_key() {
 
     let mut exp = with_bert(1);
     exp.data.context_length = 65;
-    let err = ExperimentData::load(&exp, None).and_then(|d| init_model::<burn::backend::Flex>(&exp, &d, &Default::default()).map(|_| ())).expect_err("context");
+    let err = ExperimentData::load(&exp, None).and_then(|d| init_clip::<burn::backend::Flex>(&exp, &d, false, &Default::default()).map(|_| ())).expect_err("context");
     assert!(err.to_string().contains("data.context_length = 65"), "{err}");
 
     let mut exp = tiny("clip", 1);
@@ -127,7 +128,7 @@ fn multifair_starts_from_a_vit_and_a_bert() {
     let exp = Experiment::from_toml_str(&exp.to_toml(), "inline").expect("valid");
     let data = ExperimentData::load(&exp, None).expect("data");
     let device = Default::default();
-    let trainer = trainer::MultimodalTrainer::<B>::new(&exp, &data, &device).expect("model");
+    let trainer = Multimodal::<B, LateFusion>::new(&exp, &data, &device).expect("model");
     let model = trainer.model();
     let (vit, _) = vlm_backbone::Checkpoint::open(&fixture("vit")).expect("open").vision_model::<burn::backend::Flex>(&device).expect("vit");
     let (bert, _) = vlm_backbone::Checkpoint::open(&fixture("bert")).expect("open").text_model::<burn::backend::Flex>(&device).expect("bert");
@@ -146,8 +147,8 @@ fn text_lr_moves_the_text_tower_at_its_own_rate() {
     train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
     let device = Default::default();
     let data = ExperimentData::load(&exp, None).expect("data");
-    let start = init_model::<burn::backend::Flex>(&exp, &data, &device).expect("start");
-    let trained = trainer::load_safetensors(init_model::<burn::backend::Flex>(&exp, &data, &device).expect("model"), &out.join("last.safetensors")).expect("trained");
+    let start = init_clip::<burn::backend::Flex>(&exp, &data, false, &device).expect("start");
+    let trained = trainer::load_safetensors(init_clip::<burn::backend::Flex>(&exp, &data, false, &device).expect("model"), &out.join("last.safetensors")).expect("trained");
     let text = |m: &vlm_backbone::Clip<burn::backend::Flex>| values(m.text_model.encoder.layers[0].self_attn.q_proj.weight.val());
     let vision = |m: &vlm_backbone::Clip<burn::backend::Flex>| values(m.vision_model.encoder.layers[0].self_attn.q_proj.weight.val());
     assert_eq!(text(&trained), text(&start), "the text tower stays put");

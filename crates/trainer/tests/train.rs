@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use burn::backend::Flex;
-use trainer::{train, Error, Experiment, GroupLoaders, Method};
+use fair_data::GroupSampler;
+use trainer::{train, Error, Experiment, Method};
 
 mod common;
 use common::{quiet, scratch, tiny, B};
@@ -31,7 +31,7 @@ fn clip_training_lowers_the_loss_and_writes_reports() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json")).expect("parse");
     assert_eq!(json["test"]["overall"]["auc"].as_f64(), report.test.overall.auc);
     // `eval` of the best checkpoint reproduces the final report.
-    let again = trainer::evaluate_run::<Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
+    let again = trainer::evaluate_run::<B>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
     assert_eq!(again.overall.auc, report.test.overall.auc);
     std::fs::remove_dir_all(&out).ok();
 }
@@ -40,7 +40,7 @@ fn clip_training_lowers_the_loss_and_writes_reports() {
 fn fairclip_training_runs_both_variants() {
     for variant in ["official", "aligned"] {
         let mut exp = tiny("fairclip", 3);
-        exp.fairclip.variant = if variant == "official" { trainer::VariantConfig::Official } else { trainer::VariantConfig::Aligned };
+        exp.fairclip.variant = if variant == "official" { fair_losses::FairClipVariant::Official } else { fair_losses::FairClipVariant::Aligned };
         let out = scratch(&format!("fairclip-{variant}"));
         let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
         let h = &outcome.history;
@@ -52,7 +52,7 @@ fn fairclip_training_runs_both_variants() {
 
 #[test]
 fn resume_after_a_kill_reaches_the_same_metrics() {
-    for method in ["clip", "fairclip"] {
+    for method in ["clip", "fairclip", "fo-moe", "fair-moe"] {
         let exp = tiny(method, 3);
         let whole = scratch(&format!("whole-{method}"));
         let full = train::<B>(&exp, &quiet(whole.clone()), &Default::default()).expect("uninterrupted");
@@ -106,7 +106,9 @@ fn config_errors_name_the_key() {
         ("[optim]\nlr = -1.0\n", "optim.lr"),
         ("[optim]\nlearning_rate = 1e-3\n", "learning_rate"),
         ("method = \"moe\"\n", "method"),
-        ("[fairclip]\nattribute = \"height\"\n", "fairclip.attribute"),
+        ("method = \"fairclip\"\n[fairclip]\nattribute = \"height\"\n", "fairclip.attribute"),
+        ("method = \"fair-moe\"\n[moe]\ntop_k = 20\n", "moe.top_k"),
+        ("method = \"ogm-ge\"\n[optim]\noptimizer = \"adamw\"\n[multimodal]\nfusion = \"transformer\"\n", "multimodal.fusion"),
         ("[model]\nimage_size = 60\npatch_size = 16\n", "model.patch_size"),
         ("[data]\nsource = \"fairvlmed\"\n", "data.root"),
         ("[optim]\nbetas = [0.9, 1.5]\n", "optim.betas[1]"),
@@ -120,6 +122,11 @@ fn config_errors_name_the_key() {
         let msg = err.to_string();
         assert!(msg.starts_with("exp.toml") && msg.contains(key), "{text:?}: {msg}");
     }
+    // A method's section is checked only when that method runs.
+    assert!(Experiment::from_toml_str("method = \"clip\"\n[fairclip]\nattribute = \"height\"\n[moe]\ntop_k = 20\n", "exp.toml").is_ok());
+    // A key that moved names its new place.
+    let err = Experiment::from_toml_str("[data]\ntokenizer = \"t.json\"\n", "exp.toml").expect_err("moved key");
+    assert!(err.to_string().contains("model.text.tokenizer"), "{err}");
 }
 
 #[test]
@@ -165,19 +172,20 @@ fn missing_dataset_folder_is_an_error_naming_it() {
 }
 
 #[test]
-fn group_loaders_draw_only_their_group_and_cover_it() {
+fn group_batches_draw_only_their_group_and_cover_it() {
     let exp = tiny("fairclip", 1);
     let data = trainer::ExperimentData::load(&exp, None).expect("data");
-    let mut loaders = GroupLoaders::new(&exp, &data.train).expect("loaders");
-    let codes = loaders.codes();
+    let race = data.train.attributes.column("race").expect("race").codes.clone();
+    let mut sampler = GroupSampler::new(&race, exp.fairclip.group_batch_size, exp.seed).expect("sampler");
+    let codes = sampler.codes();
     assert_eq!(codes, vec![0, 1, 2]);
     for (g, code) in codes.iter().enumerate() {
-        let members: Vec<usize> = (0..data.train.len()).filter(|&i| data.train.attributes[i][0] == *code).collect();
+        let members: Vec<usize> = (0..data.train.len()).filter(|&i| race[i] == *code).collect();
         let size = exp.fairclip.group_batch_size.min(members.len());
         let per_pass = members.len() / size;
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..per_pass {
-            let b = loaders.next(g);
+            let b = sampler.next(g);
             assert_eq!(b.len(), size);
             assert!(b.iter().all(|i| members.contains(i)));
             seen.extend(b);
@@ -185,10 +193,10 @@ fn group_loaders_draw_only_their_group_and_cover_it() {
         assert_eq!(seen.len(), per_pass * size, "no repeats within a pass");
     }
     // Positions restore exactly.
-    let saved = loaders.cursors();
-    let next = loaders.next(1);
-    let mut again = GroupLoaders::new(&exp, &data.train).expect("loaders");
-    again.set_cursors(&saved);
+    let saved = sampler.cursors();
+    let next = sampler.next(1);
+    let mut again = GroupSampler::new(&race, exp.fairclip.group_batch_size, exp.seed).expect("sampler");
+    again.set_cursors(&saved).expect("cursors");
     assert_eq!(again.next(1), next);
 }
 
@@ -212,7 +220,7 @@ fn fair_moe_and_fo_moe_train_with_their_losses_in_every_form() {
             assert!(h.iter().all(|l| l.fol_loss.is_none() && l.fair_loss.is_none()));
         }
         // The checkpoint holds the experts and reloads into an FO-MoE model.
-        let again = trainer::evaluate_run::<Flex>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
+        let again = trainer::evaluate_run::<B>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
         assert_eq!(again.overall.auc, outcome.report.expect("report").test.overall.auc);
         std::fs::remove_dir_all(&out).ok();
     }

@@ -4,10 +4,10 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use std::collections::BTreeMap;
 
-use lora_fair::{is_target, LoraAdapter, LoraConfig, LoraLinear};
 use burn::prelude::*;
-use moe_layers::TokenMoe;
 use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
+use lora_fair::{is_target, LoraAdapter, LoraConfig, LoraLinear};
+use moe_layers::TokenMoe;
 
 /// Activation of the MLP.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -85,11 +85,7 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `width -> hidden -> width`.
     pub fn new(width: usize, hidden: usize, activation: Activation, device: &B::Device) -> Self {
-        Self {
-            fc1: LoraLinear::from(LinearConfig::new(width, hidden).init(device)),
-            fc2: LoraLinear::from(LinearConfig::new(hidden, width).init(device)),
-            activation,
-        }
+        Self { fc1: LoraLinear::from(LinearConfig::new(width, hidden).init(device)), fc2: LoraLinear::from(LinearConfig::new(hidden, width).init(device)), activation }
     }
 
     /// Applies the block.
@@ -202,12 +198,7 @@ impl<B: Backend> TransformerEncoder<B> {
     /// Every attached adapter with its module path (`{prefix}.layers.{i}.self_attn.q_proj`,
     /// ...), e.g. for [`lora_fair::save_adapters`].
     pub fn lora_adapters(&self, prefix: &str) -> Vec<(String, &LoraAdapter<B>)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| l.projections(&format!("{prefix}.layers.{i}")))
-            .filter_map(|(path, lin)| lin.lora.as_ref().map(|a| (path, a)))
-            .collect()
+        self.layers.iter().enumerate().flat_map(|(i, l)| l.projections(&format!("{prefix}.layers.{i}"))).filter_map(|(path, lin)| lin.lora.as_ref().map(|a| (path, a))).collect()
     }
 
     /// Attaches the adapters whose paths name this encoder's projections (as
@@ -255,12 +246,7 @@ impl<B: Backend> TransformerEncoder<B> {
 
     /// [`EncoderLayer::with_lora`] on every layer (`{prefix}.layers.{i}`).
     pub fn with_lora<S: AsRef<str>>(self, prefix: &str, cfg: &LoraConfig, targets: &[S], device: &B::Device) -> lora_fair::Result<Self> {
-        let layers = self
-            .layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| l.with_lora(&format!("{prefix}.layers.{i}"), cfg, targets, device))
-            .collect::<lora_fair::Result<Vec<_>>>()?;
+        let layers = self.layers.into_iter().enumerate().map(|(i, l)| l.with_lora(&format!("{prefix}.layers.{i}"), cfg, targets, device)).collect::<lora_fair::Result<Vec<_>>>()?;
         Ok(TransformerEncoder { layers })
     }
 }

@@ -11,6 +11,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
 
 use crate::layers::Attention;
 use crate::text::{TextTransformer, TextTransformerConfig};
@@ -151,8 +152,10 @@ impl<B: Backend> OctEncoder<B> {
     }
 }
 
-/// How the two projected features become logits.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
+/// How the two projected features become logits. In TOML (and JSON): `"transformer"` or
+/// `"concat"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fusion {
     /// MultiFair: a post-norm transformer over the two tokens, the fundus token to
     /// `Linear(P,P) → LN → GELU → Dropout → Linear(P, classes)`.
@@ -387,5 +390,35 @@ impl<B: Backend> MultimodalClassifier<B> {
     /// direction term aligns with the auxiliary heads'.
     pub fn last_weight(&self) -> Option<Tensor<B, 2>> {
         self.classifier.as_ref().map(|c| c.out.weight.val())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fusion, MultimodalClassifierConfig, SecondModality};
+    use crate::text::TextTransformerConfig;
+    use crate::vision::VisionTransformerConfig;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Multimodal {
+        fusion: Fusion,
+    }
+
+    #[test]
+    fn the_fusions_are_spelled_in_kebab_case() {
+        let read = |text: &str| toml::from_str::<Multimodal>(text).map(|m| m.fusion);
+        assert_eq!(read("fusion = \"transformer\"").unwrap(), Fusion::Transformer);
+        assert_eq!(read("fusion = \"concat\"").unwrap(), Fusion::Concat);
+        for bad in ["fusion = \"Concat\"", "fusion = \"sum\"", "fusion = \"concat\"\nfusion_layers = 2"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        // The classifier's config keeps its default and writes the same spelling.
+        let cfg = MultimodalClassifierConfig::new(VisionTransformerConfig::new(32, 8, 32, 1, 2), SecondModality::Text(TextTransformerConfig::new(300, 8, 32, 1, 2)), 8);
+        assert_eq!(cfg.fusion, Fusion::Transformer);
+        let json = cfg.with_fusion(Fusion::Concat).to_string();
+        assert!(json.contains("\"concat\""), "{json}");
+        let back: MultimodalClassifierConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.fusion, Fusion::Concat);
     }
 }

@@ -22,7 +22,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::{DType, Shape, TensorData};
 use burn_store::{ApplyError, KeyRemapper, ModuleAdapter, ModuleSnapshot, SafetensorsStore, TensorSnapshot};
@@ -73,6 +72,9 @@ enum Part {
     Text,
     Clip,
 }
+
+/// A key rename: a regex over Hugging Face's name and its replacement.
+type Rename = (&'static str, &'static str);
 
 impl Checkpoint {
     /// Opens a folder holding `config.json` and `model.safetensors` (only the safetensors
@@ -187,13 +189,14 @@ impl Checkpoint {
         if heads == 0 || width % heads != 0 {
             return Err(self.config_error(&format!("{}num_attention_heads", s.1), format!("{heads} must divide hidden_size {width}")));
         }
-        let cfg = VisionTransformerConfig::new(self.usize_or(s, "image_size", 224)?, self.usize_or(s, "patch_size", patch)?, width, self.usize_or(s, "num_hidden_layers", 12)?, heads)
-            .with_channels(self.usize_or(s, "num_channels", 3)?)
-            .with_activation(self.activation(s, act)?)
-            .with_intermediate_size(Some(self.usize_or(s, "intermediate_size", 3072)?))
-            .with_layer_norm_eps(self.f64_or(s, "layer_norm_eps", eps)?)
-            .with_clip_layout(!vit)
-            .with_pooler(vit && self.keys.keys().any(|k| k.ends_with("pooler.dense.weight")));
+        let cfg =
+            VisionTransformerConfig::new(self.usize_or(s, "image_size", 224)?, self.usize_or(s, "patch_size", patch)?, width, self.usize_or(s, "num_hidden_layers", 12)?, heads)
+                .with_channels(self.usize_or(s, "num_channels", 3)?)
+                .with_activation(self.activation(s, act)?)
+                .with_intermediate_size(Some(self.usize_or(s, "intermediate_size", 3072)?))
+                .with_layer_norm_eps(self.f64_or(s, "layer_norm_eps", eps)?)
+                .with_clip_layout(!vit)
+                .with_pooler(vit && self.keys.keys().any(|k| k.ends_with("pooler.dense.weight")));
         if cfg.patch_size == 0 || cfg.image_size % cfg.patch_size != 0 {
             return Err(self.config_error(&format!("{}patch_size", s.1), format!("{} must divide image_size {}", cfg.patch_size, cfg.image_size)));
         }
@@ -231,13 +234,19 @@ impl Checkpoint {
             return Ok(cfg);
         }
         let eos = self.usize_or(s, "eos_token_id", 49_407)?;
-        Ok(TextTransformerConfig::new(self.usize_or(s, "vocab_size", 49_408)?, self.usize_or(s, "max_position_embeddings", 77)?, width, self.usize_or(s, "num_hidden_layers", 12)?, heads)
-            .with_activation(self.activation(s, Activation::QuickGelu)?)
-            .with_intermediate_size(Some(self.usize_or(s, "intermediate_size", 2048)?))
-            .with_layer_norm_eps(self.f64_or(s, "layer_norm_eps", 1e-5)?)
-            .with_pad_token_id(self.usize_or(s, "pad_token_id", 1)?)
-            // Transformers' legacy rule: a configured end id of 2 means "the largest id".
-            .with_eos_token_id((eos != 2).then_some(eos)))
+        Ok(TextTransformerConfig::new(
+            self.usize_or(s, "vocab_size", 49_408)?,
+            self.usize_or(s, "max_position_embeddings", 77)?,
+            width,
+            self.usize_or(s, "num_hidden_layers", 12)?,
+            heads,
+        )
+        .with_activation(self.activation(s, Activation::QuickGelu)?)
+        .with_intermediate_size(Some(self.usize_or(s, "intermediate_size", 2048)?))
+        .with_layer_norm_eps(self.f64_or(s, "layer_norm_eps", 1e-5)?)
+        .with_pad_token_id(self.usize_or(s, "pad_token_id", 1)?)
+        // Transformers' legacy rule: a configured end id of 2 means "the largest id".
+        .with_eos_token_id((eos != 2).then_some(eos)))
     }
 
     /// The whole `CLIPModel`'s configuration.
@@ -246,8 +255,11 @@ impl Checkpoint {
             return Err(self.config_error("model_type", format!("'{}' is not a CLIPModel ('clip')", self.model_type()?)));
         }
         let root = (&self.config, "");
-        Ok(ClipConfig::new(self.vision_config()?, self.text_config()?, self.usize_or(root, "projection_dim", 512)?)
-            .with_logit_scale_init(self.f64_or(root, "logit_scale_init_value", 2.659_260_036_932_778_4)?))
+        Ok(ClipConfig::new(self.vision_config()?, self.text_config()?, self.usize_or(root, "projection_dim", 512)?).with_logit_scale_init(self.f64_or(
+            root,
+            "logit_scale_init_value",
+            2.659_260_036_932_778_4,
+        )?))
     }
 
     /// The image tower with the checkpoint's weights.
@@ -286,7 +298,7 @@ impl Checkpoint {
 
     /// Key rules for a part: the prefix that selects it (other keys belong to other parts)
     /// and the renames, in order, from Hugging Face's names to the module's.
-    fn rules(&self, part: Part) -> Result<(Option<&'static str>, Vec<(&'static str, &'static str)>)> {
+    fn rules(&self, part: Part) -> Result<(Option<&'static str>, Vec<Rename>)> {
         let ty = self.model_type()?;
         Ok(match (ty, part) {
             ("clip", Part::Clip) => (None, vec![]),
@@ -444,7 +456,11 @@ impl ModuleAdapter for HfAdapter {
         } else if shape.is_empty() {
             vec![1]
         } else if shape.len() == 3 && shape[0] == 1 && (param == "class_embedding" || (module == "Struct:Embedding" && param == "weight")) {
-            if param == "class_embedding" { vec![shape[2]] } else { vec![shape[1], shape[2]] }
+            if param == "class_embedding" {
+                vec![shape[2]]
+            } else {
+                vec![shape[1], shape[2]]
+            }
         } else {
             shape.clone()
         };
@@ -473,7 +489,7 @@ impl ModuleAdapter for HfAdapter {
             }
             Ok(TensorData { shape: Shape::from(target.clone()), ..data })
         });
-        TensorSnapshot::from_closure(fun, dtype, Shape::from(new_shape), path, snapshot.container_stack.clone().unwrap_or_default(), snapshot.tensor_id.unwrap_or_else(ParamId::new))
+        TensorSnapshot::from_closure(fun, dtype, Shape::from(new_shape), path, snapshot.container_stack.clone().unwrap_or_default(), snapshot.tensor_id.unwrap_or_default())
     }
 
     fn get_alternative_param_name(&self, param_name: &str, container_type: &str) -> Option<String> {

@@ -3,8 +3,8 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::tanh;
 use burn::prelude::*;
+use burn::tensor::activation::tanh;
 use burn::tensor::Distribution;
 
 use crate::layers::{Activation, TransformerEncoder, TransformerEncoderConfig};
@@ -63,10 +63,7 @@ impl VisionTransformerConfig {
     /// Creates the encoder with random weights (class and position embeddings ~ N(0, 0.02)).
     pub fn init<B: Backend>(&self, device: &B::Device) -> VisionTransformer<B> {
         let embeddings = VisionEmbeddings {
-            patch_embedding: Conv2dConfig::new([self.channels, self.width], [self.patch_size; 2])
-                .with_stride([self.patch_size; 2])
-                .with_bias(!self.clip_layout)
-                .init(device),
+            patch_embedding: Conv2dConfig::new([self.channels, self.width], [self.patch_size; 2]).with_stride([self.patch_size; 2]).with_bias(!self.clip_layout).init(device),
             class_embedding: Param::from_tensor(Tensor::random([self.width], Distribution::Normal(0.0, 0.02), device)),
             position_embedding: EmbeddingConfig::new(self.tokens(), self.width).init(device),
             patch_size: self.patch_size,

@@ -142,17 +142,12 @@ fn edited(model: &str, name: &str, edit: impl FnOnce(&mut BTreeMap<String, (Vec<
     std::fs::copy(fixture(model).join("config.json"), dir.join("config.json")).expect("copy");
     let bytes = std::fs::read(fixture(model).join("model.safetensors")).expect("read");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())))
-        .collect();
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> =
+        st.tensors().into_iter().map(|(k, v)| (k, (v.shape().to_vec(), v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))).collect();
     edit(&mut tensors);
     let bytes: BTreeMap<String, Vec<u8>> = tensors.iter().map(|(k, (_, v))| (k.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(k, (shape, _))| (k.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), &bytes[k]).expect("view")))
-        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        tensors.iter().map(|(k, (shape, _))| (k.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), &bytes[k]).expect("view"))).collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).expect("write");
     dir
 }

@@ -33,7 +33,8 @@ fn model_dir() -> Option<PathBuf> {
 #[test]
 fn minilm_sentence_embeddings_match_the_reference() {
     let Some(dir) = model_dir() else { return };
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.json")).expect("reference.json")).expect("json");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.json")).expect("reference.json")).expect("json");
     let sentences: Vec<String> = serde_json::from_value(reference["sentences"].clone()).expect("sentences");
     let ids: Vec<Vec<i64>> = serde_json::from_value(reference["input_ids"].clone()).expect("ids");
     let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).expect("embeddings");

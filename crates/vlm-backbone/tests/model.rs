@@ -123,7 +123,13 @@ fn layer_gradients_match_finite_differences() {
     let mask = Tensor::<B, 2, Bool>::tril_mask([3, 3], 0, &D).unsqueeze_dim::<3>(0).expand([2, 3, 3]);
     grad_check("causal encoder", [2, 3, 8], |x| enc.forward(x, Some(mask.clone())));
     // BERT's post-norm layers, with an intermediate width that is not 4x and a padding mask.
-    let enc = TransformerEncoderConfig::new(8, 2, 2).with_post_norm(true).with_intermediate_size(Some(12)).with_activation(Activation::Gelu).with_layer_norm_eps(1e-12).init::<B>(&D).map(&mut ToF64);
+    let enc = TransformerEncoderConfig::new(8, 2, 2)
+        .with_post_norm(true)
+        .with_intermediate_size(Some(12))
+        .with_activation(Activation::Gelu)
+        .with_layer_norm_eps(1e-12)
+        .init::<B>(&D)
+        .map(&mut ToF64);
     let pad = Tensor::<B, 1, Bool>::from_bool(TensorData::from([false, false, true]), &D).reshape([1, 1, 3]).expand([2, 3, 3]);
     grad_check("post-norm encoder", [2, 3, 8], |x| enc.forward(x, Some(pad.clone())));
 }

@@ -8,8 +8,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use vlm_backbone::{
-    AuxiliaryHeads, Fusion, MultimodalClassifierConfig, Pooling, PostNormEncoderConfig, SecondInput, SecondModality, TextTransformerConfig,
-    VisionTransformerConfig,
+    AuxiliaryHeads, Fusion, MultimodalClassifierConfig, Pooling, PostNormEncoderConfig, SecondInput, SecondModality, TextTransformerConfig, VisionTransformerConfig,
 };
 
 mod common;

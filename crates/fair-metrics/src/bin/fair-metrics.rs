@@ -118,13 +118,10 @@ fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
         let both = Attribute::intersect(&refs)?;
         attrs.push(both);
     }
-    let mut opts = ReportOptions::default()
-        .with_threshold(a.threshold)
-        .with_alpha(a.alpha)
-        .with_undefined_auc(match a.undefined_auc {
-            UndefinedArg::Skip => UndefinedAuc::Skip,
-            UndefinedArg::Null => UndefinedAuc::Null,
-        });
+    let mut opts = ReportOptions::default().with_threshold(a.threshold).with_alpha(a.alpha).with_undefined_auc(match a.undefined_auc {
+        UndefinedArg::Skip => UndefinedAuc::Skip,
+        UndefinedArg::Null => UndefinedAuc::Null,
+    });
     if let Some(n) = a.bootstrap {
         let [lo, hi] = [a.quantiles[0], a.quantiles[1]];
         opts = opts.with_bootstrap(Bootstrap::new(n, a.seed).with_quantiles(lo, hi));

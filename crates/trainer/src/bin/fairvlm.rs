@@ -22,6 +22,12 @@ use trainer::{Experiment, RunOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Only warnings and errors, no progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,9 +62,6 @@ enum Command {
         /// Override a config value: --set optim.epochs=2 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// No progress bars.
-        #[arg(long)]
-        quiet: bool,
     },
     /// Evaluate a run's checkpoint again.
     Eval {
@@ -288,9 +291,23 @@ macro_rules! with_backend {
     };
 }
 
+/// Logs of the libraries go to stderr, at the level the flags ask for.
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::WARN,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        (false, _) => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).without_time().init();
+}
+
 fn run() -> Result<()> {
-    match Cli::parse().command {
-        Command::Train { config, device, out, resume, quiet, set } => {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Train { config, device, out, resume, set } => {
             let exp = Experiment::from_file_with(&config, &set)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
             let opts = RunOptions { out: out.clone(), resume, progress: !quiet, stop_after: None };
@@ -335,8 +352,8 @@ fn run() -> Result<()> {
 }
 
 fn lora(command: LoraCommand) -> Result<()> {
-    use trainer::lora;
     use fair_data::LabelledImages;
+    use trainer::lora;
     let read = |p: &PathBuf| LabelledImages::read(p).with_context(|| format!("reading {}", p.display()));
     match command {
         LoraCommand::Prepare { source, root, out, task, sensitive, correlation, size, auditor_fraction, max_pretrain, seed } => {
@@ -344,11 +361,11 @@ fn lora(command: LoraCommand) -> Result<()> {
             let sizes = match source {
                 SourceArg::FashionMnist => {
                     let tint = fair_data::TintConfig { correlation, size, seed, ..Default::default() };
-                    lora::prepare_fashion_mnist(&need_root()?, &out, &tint, auditor_fraction, max_pretrain)?
+                    fair_data::prepare_fashion_mnist(&need_root()?, &out, &tint, auditor_fraction, max_pretrain)?
                 }
-                SourceArg::Fundus => lora::prepare_fundus(&out, &fair_data::SynthConfig::default(), &sensitive, size, auditor_fraction)?,
-                SourceArg::Utkface => lora::prepare_faces(&fair_data::load_utkface(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
-                SourceArg::Celeba => lora::prepare_faces(&fair_data::load_celeba(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
+                SourceArg::Fundus => fair_data::prepare_fundus(&out, &fair_data::SynthConfig::default(), &sensitive, size, auditor_fraction)?,
+                SourceArg::Utkface => fair_data::prepare_faces(&fair_data::load_utkface(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
+                SourceArg::Celeba => fair_data::prepare_faces(&fair_data::load_celeba(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
             };
             println!("{}", serde_json::to_string(&sizes)?);
         }
@@ -381,11 +398,18 @@ fn lora(command: LoraCommand) -> Result<()> {
             let set_ = read(&data)?;
             with_backend!(device.unwrap_or_else(default_device), |B, device| {
                 let (base, _) = lora::load_base::<B>(&exp, &base, &device)?;
-                let mut link = lora::FileLink::new(&exchange, &exp, std::time::Duration::from_secs(timeout));
+                let mut link = lora::FileLink::<B>::new(&exchange, &exp, std::time::Duration::from_secs(timeout));
                 let (model, log, negated) = lora::train_developer::<B>(&exp, &base, &set_, "task", &mut link, &device)?;
                 lora::save_developer(&out, &exp, &model, negated.as_ref())?;
                 std::fs::write(out.join("developer.json"), serde_json::to_string_pretty(&log)?)?;
-                println!("developer: {} in {:.1} s, {} of {} parameters trained; wrote {}", exp.method.name(), log.seconds, log.trainable_parameters, log.total_parameters, out.display());
+                println!(
+                    "developer: {} in {:.1} s, {} of {} parameters trained; wrote {}",
+                    exp.method.name(),
+                    log.seconds,
+                    log.trainable_parameters,
+                    log.total_parameters,
+                    out.display()
+                );
             });
         }
         LoraCommand::Audit { base, model, data, format, device } => {

@@ -51,7 +51,6 @@ pub fn quiet(out: PathBuf) -> RunOptions {
     RunOptions { out, resume: false, progress: false, stop_after: None }
 }
 
-
 /// burn's random generator is global to the process: tests whose training draws random
 /// numbers (dropout, noise) hold this lock so that parallel tests cannot take their draws.
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {

@@ -41,4 +41,3 @@ pub fn grad_check(name: &str, shape: [usize; 3], f: impl Fn(Tensor<B, 3>) -> Ten
         assert!((g[i] - fd).abs() <= 1e-6 * scale.max(1.0), "{name}[{i}]: autodiff {} vs finite difference {fd}", g[i]);
     }
 }
-

@@ -1,0 +1,121 @@
+//! The files of a fairness-aware LoRA study, one per party (trainer's `fairvlm lora
+//! prepare`): the pretraining set, the developer's pool with task labels only, the
+//! auditor's pool with sensitive labels only (disjoint pools of one training split), and the
+//! audit set with both.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::LabelledImages;
+
+/// The files a study hands out: `pretrain.npz` (the stand-in for ImageNet, label `class`),
+/// `developer.npz` (label `task` only), `auditor.npz` (label `sensitive` only), disjoint pools
+/// of one training split, and `audit.npz` (`task` and `sensitive`, the auditor's test set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedSizes {
+    /// Images of each file, in the order above.
+    pub pretrain: usize,
+    /// Developer's pool.
+    pub developer: usize,
+    /// Auditor's pool.
+    pub auditor: usize,
+    /// Audit set.
+    pub audit: usize,
+}
+
+fn write_parties(out: &Path, pretrain: &LabelledImages, train: &LabelledImages, audit: &LabelledImages, auditor_fraction: f64, seed: u64) -> Result<PreparedSizes> {
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_owned(), source })?;
+    let (dev_idx, aud_idx) = crate::disjoint_pools(train.len(), auditor_fraction, seed);
+    let developer = train.subset(&dev_idx).with_labels(&[("task", "task")])?;
+    let auditor = train.subset(&aud_idx).with_labels(&[("sensitive", "sensitive")])?;
+    let audit = audit.with_labels(&[("task", "task"), ("sensitive", "sensitive")])?;
+    pretrain.write(&out.join("pretrain.npz"))?;
+    developer.write(&out.join("developer.npz"))?;
+    auditor.write(&out.join("auditor.npz"))?;
+    audit.write(&out.join("audit.npz"))?;
+    Ok(PreparedSizes { pretrain: pretrain.len(), developer: developer.len(), auditor: auditor.len(), audit: audit.len() })
+}
+
+/// Fashion-MNIST (the IDX files in `root`, e.g. Debian's `/usr/share/datasets/fashion-mnist`)
+/// with an injected sensitive attribute: pretraining on the classes outside the task, the
+/// tinted task on the training split for the parties and on the test split for the audit.
+pub fn prepare_fashion_mnist(root: &Path, out: &Path, tint: &crate::TintConfig, auditor_fraction: f64, max_pretrain: Option<usize>) -> Result<PreparedSizes> {
+    let read = |name: &str| -> Result<(Vec<usize>, Vec<u8>)> {
+        let gz = root.join(format!("{name}.gz"));
+        let path = if gz.is_file() { gz } else { root.join(name) };
+        crate::read_idx(&path)
+    };
+    let (_, train_x) = read("train-images-idx3-ubyte")?;
+    let (_, train_y) = read("train-labels-idx1-ubyte")?;
+    let (_, test_x) = read("t10k-images-idx3-ubyte")?;
+    let (_, test_y) = read("t10k-labels-idx1-ubyte")?;
+    let task_classes: Vec<i64> = tint.positive.iter().chain(&tint.negative).copied().collect();
+    let others: Vec<i64> = (0..10).filter(|c| !task_classes.contains(c)).collect();
+    let plain = crate::TintConfig { positive: others.clone(), negative: vec![], tint: 0.0, correlation: 1.0, ..tint.clone() };
+    let mut pretrain = crate::tinted_fashion_mnist(&train_x, &train_y, &plain)?;
+    // Classes renumbered 0.. for the pretraining head.
+    let class: Vec<i64> = pretrain.label("class")?.iter().map(|c| others.iter().position(|o| o == c).unwrap_or(0) as i64).collect();
+    pretrain.labels = [("class".to_string(), class)].into();
+    if let Some(m) = max_pretrain.filter(|&m| m < pretrain.len()) {
+        let idx: Vec<usize> = (0..m).collect();
+        pretrain = pretrain.subset(&idx);
+    }
+    let train = crate::tinted_fashion_mnist(&train_x, &train_y, tint)?;
+    let audit = crate::tinted_fashion_mnist(&test_x, &test_y, &crate::TintConfig { seed: tint.seed ^ 0x7e57, ..tint.clone() })?;
+    write_parties(out, &pretrain, &train, &audit, auditor_fraction, tint.seed)
+}
+
+/// The synthetic fundus benchmark (docs/datasets.md) as LoRA parties: pretraining on glaucoma
+/// from an independent draw without group effects, the task glaucoma and the sensitive
+/// attribute `sensitive` on the default benchmark's training split (parties) and test split
+/// (audit).
+pub fn prepare_fundus(out: &Path, synth: &crate::SynthConfig, sensitive: &str, size: usize, auditor_fraction: f64) -> Result<PreparedSizes> {
+    let clean = crate::SynthConfig { seed: synth.seed ^ 0x9e37, effects: vec![], ..synth.clone() };
+    let [p0, p1, p2] = clean.generate()?;
+    let pre: Vec<_> = p0.into_iter().chain(p1).chain(p2).collect();
+    let mut pretrain = crate::fundus_images(&pre, size);
+    pretrain = pretrain.with_labels(&[("glaucoma", "class")])?;
+    let [train, _, test] = synth.generate()?;
+    let as_parties = |s: &[crate::Sample]| -> Result<LabelledImages> { crate::fundus_images(s, size).with_labels(&[("glaucoma", "task"), (sensitive, "sensitive")]) };
+    write_parties(out, &pretrain, &as_parties(&train)?, &as_parties(&test)?, auditor_fraction, synth.seed)
+}
+
+/// UTKFace or CelebA (an index from [`crate::load_utkface`] / [`crate::load_celeba`]) as
+/// LoRA parties: images resized to `size`, `task` and `sensitive` label names; CelebA's
+/// official split decides train and test where it exists, else the last `test_fraction` of
+/// the images (sorted by name) is the audit set. There is no separate pretraining set: the
+/// base comes from elsewhere (`pretrain.npz` holds the parties' training images with the task
+/// label, for a from-scratch base).
+pub fn prepare_faces(
+    index: &crate::FaceIndex,
+    out: &Path,
+    task: &str,
+    sensitive: &str,
+    size: usize,
+    test_fraction: f64,
+    auditor_fraction: f64,
+    seed: u64,
+) -> Result<PreparedSizes> {
+    let mut train = LabelledImages { size, ..Default::default() };
+    let mut test = LabelledImages { size, ..Default::default() };
+    let n = index.records.len();
+    let cut = n - ((n as f64 * test_fraction).round() as usize).min(n);
+    for (i, r) in index.records.iter().enumerate() {
+        let is_test = match r.split {
+            Some(s) => s == crate::Split::Test,
+            None => i >= cut,
+        };
+        let dst = if is_test { &mut test } else { &mut train };
+        // Channel-last from the decoder, channel-major here.
+        let hwc = crate::load_face_image(&r.path, size)?;
+        for c in 0..3 {
+            dst.images.extend(hwc.iter().skip(c).step_by(3));
+        }
+        dst.labels.entry("task".into()).or_default().push(r.label(task)?);
+        dst.labels.entry("sensitive".into()).or_default().push(r.label(sensitive)?);
+    }
+    let pretrain = train.with_labels(&[("task", "class")])?;
+    write_parties(out, &pretrain, &train, &test, auditor_fraction, seed)
+}

@@ -1,0 +1,103 @@
+//! Files of a run: atomic writes, safetensors weights (Hugging Face key names), burn's binary
+//! records of models and optimisers, and the seeded creation of models.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Record, Recorder};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+
+use crate::error::{Error, Result};
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_owned(), source }
+}
+
+pub(crate) fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Checkpoint { path: path.to_owned(), message: e.to_string() }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a kill never leaves a
+/// half-written file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Saves the model as safetensors (Hugging Face key names), atomically.
+pub fn save_safetensors<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    model.save_into(&mut SafetensorsStore::from_file(&tmp).overwrite(true)).map_err(|e| ckpt_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Loads safetensors weights into `model` (every tensor must be present with its shape).
+pub fn load_safetensors<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {
+    if !path.is_file() {
+        return Err(ckpt_err(path, "no such checkpoint"));
+    }
+    let res = model.load_from(&mut SafetensorsStore::from_file(path)).map_err(|e| ckpt_err(path, e))?;
+    if !res.errors.is_empty() || !res.missing.is_empty() {
+        return Err(ckpt_err(path, res));
+    }
+    Ok(model)
+}
+
+/// The record file of one part (`model`, `optim`, `heads`, ...) of the resumable state after
+/// `epoch`; burn's recorder appends `.bin`.
+pub(crate) fn state_file(out: &Path, epoch: usize, part: &str) -> PathBuf {
+    out.join(format!("state-{epoch}-{part}"))
+}
+
+/// Writes a burn record (a model's or an optimiser's) as a full-precision binary file.
+pub(crate) fn save_record<B: Backend, R: Record<B>>(record: R, path: &Path) -> Result<()> {
+    Recorder::<B>::record(&BinFileRecorder::<FullPrecisionSettings>::new(), record, path.to_owned()).map_err(|e| ckpt_err(path, e))
+}
+
+/// Reads what [`save_record`] wrote.
+pub(crate) fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
+    Recorder::<B>::load(&BinFileRecorder::<FullPrecisionSettings>::new(), path.to_owned(), device).map_err(|e| ckpt_err(path, e))
+}
+
+/// Removes the record files of every epoch before `epoch` (after `state.json` moved on).
+pub(crate) fn remove_older_states(out: &Path, epoch: usize) -> Result<()> {
+    let entries = std::fs::read_dir(out).map_err(io_err(out))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let old = name.strip_prefix("state-").and_then(|rest| rest.split_once('-')).and_then(|(e, _)| e.parse::<usize>().ok()).is_some_and(|e| e < epoch);
+        if old && name.ends_with(".bin") {
+            let p = entry.path();
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Touches every parameter, so that burn's lazy initialisation happens now.
+pub(crate) struct Materialize;
+
+impl<B: Backend> ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// The lock under which a model is seeded, created and materialised (burn's generator is
+/// global to the process).
+pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    static INIT: Mutex<()> = Mutex::new(());
+    INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Seeds burn's generator with `seed` and runs `build` under [`init_lock`]: two runs in one
+/// process (tests, a sweep) cannot interleave their draws. `build` materialises what it
+/// creates (parameters are drawn lazily).
+pub(crate) fn seeded<B: Backend, T>(device: &B::Device, seed: u64, build: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _guard = init_lock();
+    B::seed(device, seed);
+    build()
+}

@@ -1,0 +1,65 @@
+//! What a run logs per epoch (`log.jsonl`, and the history of `report.json`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::evaluate::EpochMetrics;
+
+/// One epoch of the log (a line of `log.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean total loss over the epoch's steps.
+    pub loss: f64,
+    /// Mean task loss: CLIP's InfoNCE, or the cross-entropy of the multimodal methods.
+    pub clip_loss: f64,
+    /// Mean FairCLIP regulariser (before λ), when the method has one.
+    pub fair_loss: Option<f64>,
+    /// Mean FOL routing terms (as added to the loss), for `fair-moe`.
+    #[serde(default)]
+    pub fol_loss: Option<f64>,
+    /// Steps so far.
+    pub steps: usize,
+    /// Validation metrics.
+    pub validation: EpochMetrics,
+    /// Test metrics.
+    pub test: EpochMetrics,
+    /// Seconds spent training this epoch (evaluation excluded).
+    pub train_seconds: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+    /// The multimodal methods' modulation and unimodal figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multimodal: Option<MultimodalLog>,
+}
+
+/// Per epoch, what the modulation did and how each modality alone performs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultimodalLog {
+    /// Mean factor applied to each encoder's gradients (fundus, second modality; 1 = none).
+    pub encoder_factors: [f64; 2],
+    /// Fraction of steps on which MultiFair's group trigger fired.
+    pub triggered: f64,
+    /// AUC of each auxiliary (unimodal) head on the validation split.
+    pub validation_unimodal_auc: [Option<f64>; 2],
+    /// The same on the test split.
+    pub test_unimodal_auc: [Option<f64>; 2],
+}
+
+impl EpochLog {
+    /// A one-line summary for the terminal; `method` and `epochs` frame it.
+    pub fn one_line(&self, method: &str, epochs: usize) -> String {
+        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+        let es: Vec<String> = self.validation.attributes.iter().map(|(a, m)| format!("{a} {}", f(m.es_auc))).collect();
+        format!(
+            "{method} epoch {}/{epochs}: loss {:.4} | val AUC {} ES-AUC {} | test AUC {} | {:.1} s, {:.0} samples/s",
+            self.epoch,
+            self.loss,
+            f(self.validation.auc),
+            es.join(", "),
+            f(self.test.auc),
+            self.train_seconds,
+            self.samples_per_second
+        )
+    }
+}

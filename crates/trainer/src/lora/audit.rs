@@ -1,0 +1,108 @@
+//! The audit of a fine-tuned model: utility overall and per group, and the parity ratios
+//! (fair-metrics, fairlearn's definitions).
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use fair_data::LabelledImages;
+use fair_metrics::{Attribute, Predictions, Report, ReportOptions};
+use serde::{Deserialize, Serialize};
+use vlm_backbone::VitClassifier;
+
+use super::model::image_batch;
+use crate::error::{Error, Result};
+
+/// The audit of a fine-tuned model on a set holding task and sensitive labels: utility
+/// (accuracy, precision, recall, FPR) overall and per group, and the parity ratios.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoraAudit {
+    /// Rows.
+    pub n: usize,
+    /// Overall accuracy.
+    pub accuracy: f64,
+    /// Overall precision.
+    pub precision: f64,
+    /// Overall recall (TPR).
+    pub recall: f64,
+    /// Overall false positive rate.
+    pub fpr: f64,
+    /// Overall ROC AUC.
+    pub auc: Option<f64>,
+    /// Demographic parity ratio (min / max selection rate).
+    pub dp_ratio: Option<f64>,
+    /// FPR-parity ratio.
+    pub fpr_ratio: Option<f64>,
+    /// TPR (equal-opportunity) ratio.
+    pub tpr_ratio: Option<f64>,
+    /// Per group: accuracy, precision, recall, FPR, selection rate.
+    pub groups: BTreeMap<String, [f64; 5]>,
+}
+
+/// Scores (probability of class 1) of a binary classifier on a set.
+pub fn scores<B: Backend>(model: &VitClassifier<B>, set: &LabelledImages, device: &B::Device) -> Vec<f64> {
+    let mut out = Vec::with_capacity(set.len());
+    let all: Vec<usize> = (0..set.len()).collect();
+    for idx in all.chunks(256) {
+        let p = burn::tensor::activation::softmax(model.forward(image_batch(set, idx, device)), 1);
+        let n = idx.len();
+        out.extend(p.slice([0..n, 1..2]).into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default());
+    }
+    out
+}
+
+/// Predicted classes (argmax) of a classifier on a set.
+pub fn scores_multiclass<B: Backend>(model: &VitClassifier<B>, set: &LabelledImages, device: &B::Device) -> Vec<usize> {
+    let all: Vec<usize> = (0..set.len()).collect();
+    let mut out = Vec::with_capacity(set.len());
+    for idx in all.chunks(256) {
+        let pred = model.forward(image_batch(set, idx, device)).argmax(1);
+        out.extend(pred.into_data().convert::<i64>().to_vec::<i64>().unwrap_or_default().into_iter().map(|p| p as usize));
+    }
+    out
+}
+
+/// A Markdown table of audits (one row per named model): utility, then the parity ratios.
+pub fn audit_markdown(rows: &[(String, LoraAudit)]) -> String {
+    let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    let mut md = String::from("| model | accuracy | precision | recall | FPR | AUC | DP ratio | FPR ratio | TPR ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (name, a) in rows {
+        md.push_str(&format!(
+            "| {name} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} |\n",
+            a.accuracy,
+            a.precision,
+            a.recall,
+            a.fpr,
+            f(a.auc),
+            f(a.dp_ratio),
+            f(a.fpr_ratio),
+            f(a.tpr_ratio)
+        ));
+    }
+    md
+}
+
+/// Audits scores against `task` (binary) and `sensitive` labels at threshold 0.5 (fair-metrics,
+/// fairlearn's definitions).
+pub fn audit(scores: &[f64], task: &[i64], sensitive: &[i64]) -> Result<LoraAudit> {
+    if task.iter().any(|&t| t != 0 && t != 1) {
+        return Err(Error::Invalid("the audit needs a binary task label (0 or 1)".into()));
+    }
+    let labels: Vec<bool> = task.iter().map(|&t| t == 1).collect();
+    let groups: Vec<String> = sensitive.iter().map(|s| s.to_string()).collect();
+    let attr = Attribute::from_values("sensitive", &groups)?;
+    let r = Report::compute(&Predictions::new(labels, scores.to_vec())?, &[attr], &ReportOptions::default())?;
+    let a = &r.attributes["sensitive"];
+    let o = &r.overall;
+    Ok(LoraAudit {
+        n: r.n,
+        accuracy: o.accuracy.unwrap_or(f64::NAN),
+        precision: o.precision,
+        recall: o.tpr,
+        fpr: o.fpr,
+        auc: o.auc,
+        dp_ratio: a.dpr,
+        fpr_ratio: a.fpr_ratio,
+        tpr_ratio: a.eopr,
+        groups: a.groups.iter().map(|(k, g)| (k.clone(), [g.accuracy.unwrap_or(f64::NAN), g.precision, g.tpr, g.fpr, g.selection_rate.unwrap_or(f64::NAN)])).collect(),
+    })
+}

@@ -1,0 +1,66 @@
+//! Fair-MoE (papers.md 3): the FO-MoE model (`[moe]`, see [`super::fo_moe`]) trained with the
+//! Fairness-Oriented Loss (`[fol]`): CLIP's InfoNCE, FairCLIP's Sinkhorn distance term
+//! (`fol.distance`, weighted by `fairclip.lambda`, on `[fairclip]`'s group batches), and one
+//! routing-variance term per MoE, `F_EI`, `F_ET`, `F_FI`, `F_FT`, comparing the batch's
+//! routing weights with each group batch's, in the code's form (`λ_moe`, default) or the
+//! paper's (`fol.form`). Each term can be switched off for the ablation.
+
+use burn::tensor::backend::AutodiffBackend;
+use fair_losses::{clip_contrastive_loss, fol_term};
+use vlm_backbone::Clip;
+
+use super::contrastive::{ContrastiveLoss, Forward, Losses};
+use super::fairclip::{self, FairClip};
+use super::recipe::{value, StepInput};
+use crate::config::{attribute_groups, non_negative, Experiment, FolConfig};
+use crate::error::Result;
+
+/// The Fairness-Oriented Loss on the FO-MoE model.
+pub struct FairMoe {
+    fairclip: FairClip,
+    fol: FolConfig,
+}
+
+impl ContrastiveLoss for FairMoe {
+    const NAME: &'static str = "fair-moe";
+    const MOE: bool = true;
+
+    fn validate(exp: &Experiment) -> std::result::Result<(), String> {
+        fairclip::validate_section(&exp.fairclip)?;
+        exp.moe.validate(attribute_groups(&exp.fairclip.attribute), &exp.fairclip.attribute)?;
+        non_negative("fol.lambda_moe", exp.fol.lambda_moe)
+    }
+
+    fn new(exp: &Experiment) -> Result<Self> {
+        Ok(Self { fairclip: FairClip::new(exp)?, fol: exp.fol.clone() })
+    }
+
+    fn group_batches(&self) -> Option<(&str, usize)> {
+        self.fairclip.group_batches()
+    }
+
+    fn loss<B: AutodiffBackend>(&self, model: &Clip<B>, input: &StepInput<'_, B>) -> Result<Losses<B>> {
+        let f = Forward::of(model, &input.batch);
+        let clip = clip_contrastive_loss(f.logits.clone())?;
+        let clip_value = value(&clip);
+        let mut sims = self.fairclip.similarities(model, &f, input);
+        let group_routing = std::mem::take(&mut sims.group_routing);
+        let (mut total, fair) = if self.fol.distance {
+            let (reg, v) = self.fairclip.regularizer(sims)?;
+            (clip + reg, Some(v))
+        } else {
+            (clip, None)
+        };
+        let fol = &self.fol;
+        let on = [fol.image_token, fol.text_token, fol.image_feature, fol.text_feature];
+        let mut sum = 0.0;
+        for ((batch_r, group_r), on) in f.routing.into_iter().zip(group_routing).zip(on) {
+            if let (Some(r), true) = (batch_r, on) {
+                let term = fol_term(r, &group_r, fol.form, fol.lambda_moe)?;
+                sum += value(&term);
+                total = total + term;
+            }
+        }
+        Ok(Losses { total, clip: clip_value, fair, fol: Some(sum) })
+    }
+}

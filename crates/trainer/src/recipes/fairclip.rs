@@ -1,0 +1,115 @@
+//! FairCLIP (Luo et al., CVPR 2024; papers.md 2): CLIP's InfoNCE plus
+//! `λ · Σ_g Sinkhorn(D_B, D_{B_g})`, the Sinkhorn divergence between the distribution of the
+//! batch's image-text similarities and that of a batch drawn from each group `g` of one
+//! sensitive attribute (`[fairclip]`). Two readings (docs/methods.md):
+//! - `official` (the released code, default): the similarities are the diagonal of the
+//!   softmax-normalised logits, and the group batches pass through the model without gradient;
+//! - `aligned` (the paper's text): the cosine similarities of matched pairs, with gradient on
+//!   both sides.
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use fair_losses::{clip_contrastive_loss, fairclip_regularizer, official_similarities, FairClipVariant, SinkhornConfig};
+use vlm_backbone::Clip;
+
+use super::contrastive::{routings, ContrastiveLoss, Forward, Losses};
+use super::recipe::{value, StepInput};
+use crate::config::{at_least, non_negative, positive, Experiment, FairClipConfig};
+use crate::error::Result;
+
+/// FairCLIP's loss.
+pub struct FairClip {
+    settings: FairClipConfig,
+}
+
+/// Checks `[fairclip]`.
+pub(crate) fn validate_section(f: &FairClipConfig) -> std::result::Result<(), String> {
+    f.validate_attribute()?;
+    non_negative("fairclip.lambda", f.lambda)?;
+    positive("fairclip.blur", f.blur)?;
+    if !(f.scaling > 0.0 && f.scaling < 1.0) {
+        return Err(format!("fairclip.scaling = {}: expected a value in (0, 1)", f.scaling));
+    }
+    at_least("fairclip.group_batch_size", f.group_batch_size, 2)
+}
+
+/// The similarities FairCLIP compares: the batch's, and one tensor per group batch, plus the
+/// group batches' routing weights per FOL term (without gradient, as the code), which
+/// Fair-MoE reads.
+pub(crate) struct Similarities<B: Backend> {
+    pub(crate) batch: Tensor<B, 1>,
+    pub(crate) groups: Vec<Tensor<B, 1>>,
+    pub(crate) group_routing: [Vec<Tensor<B, 2>>; 4],
+}
+
+impl FairClip {
+    /// The Sinkhorn settings of the regulariser (geomloss's, debiased).
+    fn sinkhorn(&self) -> SinkhornConfig {
+        SinkhornConfig { blur: self.settings.blur, scaling: self.settings.scaling, debias: true, diameter: None }
+    }
+
+    /// The batch's similarities from its forward pass, then each group batch's.
+    pub(crate) fn similarities<B: AutodiffBackend>(&self, model: &Clip<B>, f: &Forward<B>, input: &StepInput<'_, B>) -> Similarities<B> {
+        let variant = self.settings.variant;
+        let batch = match variant {
+            FairClipVariant::Official => official_similarities(f.logits.clone()),
+            FairClipVariant::Aligned => (f.image.clone() * f.text.clone()).sum_dim(1).flatten::<1>(0, 1),
+        };
+        let mut groups = Vec::with_capacity(input.groups.len());
+        let mut group_routing: [Vec<Tensor<B, 2>>; 4] = Default::default();
+        // The official code runs the group batches under no_grad; the paper's reading lets the
+        // gradient through both sides.
+        let frozen = (variant == FairClipVariant::Official).then(|| model.valid());
+        for gb in &input.groups {
+            let (sims, routing) = match &frozen {
+                Some(m) => {
+                    let ((gi, ri), (gt, rt)) = (m.encode_image_routed(gb.images.clone().inner()), m.encode_text_routed(gb.tokens.clone().inner()));
+                    let sims = Tensor::<B, 1>::from_inner(official_similarities(gi.matmul(gt.transpose()) * m.scale()));
+                    (sims, routings(ri, rt).map(|r| r.map(Tensor::<B, 2>::from_inner)))
+                }
+                None => {
+                    let ((gi, ri), (gt, rt)) = (model.encode_image_routed(gb.images.clone()), model.encode_text_routed(gb.tokens.clone()));
+                    ((gi * gt).sum_dim(1).flatten::<1>(0, 1), routings(ri, rt).map(|r| r.map(|t| t.detach())))
+                }
+            };
+            groups.push(sims);
+            for (slot, r) in group_routing.iter_mut().zip(routing) {
+                slot.extend(r);
+            }
+        }
+        Similarities { batch, groups, group_routing }
+    }
+
+    /// `(λ · regulariser, its value before λ)`.
+    pub(crate) fn regularizer<B: AutodiffBackend>(&self, sims: Similarities<B>) -> Result<(Tensor<B, 1>, f64)> {
+        let reg = fairclip_regularizer(sims.batch, &sims.groups, &self.sinkhorn(), self.settings.variant)?;
+        let v = value(&reg);
+        Ok((reg * self.settings.lambda, v))
+    }
+}
+
+impl ContrastiveLoss for FairClip {
+    const NAME: &'static str = "fairclip";
+
+    fn validate(exp: &Experiment) -> std::result::Result<(), String> {
+        validate_section(&exp.fairclip)
+    }
+
+    fn new(exp: &Experiment) -> Result<Self> {
+        Ok(Self { settings: exp.fairclip.clone() })
+    }
+
+    fn group_batches(&self) -> Option<(&str, usize)> {
+        Some((&self.settings.attribute, self.settings.group_batch_size))
+    }
+
+    fn loss<B: AutodiffBackend>(&self, model: &Clip<B>, input: &StepInput<'_, B>) -> Result<Losses<B>> {
+        let f = Forward::of(model, &input.batch);
+        let clip = clip_contrastive_loss(f.logits.clone())?;
+        let clip_value = value(&clip);
+        let sims = self.similarities(model, &f, input);
+        let (reg, fair) = self.regularizer(sims)?;
+        Ok(Losses { total: clip + reg, clip: clip_value, fair: Some(fair), fol: None })
+    }
+}

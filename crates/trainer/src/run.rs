@@ -1,0 +1,417 @@
+//! The one run loop of every method: the run folder, the shuffled batches (and FairCLIP's
+//! group batches), the learning-rate schedule, progress bars, per-epoch evaluation through
+//! fair-metrics, model selection, atomic checkpoints, exact resume, the JSONL log and the
+//! final reports. What differs between methods is the [`Recipe`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use fair_data::{EpochShuffle, GroupSampler, Prepared};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{ckpt_err, io_err, remove_older_states, write_atomic};
+use crate::config::{Experiment, SelectOn};
+use crate::data::ExperimentData;
+use crate::error::{Error, Result};
+use crate::evaluate::{auc, report, EpochMetrics};
+use crate::log::{EpochLog, MultimodalLog};
+use crate::optim::Schedule;
+use crate::recipes::{self, Recipe, StepInput, StepStats, WithRecipe};
+use crate::report::FinalReport;
+
+/// Options of one run that are not part of the experiment.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue a run in `out` after its last completed epoch.
+    pub resume: bool,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+    /// Stop after this many epochs of this invocation (tests of `--resume` use it to simulate a
+    /// kill between epochs); `None` runs to the end.
+    pub stop_after: Option<usize>,
+}
+
+impl RunOptions {
+    /// A run in `out`, from the start, with progress bars.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self { out: out.into(), resume: false, progress: true, stop_after: None }
+    }
+}
+
+/// The outcome of a finished run.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Per-epoch log.
+    pub history: Vec<EpochLog>,
+    /// The selected epoch.
+    pub best_epoch: usize,
+    /// The final report of the selected model on the test split (None if stopped early).
+    pub report: Option<FinalReport>,
+}
+
+/// What survives between invocations (`state.json`); the recipe's records are in
+/// `state-<epoch>-*.bin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    epochs_done: usize,
+    steps: usize,
+    best_epoch: usize,
+    best_auc: f64,
+    group_cursors: Vec<usize>,
+    #[serde(default)]
+    recipe: serde_json::Value,
+    history: Vec<EpochLog>,
+}
+
+/// Trains `exp` in `opts.out` with its method's recipe, evaluating after every epoch, and
+/// writes the final reports.
+pub fn train<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
+    struct Train<'a, B: AutodiffBackend>(&'a Experiment, &'a RunOptions, &'a B::Device);
+    impl<B: AutodiffBackend> WithRecipe<B> for Train<'_, B> {
+        type Output = Result<TrainOutcome>;
+        fn with<R: Recipe<B>>(self) -> Self::Output {
+            run::<B, R>(self.0, self.1, self.2)
+        }
+    }
+    recipes::dispatch::<B, _>(exp.method, Train(exp, opts, device))
+}
+
+/// Opens a run folder: a new run writes its config and tokenizer; an existing one is refused
+/// without `--resume`, refused with another config, and otherwise yields its `state.json` and
+/// its own tokenizer (so token ids cannot change under the model). Then loads the data.
+fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, ExperimentData)> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let has_run = out.join("state.json").is_file();
+    if has_run && !opts.resume {
+        return Err(ckpt_err(out, "already holds a run; continue it with --resume or choose another --out"));
+    }
+    let state: Option<State> = if has_run {
+        let saved = out.join("config.toml");
+        let text = std::fs::read_to_string(&saved).map_err(io_err(&saved))?;
+        if Experiment::from_toml_str(&text, &saved.display().to_string())? != *exp {
+            return Err(ckpt_err(&saved, "the run was started with a different config; resume with the same one or use a new --out"));
+        }
+        let path = out.join("state.json");
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        Some(serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))?)
+    } else {
+        None
+    };
+    let tokenizer = match &state {
+        Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
+        None => None,
+    };
+    let data = ExperimentData::load(exp, tokenizer)?;
+    if state.is_none() {
+        write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
+        data.tokenizer.save(&out.join("tokenizer.json"))?;
+    }
+    Ok((state, data))
+}
+
+/// A recipe with the training data, the group sampler and the schedule: what one training
+/// step needs. The run loop drives it, and so do the benches, so they time the same step.
+pub struct Trainer<B: AutodiffBackend, R: Recipe<B>> {
+    /// The method.
+    pub recipe: R,
+    data: ExperimentData,
+    groups: Option<GroupSampler>,
+    schedule: Schedule,
+    steps: usize,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
+    /// The recipe of `exp` on `data`, with FairCLIP's group sampler where it asks for one.
+    pub fn new(exp: &Experiment, data: ExperimentData, device: &B::Device) -> Result<Self> {
+        let recipe = R::new(exp, &data, device)?;
+        let groups = match recipe.group_batches() {
+            Some((attribute, batch)) => Some(group_sampler(&data.train, attribute, batch, exp.seed)?),
+            None => None,
+        };
+        Ok(Self { recipe, data, groups, schedule: Schedule::of(&exp.optim), steps: 0, device: device.clone() })
+    }
+
+    /// The data.
+    pub fn data(&self) -> &ExperimentData {
+        &self.data
+    }
+
+    /// One training step on the training rows `rows` in (1-based) `epoch`: the batch, a batch
+    /// of every group where the recipe asks for them, and the recipe's step.
+    pub fn step(&mut self, rows: &[usize], epoch: usize) -> Result<StepStats> {
+        let device = &self.device;
+        let batch = self.data.train.batch::<B>(rows, device);
+        let groups = match &mut self.groups {
+            Some(g) => g.next_all().iter().map(|rows| self.data.train.batch::<B>(rows, device)).collect(),
+            None => vec![],
+        };
+        let stats = self.recipe.step(StepInput { batch, groups, epoch, step: self.steps, schedule: &self.schedule, device })?;
+        self.steps += 1;
+        Ok(stats)
+    }
+}
+
+/// What a training does per batch and per epoch: [`epochs`] drives it.
+pub(crate) trait Epochs {
+    /// What a step reports.
+    type Stats;
+    /// The loss in a step's report (the progress bar shows it).
+    fn loss(stats: &Self::Stats) -> f64;
+    /// Before the first step of (1-based) `epoch`.
+    fn begin_epoch(&mut self, _epoch: usize) {}
+    /// One step on the training rows `rows` of (1-based) `epoch`.
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<Self::Stats>;
+    /// After the last step of `epoch`, with its steps' reports and its seconds of training.
+    fn end_epoch(&mut self, epoch: usize, stats: Vec<Self::Stats>, seconds: f64) -> Result<()>;
+}
+
+/// The shape of a training: its name (for the progress bar), its rows, batches and epochs.
+pub(crate) struct Plan<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) rows: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) epochs: usize,
+    pub(crate) progress: bool,
+}
+
+/// The loop every training of the crate runs (the methods' runs, LoRA's developer, its base
+/// pretraining and the auditor's sensitive adapter): from epoch `done + 1` to the plan's last,
+/// at most `stop_after` of them, each epoch's rows in the order `order(rows, epoch)` gives,
+/// in batches; returns the epochs done.
+pub(crate) fn epochs<E: Epochs>(driver: &mut E, plan: &Plan<'_>, done: usize, stop_after: Option<usize>, mut order: impl FnMut(usize, usize) -> Vec<usize>) -> Result<usize> {
+    let steps_per_epoch = plan.rows.div_ceil(plan.batch_size.max(1));
+    let (mut done, mut ran) = (done, 0);
+    while done < plan.epochs && stop_after.is_none_or(|k| ran < k) {
+        let epoch = done + 1;
+        driver.begin_epoch(epoch);
+        let bar = progress_bar(plan.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", plan.name, plan.epochs));
+        let start = Instant::now();
+        let mut stats = Vec::with_capacity(steps_per_epoch);
+        for rows in order(plan.rows, epoch).chunks(plan.batch_size.max(1)) {
+            let s = driver.step(rows, epoch)?;
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", E::loss(&s)));
+            stats.push(s);
+        }
+        bar.finish_and_clear();
+        driver.end_epoch(epoch, stats, start.elapsed().as_secs_f64())?;
+        done = epoch;
+        ran += 1;
+    }
+    Ok(done)
+}
+
+/// A method's run on the loop: steps through the [`Trainer`], then per epoch the evaluation,
+/// the log, model selection and the checkpoint.
+struct MethodRun<'a, B: AutodiffBackend, R: Recipe<B>> {
+    t: &'a mut Trainer<B, R>,
+    st: &'a mut State,
+    exp: &'a Experiment,
+    out: &'a Path,
+}
+
+impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
+    type Stats = StepStats;
+
+    fn loss(stats: &StepStats) -> f64 {
+        stats.loss
+    }
+
+    fn begin_epoch(&mut self, epoch: usize) {
+        self.t.recipe.begin_epoch(epoch, &self.t.device);
+    }
+
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<StepStats> {
+        self.t.step(rows, epoch)
+    }
+
+    fn end_epoch(&mut self, epoch: usize, stats: Vec<StepStats>, train_seconds: f64) -> Result<()> {
+        let (t, st, exp, out) = (&mut *self.t, &mut *self.st, self.exp, self.out);
+        let device = &t.device;
+        st.steps = t.steps;
+        let mut sums = Sums::default();
+        for s in &stats {
+            sums.add(s);
+        }
+        let n = t.data.train.len();
+        let (validation, vu) = evaluate(&t.recipe, exp, &t.data.validation, device)?;
+        let (test, tu) = evaluate(&t.recipe, exp, &t.data.test, device)?;
+        let k = stats.len() as f64;
+        let log = EpochLog {
+            epoch,
+            loss: sums.loss / k,
+            clip_loss: sums.task / k,
+            fair_loss: sums.fair.map(|s| s / k),
+            fol_loss: sums.fol.map(|s| s / k),
+            steps: st.steps,
+            validation,
+            test,
+            train_seconds,
+            samples_per_second: n as f64 / train_seconds,
+            multimodal: sums.modulation.map(|(factors, triggered)| MultimodalLog {
+                encoder_factors: factors.map(|f| f / k),
+                triggered: triggered as f64 / k,
+                validation_unimodal_auc: vu.unwrap_or([None; 2]),
+                test_unimodal_auc: tu.unwrap_or([None; 2]),
+            }),
+        };
+        tracing::info!("{}", log.one_line(t.recipe.name(), exp.optim.epochs));
+        let selected = match exp.eval.select_on {
+            SelectOn::Validation => log.validation.auc,
+            SelectOn::Test => log.test.auc,
+        }
+        .unwrap_or(f64::NEG_INFINITY);
+
+        // Commit order: the recipe's records under a new name, the weights, then state.json,
+        // which is what a resume trusts; older records are removed only after.
+        st.recipe = t.recipe.save_state(out, epoch)?;
+        t.recipe.save_weights(out, "last")?;
+        if selected > st.best_auc || st.best_epoch == 0 {
+            st.best_auc = selected;
+            st.best_epoch = epoch;
+            t.recipe.save_weights(out, "best")?;
+        }
+        st.epochs_done = epoch;
+        st.group_cursors = cursors(&t.groups);
+        st.history.push(log);
+        write_atomic(&out.join("state.json"), serde_json::to_string_pretty(&*st).unwrap_or_default().as_bytes())?;
+        let jsonl: String = st.history.iter().map(|l| serde_json::to_string(l).unwrap_or_default() + "\n").collect();
+        write_atomic(&out.join("log.jsonl"), jsonl.as_bytes())?;
+        remove_older_states(out, epoch)
+    }
+}
+
+/// Trains `exp` with recipe `R` (whatever `exp.method` says): public so that a recipe
+/// defined outside this crate runs on the loop too.
+pub fn run<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
+    let out = &opts.out;
+    let (state, data) = open_run(exp, opts)?;
+    let mut t = Trainer::<B, R>::new(exp, data, device)?;
+    let mut st = match state {
+        Some(st) => {
+            t.recipe.restore_state(out, st.epochs_done, &st.recipe, device)?;
+            if let Some(g) = &mut t.groups {
+                g.set_cursors(&st.group_cursors).map_err(|e| ckpt_err(&out.join("state.json"), e))?;
+            }
+            t.steps = st.steps;
+            st
+        }
+        None => State { epochs_done: 0, steps: 0, best_epoch: 0, best_auc: f64::NEG_INFINITY, group_cursors: cursors(&t.groups), recipe: serde_json::Value::Null, history: vec![] },
+    };
+    let name = t.recipe.name();
+    let plan = Plan { name, rows: t.data.train.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: opts.progress };
+    let shuffle = EpochShuffle::new(exp.seed);
+    let done = st.epochs_done;
+    let mut recipe_run = MethodRun { t: &mut t, st: &mut st, exp, out };
+    let done = epochs(&mut recipe_run, &plan, done, opts.stop_after, |n, epoch| shuffle.order(n, epoch))?;
+
+    let report = if done == exp.optim.epochs {
+        t.recipe.load_weights(&out.join("best.safetensors"), device)?;
+        let scores = t.recipe.predict(&t.data.test, device)?;
+        let r = FinalReport::from_scores(exp, name, &t.data, scores.positive, &st.history, st.best_epoch)?;
+        write_reports(&r, out)?;
+        Some(r)
+    } else {
+        None
+    };
+    Ok(TrainOutcome { history: st.history, best_epoch: st.best_epoch, report })
+}
+
+/// The sums of an epoch's step statistics.
+#[derive(Default)]
+struct Sums {
+    loss: f64,
+    task: f64,
+    fair: Option<f64>,
+    fol: Option<f64>,
+    modulation: Option<([f64; 2], usize)>,
+}
+
+impl Sums {
+    fn add(&mut self, s: &StepStats) {
+        self.loss += s.loss;
+        self.task += s.task_loss;
+        if let Some(v) = s.fair_loss {
+            *self.fair.get_or_insert(0.0) += v;
+        }
+        if let Some(v) = s.fol_loss {
+            *self.fol.get_or_insert(0.0) += v;
+        }
+        if let Some((factors, triggered)) = s.modulation {
+            let (sum, fired) = self.modulation.get_or_insert(([0.0; 2], 0));
+            for (sum, f) in sum.iter_mut().zip(factors) {
+                *sum += f;
+            }
+            *fired += triggered as usize;
+        }
+    }
+}
+
+/// A split's epoch metrics, and its unimodal AUCs where the recipe has auxiliary heads.
+fn evaluate<B: AutodiffBackend, R: Recipe<B>>(recipe: &R, exp: &Experiment, split: &Prepared, device: &B::Device) -> Result<(EpochMetrics, Option<[Option<f64>; 2]>)> {
+    let scores = recipe.predict(split, device)?;
+    let unimodal = scores.unimodal.as_ref().map(|[a, b]| [auc(&split.labels, a), auc(&split.labels, b)]);
+    Ok((EpochMetrics::from_report(&report(exp, split, scores.positive, None)?), unimodal))
+}
+
+/// FairCLIP's per-group loaders over the training split's values of `attribute`.
+fn group_sampler(train: &Prepared, attribute: &str, batch: usize, seed: u64) -> Result<GroupSampler> {
+    let codes = &train.attributes.column(attribute)?.codes;
+    GroupSampler::new(codes, batch, seed).map_err(|e| Error::Invalid(format!("fairclip.attribute '{attribute}' in the training split: {e}")))
+}
+
+fn cursors(groups: &Option<GroupSampler>) -> Vec<usize> {
+    groups.as_ref().map(GroupSampler::cursors).unwrap_or_default()
+}
+
+/// Writes `report.json`, `report.md`, `report.html` and `predictions.csv` into `dir`.
+pub(crate) fn write_reports(r: &FinalReport, dir: &Path) -> Result<()> {
+    write_atomic(&dir.join("report.json"), (serde_json::to_string_pretty(r).unwrap_or_default() + "\n").as_bytes())?;
+    write_atomic(&dir.join("report.md"), r.markdown().as_bytes())?;
+    write_atomic(&dir.join("report.html"), crate::html::render(r).as_bytes())?;
+    write_atomic(&dir.join("predictions.csv"), r.predictions.as_bytes())
+}
+
+fn progress_bar(enabled: bool, len: u64, prefix: &str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix.to_owned());
+    bar
+}
+
+/// Evaluates a finished run's checkpoint (`best.safetensors`, `last.safetensors` or any file
+/// with the same model) on a split (`test` or `validation`), with the run's own config and
+/// tokenizer.
+pub fn evaluate_run<B: AutodiffBackend>(run: &Path, checkpoint: &Path, split: &str, device: &B::Device) -> Result<fair_metrics::Report> {
+    let exp = Experiment::from_file(&run.join("config.toml"))?;
+    let tokenizer = fair_data::TextTokenizer::from_file(&run.join("tokenizer.json"), exp.data.context_length)?;
+    let data = ExperimentData::load(&exp, Some(tokenizer))?;
+    let prepared = match split {
+        "test" => &data.test,
+        "validation" => &data.validation,
+        other => return Err(Error::Invalid(format!("split '{other}': expected test or validation"))),
+    };
+    struct Eval<'a, B: AutodiffBackend>(&'a Experiment, &'a ExperimentData, &'a Prepared, &'a Path, &'a B::Device);
+    impl<B: AutodiffBackend> WithRecipe<B> for Eval<'_, B> {
+        type Output = Result<Vec<f64>>;
+        fn with<R: Recipe<B>>(self) -> Self::Output {
+            let Eval(exp, data, split, checkpoint, device) = self;
+            let mut recipe = R::new(exp, data, device)?;
+            recipe.load_weights(checkpoint, device)?;
+            Ok(recipe.predict(split, device)?.positive)
+        }
+    }
+    let scores = recipes::dispatch::<B, _>(exp.method, Eval(&exp, &data, prepared, checkpoint, device))?;
+    report(&exp, prepared, scores, exp.eval.bootstrap(exp.seed))
+}

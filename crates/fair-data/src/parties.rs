@@ -88,6 +88,7 @@ pub fn prepare_fundus(out: &Path, synth: &crate::SynthConfig, sensitive: &str, s
 /// the images (sorted by name) is the audit set. There is no separate pretraining set: the
 /// base comes from elsewhere (`pretrain.npz` holds the parties' training images with the task
 /// label, for a from-scratch base).
+#[allow(clippy::too_many_arguments)] // one per flag of `fairvlm lora prepare`
 pub fn prepare_faces(
     index: &crate::FaceIndex,
     out: &Path,

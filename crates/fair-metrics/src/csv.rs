@@ -291,9 +291,8 @@ fn parse_chunk<'a>(chunk: &'a [u8], out: &mut Part<'_>, ctx: &Ctx<'_>) -> ChunkR
                         p[row] = v
                     }
                 }),
-                Role::Score => parse_number(&text).and_then(|x| {
+                Role::Score => parse_number(&text).map(|x| {
                     out.scores[row] = x;
-                    Ok(())
                 }),
                 Role::Weight => parse_number(&text).and_then(|x| {
                     if x < 0.0 {
@@ -364,8 +363,8 @@ fn parse_binary(text: &[u8], pos_label: Option<&[u8]>, seen: &mut Distinct, line
         _ => {
             let s = String::from_utf8_lossy(text);
             match s.trim().parse::<f64>() {
-                Ok(x) if x == 1.0 => Ok(true),
-                Ok(x) if x == 0.0 => Ok(false),
+                Ok(1.0) => Ok(true),
+                Ok(0.0) => Ok(false),
                 _ => Err(format!("'{}' is not 0 or 1 (name the positive value with --pos-label for other codings)", shorten(&s))),
             }
         }

@@ -52,7 +52,8 @@ pub fn multiclass_auc_ovr(labels: &[usize], scores: &[f64], k: usize, weights: O
     for (i, row) in scores.chunks(k).enumerate() {
         let s: f64 = row.iter().sum();
         // numpy.allclose(1, s): |s - 1| <= 1e-8 + 1e-5 * |s|
-        if !((s - 1.0).abs() <= 1e-8 + 1e-5 * s.abs()) {
+        let close = (s - 1.0).abs() <= 1e-8 + 1e-5 * s.abs(); // false for NaN too
+        if !close {
             return Err(Error::Invalid(format!("scores of row {i} sum to {s}; one-vs-rest AUC needs probabilities summing to 1")));
         }
     }

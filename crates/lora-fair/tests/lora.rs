@@ -92,7 +92,8 @@ fn adapter_gradients_match_finite_differences() {
     let x = Tensor::<B, 2>::from_data(TensorData::new((0..12).map(|i| ((i * 7) % 5) as f64 / 2.5 - 1.0).collect::<Vec<_>>(), [3, 4]), d64);
     let a0: Vec<f64> = (0..8).map(|i| ((i * 3) % 7) as f64 / 3.5 - 1.0).collect();
     let b0: Vec<f64> = (0..6).map(|i| ((i * 5) % 11) as f64 / 5.5 - 1.0).collect();
-    let loss = |a: Vec<f64>, b: Vec<f64>, grad: bool| -> (f64, Option<(Vec<f64>, Vec<f64>)>) {
+    type Grads = Option<(Vec<f64>, Vec<f64>)>;
+    let loss = |a: Vec<f64>, b: Vec<f64>, grad: bool| -> (f64, Grads) {
         let mut ta = Tensor::<B, 2>::from_data(TensorData::new(a, [2, 4]), d64);
         let mut tb = Tensor::<B, 2>::from_data(TensorData::new(b, [3, 2]), d64);
         if grad {

@@ -30,6 +30,7 @@ fn each_token_reaches_at_most_k_experts_and_each_expert_at_most_its_capacity() {
             assert!(row.iter().filter(|&&w| w > 0.0).count() <= 3, "{capacity:?}: a token routed to more than k experts");
         }
         for s in 0..3 {
+            #[allow(clippy::needless_range_loop)] // `e` picks one column of many rows
             for e in 0..10 {
                 let taken = (0..tokens).filter(|&t| r[s * tokens + t][e] > 0.0).count();
                 assert!(taken <= cap, "{capacity:?}: expert {e} takes {taken} > {cap} tokens of sequence {s}");

@@ -38,9 +38,12 @@ pub enum Error {
     /// Metrics.
     #[error(transparent)]
     Metrics(#[from] fair_metrics::Error),
-    /// A pretrained checkpoint that cannot be loaded.
+    /// A pretrained checkpoint that cannot be loaded, or a model that cannot be built.
     #[error(transparent)]
     Weights(#[from] vlm_backbone::Error),
+    /// Gradient modulation (OGM-GE, MultiFair) refused its inputs or its saved statistics.
+    #[error("gradient modulation: {0}")]
+    Modulation(#[from] gradmod::Error),
     /// Something the data cannot support (an empty split, a group with no samples, ...).
     #[error("{0}")]
     Invalid(String),

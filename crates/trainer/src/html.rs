@@ -128,8 +128,11 @@ fn lines(title: &str, xlabel: &str, ylabel: &str, series: &[(String, Vec<(f64, f
     s
 }
 
+/// A bar: its name, its value and its [low, high] interval.
+type Bar = (String, Option<f64>, Option<(f64, f64)>);
+
 /// Bars with optional [low, high] whiskers and a dashed reference line.
-fn bars(title: &str, items: &[(String, Option<f64>, Option<(f64, f64)>)], reference: Option<f64>) -> String {
+fn bars(title: &str, items: &[Bar], reference: Option<f64>) -> String {
     let mut s = svg_open();
     let lo = items.iter().filter_map(|(_, v, ci)| ci.map(|c| c.0).or(*v)).fold(1.0f64, f64::min);
     let frame = Frame { x: (0.0, items.len().max(1) as f64), y: ((lo - 0.05).clamp(0.0, 0.5), 1.0), xticks: Ticks::None };
@@ -209,8 +212,7 @@ pub fn render(r: &FinalReport) -> String {
     }
     s.push_str("</table><h2>Group AUC (test) with intervals</h2><div class=\"row\">");
     for (name, a) in &r.test.attributes {
-        let items: Vec<(String, Option<f64>, Option<(f64, f64)>)> =
-            a.groups.iter().map(|(g, m)| (g.clone(), m.auc, m.ci.as_ref().and_then(|c| c.get("auc")).map(|c| (c.low, c.high)))).collect();
+        let items: Vec<Bar> = a.groups.iter().map(|(g, m)| (g.clone(), m.auc, m.ci.as_ref().and_then(|c| c.get("auc")).map(|c| (c.low, c.high)))).collect();
         s.push_str(&bars(&format!("{name}: ES-AUC {}", f(a.es_auc)), &items, r.test.overall.auc));
     }
     s.push_str("</div><h2>ROC curves per group (test)</h2><div class=\"row\">");

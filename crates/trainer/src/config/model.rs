@@ -128,7 +128,7 @@ impl ModelConfig {
                 return Err(format!("model.text.tokenizer: {vocab_size} tokens, more than the checkpoint's vocabulary of {}", text.vocab_size));
             }
             cfg.text = text;
-            // One CLIPModel for both towers brings its joint space too (train.rs loads it).
+            // One CLIPModel for both towers brings its joint space too (`towers::init_clip` loads it).
             if self.is_whole_clip() {
                 let clip = vlm_backbone::Checkpoint::open(w).and_then(|c| c.clip_config()).map_err(|e| format!("model.text.weights: {e}"))?;
                 cfg.projection_dim = clip.projection_dim;

@@ -82,7 +82,7 @@ impl<B: AutodiffBackend> Auditor<B> {
         let model = adapted(exp, &self.base, self.classes, exp.seed ^ 0x5e45, &self.device)?;
         // The auditor's one generator shuffles here and draws its gradient batches later.
         let rng = &mut self.rng;
-        let (model, last) = fit(model, &self.data, &self.labels, exp, exp.fair.sensitive_epochs, "sensitive adapter", |n, _| shuffled(n, rng), &self.device)?;
+        let (model, last) = fit(model, &self.data, &self.labels, exp, exp.fair.sensitive_epochs, |n, _| shuffled(n, rng), &self.device)?;
         self.sensitive = Some(model);
         Ok(last)
     }

@@ -294,7 +294,8 @@ impl LoraExperiment {
                 return Err(format!("{k} = {v}: expected a number >= 0"));
             }
         }
-        if !(f.adv_lr > 0.0) || f.adv_steps == 0 || f.sensitive_epochs == 0 || f.auditor_batch == 0 {
+        let positive_lr = f.adv_lr > 0.0; // false for NaN too
+        if !positive_lr || f.adv_steps == 0 || f.sensitive_epochs == 0 || f.auditor_batch == 0 {
             return Err(format!(
                 "fair: adv_lr {}, adv_steps {}, sensitive_epochs {}, auditor_batch {}: expected positive values",
                 f.adv_lr, f.adv_steps, f.sensitive_epochs, f.auditor_batch

@@ -57,6 +57,9 @@ fn add_grads<B: AutodiffBackend>(grads: &mut GradientsParams, model: &VitClassif
     Ok(())
 }
 
+/// Orth's targets: the auditor's sensitive adapter (A, B) per module path.
+type OrthTargets<B> = BTreeMap<String, (Tensor<B, 2>, Tensor<B, 2>)>;
+
 /// The developer's side of a run on the loop: one step is the task loss (and Orth's penalty)
 /// plus, for the methods that need it, the auditor's gradient for this round.
 struct DeveloperRun<'a, B: AutodiffBackend> {
@@ -66,7 +69,7 @@ struct DeveloperRun<'a, B: AutodiffBackend> {
     link: &'a mut dyn AuditorLink,
     model: VitClassifier<B>,
     optim: Optim<B, VitClassifier<B>>,
-    orth_targets: Option<BTreeMap<String, (Tensor<B, 2>, Tensor<B, 2>)>>,
+    orth_targets: Option<OrthTargets<B>>,
     round: usize,
     log: DeveloperLog,
     device: &'a B::Device,
@@ -139,7 +142,7 @@ pub fn train_developer<B: AutodiffBackend>(
         (LoraMethod::Unl, Some(s)) => negated_base(exp, base, s, device)?,
         _ => base.clone(),
     };
-    let orth_targets: Option<BTreeMap<String, (Tensor<B, 2>, Tensor<B, 2>)>> = match (exp.method, &sensitive) {
+    let orth_targets: Option<OrthTargets<B>> = match (exp.method, &sensitive) {
         (LoraMethod::Orth, Some(s)) => Some(
             s.iter()
                 .map(|(p, (a, ad, b, bd))| (p.clone(), (Tensor::from_data(TensorData::new(a.clone(), *ad), device), Tensor::from_data(TensorData::new(b.clone(), *bd), device))))

@@ -65,7 +65,7 @@ pub fn pretrain<B: AutodiffBackend>(exp: &LoraExperiment, set: &LabelledImages, 
         m
     };
     let order = StreamShuffle::new(exp.seed);
-    Ok(fit(model, set, labels, exp, epochs, "pretrain", |n, epoch| order.order(n, epoch), device)?.0)
+    Ok(fit(model, set, labels, exp, epochs, |n, epoch| order.order(n, epoch), device)?.0)
 }
 
 /// Trains every trainable weight of `model` on `set`'s `labels` with cross-entropy, AdamW at
@@ -77,7 +77,6 @@ pub(crate) fn fit<B: AutodiffBackend>(
     labels: &[i64],
     exp: &LoraExperiment,
     epoch_count: usize,
-    name: &str,
     order: impl FnMut(usize, usize) -> Vec<usize>,
     device: &B::Device,
 ) -> Result<(VitClassifier<B>, f64)> {
@@ -110,7 +109,7 @@ pub(crate) fn fit<B: AutodiffBackend>(
     }
     let optim = Optim::<B, VitClassifier<B>>::adamw(None, exp.optim.weight_decay);
     let mut f = Fit { model, optim, set, labels, lr: exp.optim.lr, last: 0.0, device };
-    let plan = Plan { name, rows: set.len(), batch_size: exp.optim.batch_size, epochs: epoch_count, progress: false };
+    let plan = Plan { name: "fit", rows: set.len(), batch_size: exp.optim.batch_size, epochs: epoch_count, progress: false };
     epochs(&mut f, &plan, 0, None, order)?;
     Ok((f.model, f.last))
 }

@@ -15,7 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use gradmod::{direction_loss, scale, GroupModulation, ModalityBalance, MultiFairMode, MultiFairSettings, ParamSet};
 use serde::{Deserialize, Serialize};
 
-use super::multimodal::{gm_err, positive, Before, Decision, Modulation};
+use super::multimodal::{positive, Before, Decision, Modulation};
 use super::recipe::{value, values};
 use crate::config::{attribute_groups, Experiment};
 use crate::error::{Error, Result};
@@ -51,8 +51,8 @@ impl Modulation for MultiFair {
         let mm = &exp.multimodal;
         let attribute = mm.attribute.clone();
         let n_groups = attribute_groups(&mm.attribute);
-        let groups: GroupModulation = exp.multifair.group_modulation(2, n_groups).map_err(gm_err)?;
-        Ok(Self { settings: exp.multifair.clone(), attribute, n_groups, balance: ModalityBalance::new(2), groups })
+        let groups: GroupModulation = exp.multifair.group_modulation(2, n_groups)?;
+        Ok(Self { settings: exp.multifair, attribute, n_groups, balance: ModalityBalance::new(2), groups })
     }
 
     fn before<B: AutodiffBackend>(&mut self, step: Before<'_, B>) -> Result<Decision<B>> {
@@ -61,7 +61,7 @@ impl Modulation for MultiFair {
         let codes = &step.batch.attributes.column(&self.attribute)?.codes;
         // Modality level: the heads' AUCs on the batch update the balance.
         let aucs: Vec<Option<f64>> = step.unimodal.iter().map(|q| fair_metrics::roc_auc(&label_bools, q).ok().flatten()).collect();
-        let b = self.balance.update(&aucs).map_err(gm_err)?;
+        let b = self.balance.update(&aucs)?;
         // Group level: surrogate AUC of each head per group (0.5 where undefined), then the EMA.
         let mut surrogate = vec![vec![0.5; self.n_groups]; 2];
         for (i, q) in step.unimodal.iter().enumerate() {
@@ -75,11 +75,11 @@ impl Modulation for MultiFair {
                 }
             }
         }
-        self.groups.update(&surrogate).map_err(gm_err)?;
+        self.groups.update(&surrogate)?;
         let fractions: Vec<f64> = (0..self.n_groups).map(|g| codes.iter().filter(|&&c| c == g as i64).count() as f64 / codes.len() as f64).collect();
-        let group_factors = self.groups.factors(&fractions).map_err(gm_err)?;
+        let group_factors = self.groups.factors(&fractions)?;
         let fused_q = positive(step.logits);
-        let (_, triggered) = self.groups.trigger(&label_bools, &values(fused_q.clone().inner()), codes).map_err(gm_err)?;
+        let (_, triggered) = self.groups.trigger(&label_bools, &values(fused_q.clone().inner()), codes)?;
         let mut factors = [1.0f64; 2];
         for i in 0..2 {
             factors[i] = b[i] * mf.rho * if triggered { group_factors[i] } else { 1.0 };
@@ -88,7 +88,7 @@ impl Modulation for MultiFair {
         if mf.mode == MultiFairMode::Faithful {
             if let Some(w) = step.model.last_weight() {
                 let head_w: Vec<Tensor<B, 2>> = step.heads.heads.iter().map(|h| h.out.weight.val()).collect();
-                extra_terms.push(direction_loss(&b, w, &head_w).map_err(gm_err)? * mf.lambda_gm);
+                extra_terms.push(direction_loss(&b, w, &head_w)? * mf.lambda_gm);
             }
             if triggered {
                 if let Some(gap) = fair_losses::surrogate_auc_gap(fused_q, &label_bools, codes, self.n_groups)? {
@@ -101,7 +101,7 @@ impl Modulation for MultiFair {
 
     fn after<B: AutodiffBackend>(&mut self, grads: &mut GradientsParams, encoders: [&ParamSet; 2], _epoch: usize, decision: &Decision<B>) -> Result<()> {
         for (set, f) in encoders.into_iter().zip(decision.factors) {
-            scale::<B::InnerBackend>(grads, set, f).map_err(gm_err)?;
+            scale::<B::InnerBackend>(grads, set, f)?;
         }
         Ok(())
     }
@@ -112,7 +112,7 @@ impl Modulation for MultiFair {
 
     fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
         let s: Statistics = serde_json::from_value(state.clone()).map_err(|e| Error::Invalid(format!("state.json: MultiFair's statistics: {e}")))?;
-        self.balance.set_previous(&s.balance).map_err(gm_err)?;
-        self.groups.set_ema(s.group_ema).map_err(gm_err)
+        self.balance.set_previous(&s.balance)?;
+        Ok(self.groups.set_ema(s.group_ema)?)
     }
 }

@@ -91,18 +91,11 @@ pub trait Modulation: Sized + 'static {
     }
 }
 
-pub(crate) fn gm_err(e: gradmod::Error) -> Error {
-    Error::Invalid(format!("gradient modulation: {e}"))
-}
-
 /// Checks `[multimodal]` and the method's own sections.
 pub fn validate<M: Modulation>(exp: &Experiment) -> std::result::Result<(), String> {
     let mm = &exp.multimodal;
     if exp.optim.text_lr.is_some() {
         return Err("optim.text_lr: the multimodal methods have one learning rate for the encoders (optim.lr)".into());
-    }
-    if exp.optim.optimizer != crate::config::OptimizerKind::Adamw {
-        return Err("optim.optimizer: the multimodal methods train with AdamW, as MultiFair; set optim.optimizer = \"adamw\"".into());
     }
     let oct = mm.pairing == PairingConfig::Oct;
     if oct && exp.data.source == crate::config::DataSource::Fairvlmed {
@@ -138,6 +131,9 @@ pub fn validate<M: Modulation>(exp: &Experiment) -> std::result::Result<(), Stri
     crate::config::positive("multimodal.head_lr", mm.head_lr)?;
     if !(mm.head_weight_decay >= 0.0 && mm.grad_clip >= 0.0 && mm.grad_clip.is_finite()) {
         return Err(format!("multimodal.head_weight_decay = {}, multimodal.grad_clip = {}: expected numbers >= 0", mm.head_weight_decay, mm.grad_clip));
+    }
+    if exp.optim.optimizer != crate::config::OptimizerKind::Adamw {
+        return Err("optim.optimizer: the multimodal methods train with AdamW, as MultiFair; set optim.optimizer = \"adamw\"".into());
     }
     M::validate(exp)
 }
@@ -293,7 +289,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         let [e0, e1] = &self.encoders;
         self.modulation.after::<B>(&mut grads, [e0, e1], input.epoch, &decision)?;
         if mm.grad_clip > 0.0 {
-            clip_global_norm::<B::InnerBackend>(&mut grads, &self.all, mm.grad_clip).map_err(gm_err)?;
+            clip_global_norm::<B::InnerBackend>(&mut grads, &self.all, mm.grad_clip)?;
         }
         self.model = self.optim.step(input.schedule.lr(input.step), model, grads);
         Ok(StepStats { loss, task_loss, fair_loss: None, fol_loss: None, modulation: Some((decision.factors, decision.triggered)) })

@@ -8,7 +8,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use gradmod::{OgmCoefficients, ParamSet};
 
-use super::multimodal::{gm_err, Before, Decision, Modulation};
+use super::multimodal::{Before, Decision, Modulation};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 
@@ -41,7 +41,7 @@ impl Modulation for OgmGe {
     fn before<B: AutodiffBackend>(&mut self, step: Before<'_, B>) -> Result<Decision<B>> {
         let [f0, f1] = step.features;
         let [u0, u1] = step.model.unimodal_logits([f0.detach(), f1.detach()]).ok_or_else(|| Error::Invalid("ogm-ge needs multimodal.fusion = \"concat\"".into()))?;
-        let c = self.ogm.coefficients(u0.inner(), u1.inner(), step.labels.inner()).map_err(gm_err)?;
+        let c = self.ogm.coefficients(u0.inner(), u1.inner(), step.labels.inner())?;
         let factors = if self.ogm.active(step.epoch) { c.coefficients } else { [1.0; 2] };
         self.pending = Some(c);
         Ok(Decision { extra_terms: vec![], factors, triggered: false })
@@ -49,7 +49,7 @@ impl Modulation for OgmGe {
 
     fn after<B: AutodiffBackend>(&mut self, grads: &mut GradientsParams, encoders: [&ParamSet; 2], epoch: usize, _decision: &Decision<B>) -> Result<()> {
         match self.pending.take() {
-            Some(c) => self.ogm.apply::<B::InnerBackend>(epoch, grads, encoders, &c).map_err(gm_err),
+            Some(c) => Ok(self.ogm.apply::<B::InnerBackend>(epoch, grads, encoders, &c)?),
             None => Ok(()),
         }
     }

@@ -55,16 +55,31 @@ pub struct TrainOutcome {
 
 /// What survives between invocations (`state.json`); the recipe's records are in
 /// `state-<epoch>-*.bin`.
+/// Runs of the multimodal methods started before the one loop wrote their step count inside
+/// `modulation` (now `recipe`) and no group positions; both still resume.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
     epochs_done: usize,
+    #[serde(default)]
     steps: usize,
     best_epoch: usize,
     best_auc: f64,
-    group_cursors: Vec<usize>,
     #[serde(default)]
+    group_cursors: Vec<usize>,
+    #[serde(default, alias = "modulation")]
     recipe: serde_json::Value,
     history: Vec<EpochLog>,
+}
+
+impl State {
+    /// The state of a run folder, from either layout.
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut st: State = serde_json::from_str(text).map_err(|e| ckpt_err(path, e))?;
+        if st.steps == 0 && st.epochs_done > 0 {
+            st.steps = st.recipe.get("steps").and_then(serde_json::Value::as_u64).ok_or_else(|| ckpt_err(path, "no step count"))? as usize;
+        }
+        Ok(st)
+    }
 }
 
 /// Trains `exp` in `opts.out` with its method's recipe, evaluating after every epoch, and
@@ -98,7 +113,7 @@ fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, Exper
         }
         let path = out.join("state.json");
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        Some(serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))?)
+        Some(State::parse(&text, &path)?)
     } else {
         None
     };

@@ -32,40 +32,47 @@ fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// The modules that `module`'s source names through `crate::` or `super::` paths.
+/// The module that holds `module` (`""` for the crate root).
+fn parent(module: &str) -> String {
+    module.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_string())
+}
+
+/// The modules that `module`'s source names: paths that start with `crate::`, `super::` (the
+/// parent module) or, in a folder's mod.rs, one of its children, `{a, b}` groups included.
 fn imports(module: &str, text: &str, all: &BTreeMap<String, PathBuf>) -> BTreeSet<String> {
-    let is_dir_module = all.keys().any(|m| m.starts_with(&format!("{module}::")));
-    let parent = if is_dir_module { module.to_string() } else { module.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_string()) };
-    let mut out = BTreeSet::new();
     let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
-    for (prefix, base) in [("crate::", String::new()), ("super::", parent.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_string()))] {
-        // `super::` from a file of a folder module names that folder's siblings.
-        let base = if prefix == "super::" {
-            if is_dir_module {
-                base
-            } else {
-                parent.clone()
+    let mut starts: Vec<(String, String)> = vec![("crate::".into(), String::new()), ("super::".into(), parent(module))];
+    for child in all.keys().filter_map(|m| m.strip_prefix(&format!("{module}::"))).filter(|c| !c.contains("::")) {
+        starts.push((format!("{child}::"), format!("{module}::{child}")));
+    }
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = BTreeSet::new();
+    for (prefix, base) in &starts {
+        for (i, _) in code.match_indices(prefix.as_str()) {
+            // The start of a path, not the middle of one (`a::b::`) nor the end of a name.
+            if code[..i].ends_with(':') || code[..i].chars().last().is_some_and(ident) {
+                continue;
             }
-        } else {
-            base
-        };
-        for (i, _) in code.match_indices(prefix) {
-            let rest: String = code[i + prefix.len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
-            let mut path = base.clone();
-            let mut target = None;
-            for seg in rest.split("::").filter(|s| !s.is_empty()) {
-                let candidate = if path.is_empty() { seg.to_string() } else { format!("{path}::{seg}") };
-                if all.contains_key(&candidate) {
-                    target = Some(candidate.clone());
-                    path = candidate;
-                } else {
-                    break;
+            let tail = &code[i + prefix.len()..];
+            let heads: Vec<String> = match tail.strip_prefix('{') {
+                Some(group) => group.split('}').next().unwrap_or("").split(',').map(|h| h.trim().to_string()).collect(),
+                None => vec![tail.chars().take_while(|&c| ident(c) || c == ':').collect()],
+            };
+            for head in heads {
+                // The longest module named by `base::head...`, else `base` itself.
+                let mut target = (!base.is_empty() && all.contains_key(base)).then(|| base.clone());
+                let mut path = base.clone();
+                for seg in head.split("::").filter(|s| !s.is_empty()) {
+                    path = if path.is_empty() { seg.to_string() } else { format!("{path}::{seg}") };
+                    if all.contains_key(&path) {
+                        target = Some(path.clone());
+                    } else {
+                        break;
+                    }
                 }
-            }
-            // A name defined in the folder's own mod.rs.
-            let target = target.or_else(|| (!base.is_empty() && all.contains_key(&base)).then(|| base.clone()));
-            if let Some(t) = target.filter(|t| t != module) {
-                out.insert(t);
+                if let Some(t) = target.filter(|t| t != module) {
+                    out.insert(t);
+                }
             }
         }
     }
@@ -113,4 +120,14 @@ fn no_module_imports_one_that_imports_it_back_and_none_is_long() {
     // The run loop knows recipes only through the trait and the dispatch table.
     let run = &edges["run"];
     assert!(!run.iter().any(|m| m.starts_with("recipes::") && m != "recipes::recipe"), "run imports {run:?}");
+}
+
+#[test]
+fn the_scanner_sees_every_form_of_import() {
+    let all: BTreeMap<String, PathBuf> = ["a", "b", "f", "f::c", "f::d"].into_iter().map(|m| (m.to_string(), PathBuf::new())).collect();
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(imports("a", "use crate::{b, f::c};\nfn x() { crate::f::d::go() }", &all), set(&["b", "f::c", "f::d"]));
+    assert_eq!(imports("f", "pub use c::X;\nfn y() { d::z() }", &all), set(&["f::c", "f::d"]));
+    assert_eq!(imports("f::c", "use super::Y;\nuse super::d::Z;", &all), set(&["f", "f::d"]));
+    assert_eq!(imports("b", "// use crate::a;\nlet s = \"x::y\";", &all), set(&[]));
 }

@@ -99,6 +99,16 @@ fn a_resumed_multimodal_run_repeats_the_uninterrupted_one() {
         let mut opts = quiet(parts.clone());
         opts.stop_after = Some(1);
         assert!(train::<B>(&exp, &opts, &Default::default()).expect("first part").report.is_none());
+        // A run folder written before the one loop: its step count inside `modulation`, no group
+        // positions. It resumes all the same.
+        let path = parts.join("state.json");
+        let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("state")).expect("json");
+        let st = state.as_object_mut().expect("object");
+        let mut modulation = st.remove("recipe").filter(|v| v.is_object()).unwrap_or_else(|| serde_json::json!({"balance": [0.5, 0.5], "group_ema": [[0.5, 0.5], [0.5, 0.5]]}));
+        modulation["steps"] = st.remove("steps").expect("steps");
+        st.remove("group_cursors");
+        st.insert("modulation".into(), modulation);
+        std::fs::write(&path, serde_json::to_string_pretty(&state).expect("json")).expect("write");
         opts.resume = true;
         opts.stop_after = None;
         let resumed = train::<B>(&exp, &opts, &Default::default()).expect("resumed");

@@ -65,12 +65,10 @@ impl Default for FolConfig {
     }
 }
 
-/// Groups of each attribute with a known code (the feature MoE's expert count in the code).
+/// Groups of each FairVLMed attribute with a known code (the feature MoE's expert count in
+/// the code): the number of its value names in fair-data (2 for a name it does not know).
 pub fn attribute_groups(attribute: &str) -> usize {
-    match attribute {
-        "race" | "language" => 3,
-        _ => 2,
-    }
+    fair_data::ATTRIBUTES.iter().position(|a| *a == attribute).map_or(2, |i| fair_data::ATTRIBUTE_VALUES[i].len())
 }
 
 /// The second modality of the multimodal classifier.

@@ -16,7 +16,7 @@ use vlm_backbone::VitClassifier;
 
 use super::config::{AdvMode, LoraExperiment, LoraMethod};
 use super::model::{adapted, adapter_values, adapters_to_modules, classes_of, fit, image_batch, label_batch, shuffled, Adapters};
-use crate::checkpoint::{init_lock, Materialize};
+use crate::checkpoint::{seeded, Materialize};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
 
@@ -54,13 +54,11 @@ impl<B: AutodiffBackend> Auditor<B> {
     pub fn new(exp: &LoraExperiment, base: VitClassifier<B>, data: LabelledImages, label: &str, device: &B::Device) -> Result<Self> {
         let labels = data.label(label)?.to_vec();
         let classes = classes_of(&labels, label)?;
-        let adversary = {
-            let _guard = init_lock();
-            B::seed(device, exp.seed ^ 0xad5e);
+        let adversary = seeded::<B, _>(device, exp.seed ^ 0xad5e, || {
             let a = LinearConfig::new(exp.model.width, classes).init::<B>(device);
             a.visit(&mut Materialize);
-            a
-        };
+            Ok(a)
+        })?;
         Ok(Auditor {
             exp: exp.clone(),
             base,

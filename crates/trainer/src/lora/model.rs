@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use vlm_backbone::VitClassifier;
 
 use super::config::LoraExperiment;
-use crate::checkpoint::{ckpt_err, init_lock, io_err, load_safetensors, save_safetensors, Materialize};
+use crate::checkpoint::{ckpt_err, io_err, load_safetensors, save_safetensors, seeded, Materialize};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
 use crate::run::{epochs, Epochs, Plan};
@@ -57,13 +57,11 @@ pub(crate) fn shuffled(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
 pub fn pretrain<B: AutodiffBackend>(exp: &LoraExperiment, set: &LabelledImages, label: &str, epochs: usize, device: &B::Device) -> Result<VitClassifier<B>> {
     let labels = set.label(label)?;
     let classes = classes_of(labels, label)?;
-    let model = {
-        let _guard = init_lock();
-        B::seed(device, exp.seed);
+    let model = seeded::<B, _>(device, exp.seed, || {
         let m = exp.classifier(set.size, classes).init::<B>(device);
         m.visit(&mut Materialize);
-        m
-    };
+        Ok(m)
+    })?;
     let order = StreamShuffle::new(exp.seed);
     Ok(fit(model, set, labels, exp, epochs, |n, epoch| order.order(n, epoch), device)?.0)
 }
@@ -116,14 +114,14 @@ pub(crate) fn fit<B: AutodiffBackend>(
 
 /// The developer's or auditor's model: the frozen tower with fresh adapters and a new head.
 pub(crate) fn adapted<B: AutodiffBackend>(exp: &LoraExperiment, base: &VitClassifier<B>, classes: usize, seed: u64, device: &B::Device) -> Result<VitClassifier<B>> {
-    let _guard = init_lock();
-    B::seed(device, seed);
-    let head = LinearConfig::new(exp.model.width, classes).init::<B>(device);
-    let m = VitClassifier { vit: base.vit.clone(), classifier: head }
-        .with_lora(&exp.lora.config(), &exp.lora.projections(), device)
-        .map_err(|e| Error::Invalid(format!("[lora]: {e}")))?;
-    m.visit(&mut Materialize);
-    Ok(m)
+    seeded::<B, _>(device, seed, || {
+        let head = LinearConfig::new(exp.model.width, classes).init::<B>(device);
+        let m = VitClassifier { vit: base.vit.clone(), classifier: head }
+            .with_lora(&exp.lora.config(), &exp.lora.projections(), device)
+            .map_err(|e| Error::Invalid(format!("[lora]: {e}")))?;
+        m.visit(&mut Materialize);
+        Ok(m)
+    })
 }
 
 /// Adapter weights by module path: what travels between the parties.

@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use fair_data::{ClipBatch, Prepared};
 use vlm_backbone::{Clip, Routing};
 
-use super::recipe::{check_finite, value, Recipe, Scores, StepInput, StepStats};
+use super::recipe::{check_finite, value, values, Recipe, Scores, StepInput, StepStats};
 use crate::checkpoint::{load_record, load_safetensors, save_record, save_safetensors, state_file};
 use crate::config::Experiment;
 use crate::data::ExperimentData;
@@ -103,11 +103,6 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Contrastive<B, L> {
     }
 }
 
-/// Checks the sections a CLIP-family method reads.
-pub fn validate<L: ContrastiveLoss>(exp: &Experiment) -> std::result::Result<(), String> {
-    L::validate(exp)
-}
-
 impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
     fn name(&self) -> &'static str {
         L::NAME
@@ -184,7 +179,7 @@ pub fn zero_shot<B: Backend>(model: &Clip<B>, data: &Prepared, prompt_tokens: &[
         let batch = data.batch::<B>(idx, device);
         let image = model.encode_image(batch.images);
         let p = burn::tensor::activation::softmax(image.matmul(text.clone().transpose()), 1).narrow(1, 1, 1);
-        out.extend(p.into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default());
+        out.extend(values(p));
     }
     out
 }

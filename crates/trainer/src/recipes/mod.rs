@@ -54,10 +54,10 @@ pub fn dispatch<B: AutodiffBackend, J: WithRecipe<B>>(method: Method, job: J) ->
 /// Checks the sections the active method reads (the common ones are checked by the config).
 pub fn validate(exp: &Experiment) -> std::result::Result<(), String> {
     match exp.method {
-        Method::Clip => contrastive::validate::<clip::Clip>(exp),
-        Method::Fairclip => contrastive::validate::<fairclip::FairClip>(exp),
-        Method::FoMoe => contrastive::validate::<fo_moe::FoMoe>(exp),
-        Method::FairMoe => contrastive::validate::<fair_moe::FairMoe>(exp),
+        Method::Clip => <clip::Clip as ContrastiveLoss>::validate(exp),
+        Method::Fairclip => <fairclip::FairClip as ContrastiveLoss>::validate(exp),
+        Method::FoMoe => <fo_moe::FoMoe as ContrastiveLoss>::validate(exp),
+        Method::FairMoe => <fair_moe::FairMoe as ContrastiveLoss>::validate(exp),
         Method::LateFusion => multimodal::validate::<late_fusion::LateFusion>(exp),
         Method::OgmGe => multimodal::validate::<ogm_ge::OgmGe>(exp),
         Method::Multifair => multimodal::validate::<multifair::MultiFair>(exp),

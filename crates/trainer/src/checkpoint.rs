@@ -101,3 +101,10 @@ pub(crate) fn seeded<B: Backend, T>(device: &B::Device, seed: u64, build: impl F
     B::seed(device, seed);
     build()
 }
+
+/// Seeds burn's generator with `seed` under [`init_lock`] (draws during training, such as
+/// dropout, then follow the seed).
+pub(crate) fn reseed<B: Backend>(device: &B::Device, seed: u64) {
+    let _guard = init_lock();
+    B::seed(device, seed);
+}

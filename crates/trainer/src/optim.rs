@@ -74,11 +74,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
     }
 
     /// Restores what [`Optim::save`] wrote.
-    pub(crate) fn load(self, path: &Path, device: &B::Device) -> Result<Self> {
-        Ok(match self {
-            Optim::Adam(o) => Optim::Adam(o.load_record(load_record::<B, _>(path, device)?)),
-            Optim::AdamW(o) => Optim::AdamW(o.load_record(load_record::<B, _>(path, device)?)),
-        })
+    pub(crate) fn load(&mut self, path: &Path, device: &B::Device) -> Result<()> {
+        *self = match self {
+            Optim::Adam(o) => Optim::Adam(o.clone().load_record(load_record::<B, _>(path, device)?)),
+            Optim::AdamW(o) => Optim::AdamW(o.clone().load_record(load_record::<B, _>(path, device)?)),
+        };
+        Ok(())
     }
 }
 

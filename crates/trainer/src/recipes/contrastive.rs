@@ -152,9 +152,7 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
     fn restore_state(&mut self, out: &Path, epoch: usize, _state: &serde_json::Value, device: &B::Device) -> Result<()> {
         let record = load_record::<B, _>(&state_file(out, epoch, "model"), device)?;
         self.model = self.model.clone().load_record(record);
-        let optim = std::mem::replace(&mut self.optim, Optim::new(&self.exp.optim));
-        self.optim = optim.load(&state_file(out, epoch, "optim"), device)?;
-        Ok(())
+        self.optim.load(&state_file(out, epoch, "optim"), device)
     }
 
     fn save_weights(&self, out: &Path, name: &str) -> Result<()> {

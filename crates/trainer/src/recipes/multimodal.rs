@@ -17,7 +17,7 @@ use gradmod::{clip_global_norm, ParamSet};
 use vlm_backbone::{AuxiliaryHeads, MultimodalClassifier, SecondInput};
 
 use super::recipe::{check_finite, value, values, Recipe, Scores, StepInput, StepStats};
-use crate::checkpoint::{load_record, load_safetensors, save_record, save_safetensors, seeded, state_file, Materialize};
+use crate::checkpoint::{load_record, load_safetensors, reseed, save_record, save_safetensors, seeded, state_file, Materialize};
 use crate::config::{at_least, Experiment, MultimodalConfig, PairingConfig};
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
@@ -254,7 +254,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
     /// Dropout and GE noise draw from burn's global generator; a generator seeded by (seed,
     /// epoch) makes each epoch's draws the same after a resume.
     fn begin_epoch(&mut self, epoch: usize, device: &B::Device) {
-        let _ = seeded::<B, _>(device, self.exp.seed.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(epoch as u64), || Ok(()));
+        reseed::<B>(device, self.exp.seed.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(epoch as u64));
     }
 
     fn step(&mut self, input: StepInput<'_, B>) -> Result<StepStats> {
@@ -324,10 +324,8 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         self.model = self.model.clone().load_record(record);
         let record = load_record::<B, _>(&state_file(out, epoch, "heads"), device)?;
         self.heads = self.heads.clone().load_record(record);
-        let optim = std::mem::replace(&mut self.optim, Optim::new(&self.exp.optim));
-        self.optim = optim.load(&state_file(out, epoch, "optim"), device)?;
-        let head_optim = std::mem::replace(&mut self.head_optim, Optim::adamw(Some(1e-8), 0.0));
-        self.head_optim = head_optim.load(&state_file(out, epoch, "head-optim"), device)?;
+        self.optim.load(&state_file(out, epoch, "optim"), device)?;
+        self.head_optim.load(&state_file(out, epoch, "head-optim"), device)?;
         self.param_sets()?;
         self.modulation.restore(state)
     }

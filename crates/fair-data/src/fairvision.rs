@@ -70,6 +70,8 @@ pub struct LoadedVision {
     pub samples: Vec<VisionSample>,
     /// Files skipped with [`OnError::Skip`], with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// The split's folder (a sample's file is `dir.join(&sample.file)`).
+    pub dir: PathBuf,
 }
 
 fn folder(split: Split) -> &'static str {
@@ -83,14 +85,24 @@ fn folder(split: Split) -> &'static str {
 /// Loads one split of a FairVision-format folder (`root/train`, `root/val`, `root/test`).
 /// Unknown attributes are kept, as MultiFair does.
 pub fn load_fairvision_split(root: &Path, split: Split, on_error: OnError) -> Result<LoadedVision> {
+    load_with(root, split, on_error, read_fairvision_sample)
+}
+
+/// [`load_fairvision_split`] without the images' and volumes' values (their sizes only): the
+/// streaming pipeline reads them when a batch needs them.
+pub fn index_fairvision_split(root: &Path, split: Split, on_error: OnError) -> Result<LoadedVision> {
+    load_with(root, split, on_error, read_fairvision_index)
+}
+
+fn load_with(root: &Path, split: Split, on_error: OnError, read: fn(&Path) -> Result<VisionSample>) -> Result<LoadedVision> {
     let dir = root.join(folder(split));
     if !dir.is_dir() {
         return Err(Error::Invalid(format!("{}: no {} folder (FairVision layout: train, val, test)", root.display(), folder(split))));
     }
     let files = npz_files(&dir)?;
-    let mut out = LoadedVision::default();
+    let mut out = LoadedVision { dir: dir.clone(), ..LoadedVision::default() };
     for path in files {
-        match (read_fairvision_sample(&path), on_error) {
+        match (read(&path), on_error) {
             (Ok(s), _) => out.samples.push(s),
             (Err(e), OnError::Skip) => out.skipped.push((path, e.to_string())),
             (Err(e), OnError::Fail) => return Err(e),
@@ -102,16 +114,21 @@ pub fn load_fairvision_split(root: &Path, split: Split, on_error: OnError) -> Re
 /// Reads one FairVision `data_XXXXX.npz`.
 pub fn read_fairvision_sample(path: &Path) -> Result<VisionSample> {
     let f = NpzFields::read(path)?;
-    let vol = f.get("oct_bscans")?;
-    let (depth, height, width) = match vol.shape.as_slice() {
-        [d, h, w] if *d > 0 && *h > 0 && *w > 0 => (*d, *h, *w),
-        _ => return Err(f.wrong("oct_bscans", &format!("a non-empty 3-d volume [scans, height, width], got shape {:?}", vol.shape))),
-    };
-    let voxels = vol.to_f32().ok_or_else(|| f.wrong("oct_bscans", "numbers"))?;
+    vision_sample(&f, f.image("slo_fundus")?, volume(f.get("oct_bscans")?, path)?)
+}
+
+/// Reads one FairVision npz without the fundus's and the volume's values.
+fn read_fairvision_index(path: &Path) -> Result<VisionSample> {
+    let f = NpzFields::read_except(path, &["slo_fundus", "oct_bscans"])?;
+    let (height, width) = f.image_shape("slo_fundus")?;
+    Ok(vision_sample(&f, GrayImage { height, width, pixels: vec![] }, Volume { depth: 0, height: 0, width: 0, voxels: vec![] })?)
+}
+
+fn vision_sample(f: &NpzFields<'_>, fundus: GrayImage, oct: Volume) -> Result<VisionSample> {
     Ok(VisionSample {
         file: f.file_name(),
-        fundus: f.image("slo_fundus")?,
-        oct: Volume { depth, height, width, voxels },
+        fundus,
+        oct,
         glaucoma: f.label("glaucoma")?,
         race: f.int("race")?,
         male: f.int("male")?,
@@ -119,6 +136,17 @@ pub fn read_fairvision_sample(path: &Path) -> Result<VisionSample> {
         language: f.int("language")?,
         maritalstatus: f.int_or("maritalstatus", -1),
     })
+}
+
+/// An `oct_bscans` array as a volume.
+pub(crate) fn volume(vol: &crate::NpyArray, path: &Path) -> Result<Volume> {
+    let wrong = |what: String| Error::Npz { path: path.to_owned(), message: format!("key 'oct_bscans': expected {what}") };
+    let (depth, height, width) = match vol.shape.as_slice() {
+        [d, h, w] if *d > 0 && *h > 0 && *w > 0 => (*d, *h, *w),
+        _ => return Err(wrong(format!("a non-empty 3-d volume [scans, height, width], got shape {:?}", vol.shape))),
+    };
+    let voxels = vol.to_f32().ok_or_else(|| wrong("numbers".into()))?;
+    Ok(Volume { depth, height, width, voxels })
 }
 
 /// Bilinear resize with half-pixel centres and no antialiasing (PyTorch's

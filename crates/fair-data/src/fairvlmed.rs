@@ -107,6 +107,9 @@ pub struct LoadOptions {
     pub filter_unknown: Option<bool>,
     /// Unreadable files.
     pub on_error: OnError,
+    /// Read everything but the images' pixels (their sizes only): the streaming pipeline
+    /// decodes them when a batch needs them.
+    pub index_only: bool,
 }
 
 /// A loaded split.
@@ -118,6 +121,8 @@ pub struct Loaded {
     pub skipped: Vec<(PathBuf, String)>,
     /// Samples dropped by the unknown-attribute filter.
     pub filtered_unknown: usize,
+    /// The split's folder (a sample's file is `dir.join(&sample.file)`).
+    pub dir: PathBuf,
 }
 
 /// The folder of a split under `root`.
@@ -134,9 +139,10 @@ pub fn load_split(root: &Path, split: Split, opts: &LoadOptions) -> Result<Loade
     };
     let files = npz_files(&dir)?;
     let filter = opts.filter_unknown.unwrap_or(split != Split::Training);
-    let mut out = Loaded::default();
+    let mut out = Loaded { dir: dir.clone(), ..Loaded::default() };
+    let read = if opts.index_only { read_sample_index } else { read_sample };
     for path in files {
-        let sample = read_sample(&path).and_then(|mut s| {
+        let sample = read(&path).and_then(|mut s| {
             if let Some(map) = &summaries {
                 s.note = map.get(&s.file).cloned().ok_or_else(|| {
                     Error::Invalid(format!("{}: no summary for {} in {}", path.display(), s.file, opts.summary_csv.as_deref().unwrap_or(Path::new("")).display()))
@@ -162,13 +168,26 @@ pub fn load_split(root: &Path, split: Split, opts: &LoadOptions) -> Result<Loade
 /// Reads one `data_XXXXX.npz`.
 pub fn read_sample(path: &Path) -> Result<Sample> {
     let f = NpzFields::read(path)?;
+    let image = f.image("slo_fundus")?;
+    sample_from(&f, image)
+}
+
+/// Reads one `data_XXXXX.npz` without its image's pixels (the image's size only, from its
+/// header): what the streaming pipeline indexes, decoding the image when a batch needs it.
+pub fn read_sample_index(path: &Path) -> Result<Sample> {
+    let f = NpzFields::read_except(path, &["slo_fundus", "oct_bscans"])?;
+    let (height, width) = f.image_shape("slo_fundus")?;
+    sample_from(&f, GrayImage { height, width, pixels: vec![] })
+}
+
+fn sample_from(f: &NpzFields<'_>, image: GrayImage) -> Result<Sample> {
     let note = match f.get("note")?.data {
         NpyData::Str(ref v) if v.len() == 1 => v[0].clone(),
         _ => return Err(f.wrong("note", "one unicode string")),
     };
     Ok(Sample {
         file: f.file_name(),
-        image: f.image("slo_fundus")?,
+        image,
         glaucoma: f.label("glaucoma")?,
         race: f.int("race")?,
         gender: f.int("gender")?,
@@ -195,11 +214,34 @@ pub(crate) fn npz_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub(crate) struct NpzFields<'a> {
     path: &'a Path,
     arrays: std::collections::BTreeMap<String, NpyArray>,
+    shapes: std::collections::BTreeMap<String, Vec<usize>>,
 }
 
 impl<'a> NpzFields<'a> {
     pub(crate) fn read(path: &'a Path) -> Result<Self> {
-        Ok(NpzFields { path, arrays: read_npz(path)? })
+        Ok(NpzFields { path, arrays: read_npz(path)?, shapes: Default::default() })
+    }
+
+    /// Every array but `skip`, whose shapes alone are read.
+    pub(crate) fn read_except(path: &'a Path, skip: &[&str]) -> Result<Self> {
+        let keys = crate::decode::npz_keys(path)?;
+        let (skipped, kept): (Vec<&String>, Vec<&String>) = keys.iter().partition(|k| skip.contains(&k.as_str()));
+        let kept: Vec<&str> = kept.into_iter().map(String::as_str).collect();
+        let arrays = crate::decode::read_npz_arrays(path, &kept)?.into_iter().zip(&kept).map(|(a, k)| (k.to_string(), a)).collect();
+        let shapes = skipped.into_iter().map(|k| Ok((k.clone(), crate::decode::npz_array_shape(path, k)?))).collect::<Result<_>>()?;
+        Ok(NpzFields { path, arrays, shapes })
+    }
+
+    /// The (height, width) of a 2-d image array, read or skipped.
+    pub(crate) fn image_shape(&self, key: &str) -> Result<(usize, usize)> {
+        let shape = match self.shapes.get(key) {
+            Some(s) => s.clone(),
+            None => self.get(key)?.shape.clone(),
+        };
+        match shape.as_slice() {
+            [h, w] if *h > 0 && *w > 0 => Ok((*h, *w)),
+            _ => Err(self.wrong(key, &format!("a 2-d image, got shape {shape:?}"))),
+        }
     }
 
     pub(crate) fn file_name(&self) -> String {

@@ -9,6 +9,11 @@
 //!   and the auditor.
 //! - [`SynthConfig`]: a synthetic benchmark with FairVLMed's structure and documented bias
 //!   knobs, written by [`write_fairvlmed`] in the same format so that one loader reads both.
+//! - [`load_folder`]: the generic format (a `metadata.csv` or `.jsonl` beside PNG, JPEG or
+//!   `.npy` images, named label, text and attribute columns), and [`DatasetCard`], what
+//!   `fairvlm data check` prints of it.
+//! - [`Prepared`]: a split for training, its images decoded on demand by the streaming
+//!   pipeline ([`Pipeline`]: worker threads, bounded prefetch, an optional cache).
 //! - [`read_npz`], [`write_npz`]: numpy's npz/npy format.
 //! - [`EpochShuffle`], [`StreamShuffle`], [`GroupSampler`]: the order of a training run's
 //!   batches, and FairCLIP's group-balanced batches.
@@ -29,28 +34,38 @@
 
 mod attributes;
 mod batch;
+mod card;
+mod decode;
 mod error;
 mod faces;
 mod fairvision;
 mod fairvlmed;
+mod folder;
 mod images;
 mod npy;
 mod parties;
 mod preprocess;
 mod sampler;
+mod stream;
 mod synth;
 mod text;
 
 pub use attributes::{Attributes, Column, UNKNOWN};
-pub use batch::{ClipBatch, Prepared};
+pub use batch::{Batches, ClipBatch, Prepared};
+pub use card::{DatasetCard, SMALL_GROUP};
+pub use decode::{clip_planes, image_dimensions, read_image, read_npz_arrays, read_npz_fundus, Decoded, FileKind, Files};
 pub use error::{Error, Result};
 pub use faces::{disjoint_pools, load_celeba, load_face_image, load_utkface, parse_utkface_name, FaceIndex, FaceRecord};
-pub use fairvision::{load_fairvision_split, oct_slices, read_fairvision_sample, resize_bilinear, LoadedVision, VisionSample, Volume, VISION_ATTRIBUTES};
-pub use fairvlmed::{load_split, read_sample, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample, Split, ATTRIBUTES, ATTRIBUTE_VALUES};
+pub use fairvision::{index_fairvision_split, load_fairvision_split, oct_slices, read_fairvision_sample, resize_bilinear, LoadedVision, VisionSample, Volume, VISION_ATTRIBUTES};
+pub use fairvlmed::{
+    load_split, read_sample, read_sample_index, read_summary_csv, split_dir, truncate_note, GrayImage, LoadOptions, Loaded, OnError, Sample, Split, ATTRIBUTES, ATTRIBUTE_VALUES,
+};
+pub use folder::{load_folder, FolderDataset, FolderSpec, FolderSplit};
 pub use images::{fundus_images, read_idx, tinted_fashion_mnist, LabelledImages, TintConfig};
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
-pub use parties::{prepare_faces, prepare_fashion_mnist, prepare_fundus, PreparedSizes};
+pub use parties::{prepare_faces, prepare_fashion_mnist, prepare_folder, prepare_fundus, PartyLabels, PreparedSizes};
 pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
 pub use sampler::{EpochShuffle, GroupSampler, StreamShuffle};
+pub use stream::{ImageSource, InMemory, Item, Pipeline};
 pub use synth::{write_fairvision, write_fairvlmed, GroupEffect, OctSynth, SynthConfig};
 pub use text::{TextTokenizer, END, PAD, START};

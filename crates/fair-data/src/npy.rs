@@ -102,8 +102,12 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::Npz { path: path.to_owned(), message: message.into() }
 }
 
-/// Parses one `.npy` file's bytes; `path` and `key` name it in errors.
-pub fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<NpyArray> {
+/// The dtype and shape in an `.npy` header, and where the data begins.
+pub(crate) fn parse_header(bytes: &[u8], path: &Path, key: &str) -> Result<(String, Vec<usize>)> {
+    header_of(bytes, path, key).map(|(d, s, _)| (d, s))
+}
+
+fn header_of(bytes: &[u8], path: &Path, key: &str) -> Result<(String, Vec<usize>, usize)> {
     let e = |m: String| bad(path, format!("array '{key}': {m}"));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(e("not an .npy array (bad magic)".into()));
@@ -129,8 +133,15 @@ pub fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<NpyArray> {
     let inner = shape_text.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| e("bad shape".into()))?;
     let shape =
         inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().map_err(|_| e(format!("bad shape entry '{s}'")))).collect::<Result<Vec<_>>>()?;
+    Ok((descr, shape, start + header_len))
+}
+
+/// Parses one `.npy` file's bytes; `path` and `key` name it in errors.
+pub fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<NpyArray> {
+    let e = |m: String| bad(path, format!("array '{key}': {m}"));
+    let (descr, shape, data_start) = header_of(bytes, path, key)?;
     let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| e("shape overflows".into()))?;
-    let body = &bytes[start + header_len..];
+    let body = &bytes[data_start..];
     let (order, kind, size) = {
         let b = descr.as_bytes();
         if b.len() < 3 {

@@ -120,3 +120,58 @@ pub fn prepare_faces(
     let pretrain = train.with_labels(&[("task", "class")])?;
     write_parties(out, &pretrain, &train, &test, auditor_fraction, seed)
 }
+
+/// What the parties' files of a generic dataset mean (`parties.json` beside them): the task
+/// label's column and classes, the sensitive attribute's column and the names of its codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyLabels {
+    /// The label column (`task` in the files).
+    pub task: String,
+    /// Its classes: code 0, then code 1.
+    pub classes: Vec<String>,
+    /// The sensitive attribute's column (`sensitive` in the files).
+    pub sensitive: String,
+    /// The names of its codes 0, 1, ...
+    pub values: Vec<String>,
+}
+
+/// A generic dataset ([`crate::load_folder`]) as LoRA parties: the training and validation
+/// splits' images (CLIP's resize and crop to `size`, grey as three equal channels) with the
+/// label as `task` and the attribute `sensitive` as `sensitive`, split into disjoint developer
+/// and auditor pools; the test split is the audit set. Rows whose sensitive value is unknown
+/// are left out (the auditor cannot use them, and the audit cannot score them). Also writes
+/// `parties.json` ([`PartyLabels`]) so that the audit names the groups.
+pub fn prepare_folder(data: &crate::FolderDataset, spec: &crate::FolderSpec, out: &Path, sensitive: &str, size: usize, auditor_fraction: f64, seed: u64) -> Result<PreparedSizes> {
+    use crate::stream::ImageSource;
+    let mut train = LabelledImages { size, ..Default::default() };
+    let mut test = LabelledImages { size, ..Default::default() };
+    let mut values = Vec::new();
+    for split in &data.splits {
+        let column = split.attributes.column(sensitive)?;
+        values.clone_from(&column.values);
+        let dst = if split.split == crate::Split::Test { &mut test } else { &mut train };
+        let files = crate::decode::Files { kind: crate::decode::FileKind::Image, paths: split.files.clone() };
+        for i in 0..split.len() {
+            if column.codes[i] < 0 {
+                continue;
+            }
+            let item = files.load(i, size)?;
+            let s2 = size * size;
+            for c in 0..3 {
+                let plane = if item.channels == 1 { &item.pixels[..s2] } else { &item.pixels[c * s2..(c + 1) * s2] };
+                dst.images.extend_from_slice(plane);
+            }
+            dst.labels.entry("task".into()).or_default().push(split.labels[i] as i64);
+            dst.labels.entry("sensitive".into()).or_default().push(column.codes[i]);
+        }
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::Invalid(format!("attribute '{sensitive}': no training or no test rows with a known value")));
+    }
+    let pretrain = train.with_labels(&[("task", "class")])?;
+    let sizes = write_parties(out, &pretrain, &train, &test, auditor_fraction, seed)?;
+    let labels = PartyLabels { task: spec.label.clone(), classes: spec.classes.clone(), sensitive: sensitive.to_string(), values };
+    let path = out.join("parties.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&labels).unwrap_or_default()).map_err(|source| Error::Io { path, source })?;
+    Ok(sizes)
+}

@@ -183,7 +183,7 @@ fn prepared_batches_equal_direct_preprocessing() {
     let notes: Vec<&str> = train.iter().map(|s| s.note.as_str()).collect();
     let tok = fair_data::TextTokenizer::train(&notes, 300, 20).expect("tokenizer");
     let prep = fair_data::Prepared::new(&train, 24, &tok, 180).expect("prepare");
-    let b = prep.batch::<Flex>(&[3, 7], &Default::default());
+    let b = prep.batch::<Flex>(&[3, 7], &Default::default()).expect("batch");
     assert_eq!(b.images.dims(), [2, 3, 24, 24]);
     assert_eq!(b.tokens.dims(), [2, 20]);
     assert_eq!(b.labels, vec![train[3].glaucoma, train[7].glaucoma]);
@@ -191,4 +191,51 @@ fn prepared_batches_equal_direct_preprocessing() {
     let want = fair_data::clip_preprocess(&train[7].image, 24);
     let worst = got[3 * 576..].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "{worst}");
+}
+
+/// The streaming pipeline reads FairVLMed files on demand and gives exactly the batches of the
+/// in-memory path, in the order asked, whatever the number of workers, cache or no cache.
+#[test]
+fn streamed_files_equal_in_memory_batches_for_any_worker_count() {
+    use burn::backend::Flex;
+    use fair_data::{load_split, write_fairvlmed, LoadOptions, Pipeline, Prepared, Split};
+    let dir = std::env::temp_dir().join(format!("fair-data-stream-{}", std::process::id()));
+    let cfg = SynthConfig { sizes: [30, 4, 4], image_size: 40, ..SynthConfig::default() };
+    let splits = cfg.generate().expect("generate");
+    write_fairvlmed(&dir, &splits).expect("write");
+    let notes: Vec<&str> = splits[0].iter().map(|s| s.note.as_str()).collect();
+    let tok = fair_data::TextTokenizer::train(&notes, 300, 20).expect("tokenizer");
+    let opts = LoadOptions { index_only: true, filter_unknown: Some(false), ..LoadOptions::default() };
+    let index = load_split(&dir, Split::Training, &opts).expect("index");
+    assert!(index.samples.iter().all(|s| s.image.pixels.is_empty() && s.image.height == 40), "no pixels read while indexing");
+    let memory = Prepared::new(&splits[0], 24, &tok, 180).expect("memory");
+    let order: Vec<Vec<usize>> = vec![vec![5, 0, 29], vec![7, 7, 1], vec![12, 3, 4, 8], vec![2]];
+    let device = Default::default();
+    let want: Vec<Vec<f32>> = order.iter().map(|rows| memory.batch::<Flex>(rows, &device).expect("batch").images.into_data().to_vec::<f32>().expect("f32")).collect();
+    for (workers, cache_mib) in [(1, 0), (3, 0), (2, 64)] {
+        let files = Prepared::from_fairvlmed_files(&index, 24, &tok, 180).expect("files").with_pipeline(Pipeline { workers, prefetch: 1, cache_mib });
+        for _epoch in 0..2 {
+            let mut stream = files.stream(order.clone());
+            for (k, rows) in order.iter().enumerate() {
+                assert_eq!(stream.peek_rows(), Some(rows.as_slice()));
+                let b = stream.next_batch::<Flex>(&device).expect("a batch").expect("read");
+                assert_eq!(b.images.into_data().to_vec::<f32>().expect("f32"), want[k], "workers {workers}, batch {k}");
+                assert_eq!(b.labels, rows.iter().map(|&r| splits[0][r].glaucoma).collect::<Vec<_>>());
+            }
+            assert!(stream.next_batch::<Flex>(&device).is_none());
+        }
+        // A stream dropped half-way stops its workers.
+        let mut stream = files.stream(order.clone());
+        assert!(stream.next_batch::<Flex>(&device).is_some());
+        drop(stream);
+    }
+    // A file corrupted after indexing is an error naming it when its batch is read.
+    let victim = index.dir.join(&index.samples[2].file);
+    std::fs::write(&victim, b"truncated").expect("corrupt");
+    let files = Prepared::from_fairvlmed_files(&index, 24, &tok, 180).expect("files").with_pipeline(Pipeline { workers: 2, prefetch: 2, cache_mib: 0 });
+    let mut stream = files.stream(vec![vec![0, 1], vec![2, 3]]);
+    assert!(stream.next_batch::<Flex>(&device).expect("first").is_ok());
+    let e = stream.next_batch::<Flex>(&device).expect("second").expect_err("corrupt file").to_string();
+    assert!(e.contains(&index.samples[2].file), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }

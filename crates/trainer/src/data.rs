@@ -1,4 +1,6 @@
-//! The three splits of an experiment, prepared once: images preprocessed, notes tokenised.
+//! The three splits of an experiment: notes tokenised once, images read from their files by
+//! the streaming pipeline when a batch needs them (the synthetic benchmark, generated in
+//! memory, is preprocessed once).
 
 use std::path::Path;
 
@@ -20,10 +22,19 @@ pub struct ExperimentData {
     pub tokenizer: TextTokenizer,
     /// The two zero-shot prompts, tokenised ([2 x context_length]).
     pub prompt_tokens: Vec<i64>,
-    /// Files skipped as unreadable (with `on_error = "skip"`).
-    pub skipped: Vec<String>,
+    /// Files skipped as unreadable (with `on_error = "skip"`): split, file, reason.
+    pub skipped: Vec<[String; 3]>,
     /// Samples dropped per split by the unknown-attribute filter.
     pub filtered_unknown: [usize; 3],
+    /// What the data loader warned about (an attribute with a single value...).
+    pub warnings: Vec<String>,
+}
+
+/// The splits' names in reports and errors.
+pub const SPLITS: [&str; 3] = ["train", "validation", "test"];
+
+fn on_error(c: OnErrorConfig) -> OnError {
+    c.into()
 }
 
 fn keep_known(samples: Vec<Sample>, filter: bool) -> (Vec<Sample>, usize) {
@@ -48,6 +59,10 @@ impl ExperimentData {
         if exp.oct_pairing() {
             return Self::load_vision(exp, tokenizer);
         }
+        if d.source == DataSource::Folder {
+            return Self::load_folder(exp, tokenizer);
+        }
+        let mut indexed: Option<[fair_data::Loaded; 3]> = None;
         let splits: [Vec<Sample>; 3] = match d.source {
             DataSource::Synthetic => {
                 let [tr, va, te] = d.synthetic.generate()?;
@@ -63,23 +78,19 @@ impl ExperimentData {
             DataSource::Fairvision => return Err(Error::Invalid("data.source = \"fairvision\" is read by the OCT pairing only".into())),
             DataSource::Fairvlmed => {
                 let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source fairvlmed".into()))?;
-                let opts = LoadOptions {
-                    summary_csv: d.summary_csv.clone(),
-                    filter_unknown: d.filter_unknown,
-                    on_error: match d.on_error {
-                        OnErrorConfig::Fail => OnError::Fail,
-                        OnErrorConfig::Skip => OnError::Skip,
-                    },
-                };
-                let mut out: [Vec<Sample>; 3] = Default::default();
+                let opts = LoadOptions { summary_csv: d.summary_csv.clone(), filter_unknown: d.filter_unknown, on_error: on_error(d.on_error), index_only: true };
+                let mut loaded: [fair_data::Loaded; 3] = Default::default();
                 for (i, split) in [Split::Training, Split::Validation, Split::Test].into_iter().enumerate() {
-                    let loaded = load_split(root, split, &opts)?;
-                    skipped.extend(loaded.skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())));
-                    filtered_unknown[i] = loaded.filtered_unknown;
-                    out[i] = loaded.samples;
+                    let l = load_split(root, split, &opts)?;
+                    skipped.extend(l.skipped.iter().map(|(p, why)| [SPLITS[i].to_string(), p.display().to_string(), why.clone()]));
+                    filtered_unknown[i] = l.filtered_unknown;
+                    loaded[i] = l;
                 }
+                let out = loaded.clone().map(|l| l.samples);
+                indexed = Some(loaded);
                 out
             }
+            DataSource::Folder => unreachable!("read by load_folder"),
         };
         for (samples, name) in splits.iter().zip(["training", "validation", "test"]) {
             if samples.is_empty() {
@@ -97,8 +108,60 @@ impl ExperimentData {
             }
         };
         let prompt_tokens = tokenizer.encode_batch(&exp.eval.prompts)?;
-        let prep = |s: &[Sample]| Prepared::new(s, image_size, &tokenizer, d.note_chars);
-        Ok(Self { train: prep(&splits[0])?, validation: prep(&splits[1])?, test: prep(&splits[2])?, prompt_tokens, tokenizer, skipped, filtered_unknown })
+        let [train, validation, test] = match &indexed {
+            Some(loaded) => [0, 1, 2].map(|i| Prepared::from_fairvlmed_files(&loaded[i], image_size, &tokenizer, d.note_chars)),
+            None => [0, 1, 2].map(|i| Prepared::new(&splits[i], image_size, &tokenizer, d.note_chars)),
+        };
+        let pipe = |p: Prepared| p.with_pipeline(d.pipeline);
+        Ok(Self { train: pipe(train?), validation: pipe(validation?), test: pipe(test?), prompt_tokens, tokenizer, skipped, filtered_unknown, warnings: vec![] })
+    }
+
+    /// A dataset in the generic format (`[data.folder]`): texts tokenised, images streamed.
+    fn load_folder(exp: &Experiment, tokenizer: Option<TextTokenizer>) -> Result<Self> {
+        let d = &exp.data;
+        let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source folder".into()))?;
+        let opts = LoadOptions { summary_csv: None, filter_unknown: d.filter_unknown, on_error: on_error(d.on_error), index_only: true };
+        let data = fair_data::load_folder(root, &d.folder, &opts)?;
+        let file = if tokenizer.is_none() { exp.model.text.tokenizer_file().map_err(Error::Invalid)? } else { None };
+        let tokenizer = match (tokenizer, file) {
+            (Some(t), _) => t,
+            (None, Some(path)) => TextTokenizer::from_file(&path, d.context_length)?,
+            (None, None) => {
+                // Without a text column, the tokenizer is trained on the prompts (the texts are empty).
+                let mut texts: Vec<String> = data.splits[0].texts.iter().map(|t| fair_data::truncate_note(t, d.note_chars)).collect();
+                texts.extend(exp.eval.prompts.iter().cloned());
+                TextTokenizer::train(&texts, d.vocab_size, d.context_length)?
+            }
+        };
+        let image_size = exp.model.image_size().map_err(Error::Invalid)?;
+        let [train, validation, test] = [0, 1, 2].map(|i| Prepared::from_folder(&data.splits[i], image_size, &tokenizer, d.note_chars).map(|p| p.with_pipeline(d.pipeline)));
+        let skipped = data.splits.iter().zip(SPLITS).flat_map(|(s, name)| s.skipped.iter().map(move |(p, why)| [name.to_string(), p.display().to_string(), why.clone()])).collect();
+        Ok(Self {
+            train: train?,
+            validation: validation?,
+            test: test?,
+            prompt_tokens: tokenizer.encode_batch(&exp.eval.prompts)?,
+            tokenizer,
+            skipped,
+            filtered_unknown: [0, 1, 2].map(|i| data.splits[i].filtered_unknown),
+            warnings: data.warnings,
+        })
+    }
+
+    /// The number of known values of `attribute` in the training split (FairCLIP's, FO-MoE's
+    /// and MultiFair's groups).
+    pub fn attribute_groups(&self, attribute: &str) -> Result<usize> {
+        Ok(self.train.attributes.column(attribute)?.values.len())
+    }
+
+    /// The dataset card of the three splits (`fairvlm data check`): reads every image once.
+    pub fn card(&self, dataset: &str, threads: usize) -> fair_data::DatasetCard {
+        let splits =
+            [(SPLITS[0], &self.train, self.filtered_unknown[0]), (SPLITS[1], &self.validation, self.filtered_unknown[1]), (SPLITS[2], &self.test, self.filtered_unknown[2])];
+        let skipped: Vec<(String, String, String)> = self.skipped.iter().map(|[a, b, c]| (a.clone(), b.clone(), c.clone())).collect();
+        let mut card = fair_data::DatasetCard::compute(dataset, &splits, &skipped, threads);
+        card.warnings.splice(0..0, self.warnings.iter().cloned());
+        card
     }
 }
 
@@ -109,23 +172,22 @@ impl ExperimentData {
         let d = &exp.data;
         let mm = &exp.multimodal;
         let mut skipped = Vec::new();
+        let mut indexed: Option<[fair_data::LoadedVision; 3]> = None;
         let splits: [Vec<VisionSample>; 3] = match d.source {
             DataSource::Synthetic => d.synthetic.generate_vision(&d.oct)?,
             DataSource::Fairvision => {
                 let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source fairvision".into()))?;
-                let on_error = match d.on_error {
-                    OnErrorConfig::Fail => OnError::Fail,
-                    OnErrorConfig::Skip => OnError::Skip,
-                };
-                let mut out: [Vec<VisionSample>; 3] = Default::default();
+                let mut loaded: [fair_data::LoadedVision; 3] = Default::default();
                 for (i, split) in [Split::Training, Split::Validation, Split::Test].into_iter().enumerate() {
-                    let loaded = fair_data::load_fairvision_split(root, split, on_error)?;
-                    skipped.extend(loaded.skipped.iter().map(|(p, why)| format!("{}: {why}", p.display())));
-                    out[i] = loaded.samples;
+                    let l = fair_data::index_fairvision_split(root, split, on_error(d.on_error))?;
+                    skipped.extend(l.skipped.iter().map(|(p, why)| [SPLITS[i].to_string(), p.display().to_string(), why.clone()]));
+                    loaded[i] = l;
                 }
+                let out = loaded.clone().map(|l| l.samples);
+                indexed = Some(loaded);
                 out
             }
-            DataSource::Fairvlmed => return Err(Error::Invalid("multimodal.pairing = \"oct\" needs FairVision data".into())),
+            DataSource::Fairvlmed | DataSource::Folder => return Err(Error::Invalid("multimodal.pairing = \"oct\" needs FairVision data".into())),
         };
         for (samples, name) in splits.iter().zip(["training", "validation", "test"]) {
             if samples.is_empty() {
@@ -137,16 +199,12 @@ impl ExperimentData {
             None => TextTokenizer::train(&exp.eval.prompts, d.vocab_size, d.context_length)?,
         };
         let image_size = exp.model.image_size().map_err(Error::Invalid)?;
-        let prep = |s: &[VisionSample]| Prepared::from_vision(s, image_size, mm.oct_slices, mm.oct_size);
-        Ok(Self {
-            train: prep(&splits[0]),
-            validation: prep(&splits[1]),
-            test: prep(&splits[2]),
-            prompt_tokens: tokenizer.encode_batch(&exp.eval.prompts)?,
-            tokenizer,
-            skipped,
-            filtered_unknown: [0; 3],
-        })
+        let [train, validation, test] = match &indexed {
+            Some(loaded) => [0, 1, 2].map(|i| Prepared::from_fairvision_files(&loaded[i], image_size, mm.oct_slices, mm.oct_size)),
+            None => [0, 1, 2].map(|i| Prepared::from_vision(&splits[i], image_size, mm.oct_slices, mm.oct_size)),
+        }
+        .map(|p| p.with_pipeline(d.pipeline));
+        Ok(Self { train, validation, test, prompt_tokens: tokenizer.encode_batch(&exp.eval.prompts)?, tokenizer, skipped, filtered_unknown: [0; 3], warnings: vec![] })
     }
 }
 

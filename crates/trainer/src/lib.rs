@@ -36,8 +36,8 @@ mod towers;
 
 pub use checkpoint::{load_safetensors, save_safetensors};
 pub use config::{
-    attribute_groups, DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, Method, ModelConfig, MultimodalConfig, OnErrorConfig, OptimConfig, OptimizerKind,
-    PairingConfig, Preset, SelectOn, TextTower, VisionTower,
+    DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, Method, ModelConfig, MultimodalConfig, OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig,
+    Preset, SelectOn, TextTower, VisionTower,
 };
 pub use data::{write_synthetic, ExperimentData};
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use fair_data::{EpochShuffle, GroupSampler, Prepared};
+use fair_data::{Batches, EpochShuffle, GroupSampler, Prepared};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +139,8 @@ pub struct Trainer<B: AutodiffBackend, R: Recipe<B>> {
     schedule: Schedule,
     steps: usize,
     device: B::Device,
+    /// This epoch's batches, decoded ahead by the pipeline.
+    stream: Option<Batches>,
 }
 
 impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
@@ -149,7 +151,7 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
             Some((attribute, batch)) => Some(group_sampler(&data.train, attribute, batch, exp.seed)?),
             None => None,
         };
-        Ok(Self { recipe, data, groups, schedule: Schedule::of(&exp.optim), steps: 0, device: device.clone() })
+        Ok(Self { recipe, data, groups, schedule: Schedule::of(&exp.optim), steps: 0, device: device.clone(), stream: None })
     }
 
     /// The data.
@@ -157,13 +159,27 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
         &self.data
     }
 
-    /// One training step on the training rows `rows` in (1-based) `epoch`: the batch, a batch
-    /// of every group where the recipe asks for them, and the recipe's step.
+    /// Starts decoding `batches` (training rows, in the order the steps will ask for them)
+    /// in the background; [`Trainer::step`] takes them from there.
+    pub fn prefetch(&mut self, batches: Vec<Vec<usize>>) {
+        self.stream = Some(self.data.train.stream(batches));
+    }
+
+    /// One training step on the training rows `rows` in (1-based) `epoch`: the batch (from
+    /// the prefetched ones when they are these rows, else decoded now), a batch of every
+    /// group where the recipe asks for them, and the recipe's step.
     pub fn step(&mut self, rows: &[usize], epoch: usize) -> Result<StepStats> {
         let device = &self.device;
-        let batch = self.data.train.batch::<B>(rows, device);
+        let prefetched = match &mut self.stream {
+            Some(s) if s.peek_rows() == Some(rows) => s.next_batch::<B>(device),
+            _ => None,
+        };
+        let batch = match prefetched {
+            Some(b) => b?,
+            None => self.data.train.batch::<B>(rows, device)?,
+        };
         let groups = match &mut self.groups {
-            Some(g) => g.next_all().iter().map(|rows| self.data.train.batch::<B>(rows, device)).collect(),
+            Some(g) => g.next_all().iter().map(|rows| self.data.train.batch::<B>(rows, device)).collect::<fair_data::Result<Vec<_>>>()?,
             None => vec![],
         };
         let stats = self.recipe.step(StepInput { batch, groups, epoch, step: self.steps, schedule: &self.schedule, device })?;
@@ -178,8 +194,8 @@ pub(crate) trait Epochs {
     type Stats;
     /// The loss in a step's report (the progress bar shows it).
     fn loss(stats: &Self::Stats) -> f64;
-    /// Before the first step of (1-based) `epoch`.
-    fn begin_epoch(&mut self, _epoch: usize) {}
+    /// Before the first step of (1-based) `epoch`, with the rows of its batches in order.
+    fn begin_epoch(&mut self, _epoch: usize, _batches: &[Vec<usize>]) {}
     /// One step on the training rows `rows` of (1-based) `epoch`.
     fn step(&mut self, rows: &[usize], epoch: usize) -> Result<Self::Stats>;
     /// After the last step of `epoch`, with its steps' reports and its seconds of training.
@@ -204,11 +220,12 @@ pub(crate) fn epochs<E: Epochs>(driver: &mut E, plan: &Plan<'_>, done: usize, st
     let (mut done, mut ran) = (done, 0);
     while done < plan.epochs && stop_after.is_none_or(|k| ran < k) {
         let epoch = done + 1;
-        driver.begin_epoch(epoch);
+        let batches: Vec<Vec<usize>> = order(plan.rows, epoch).chunks(plan.batch_size.max(1)).map(<[usize]>::to_vec).collect();
+        driver.begin_epoch(epoch, &batches);
         let bar = progress_bar(plan.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", plan.name, plan.epochs));
         let start = Instant::now();
         let mut stats = Vec::with_capacity(steps_per_epoch);
-        for rows in order(plan.rows, epoch).chunks(plan.batch_size.max(1)) {
+        for rows in &batches {
             let s = driver.step(rows, epoch)?;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", E::loss(&s)));
@@ -238,8 +255,9 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
         stats.loss
     }
 
-    fn begin_epoch(&mut self, epoch: usize) {
+    fn begin_epoch(&mut self, epoch: usize, batches: &[Vec<usize>]) {
         self.t.recipe.begin_epoch(epoch, &self.t.device);
+        self.t.prefetch(batches.to_vec());
     }
 
     fn step(&mut self, rows: &[usize], epoch: usize) -> Result<StepStats> {
@@ -248,6 +266,7 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
 
     fn end_epoch(&mut self, epoch: usize, stats: Vec<StepStats>, train_seconds: f64) -> Result<()> {
         let (t, st, exp, out) = (&mut *self.t, &mut *self.st, self.exp, self.out);
+        t.stream = None;
         let device = &t.device;
         st.steps = t.steps;
         let mut sums = Sums::default();

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use vlm_backbone::{Clip, TextTransformer, VisionTransformer};
 
 use crate::checkpoint::{seeded, Materialize};
-use crate::config::{attribute_groups, Experiment};
+use crate::config::Experiment;
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
 
@@ -22,7 +22,10 @@ pub fn init_clip<B: Backend>(exp: &Experiment, data: &ExperimentData, with_moe: 
         let mut model = load_pretrained(exp, cfg.init(device))?;
         if with_moe {
             model.visit(&mut Materialize);
-            model = model.with_fo_moe(&exp.moe.config(attribute_groups(&exp.fairclip.attribute)), device).map_err(|e| Error::Invalid(format!("[moe]: {e}")))?;
+            let attribute = &exp.fairclip.attribute;
+            let groups = data.attribute_groups(attribute)?;
+            exp.moe.validate(groups, attribute).map_err(Error::Invalid)?;
+            model = model.with_fo_moe(&exp.moe.config(groups), device).map_err(|e| Error::Invalid(format!("[moe]: {e}")))?;
         }
         model.visit(&mut Materialize);
         Ok(model)

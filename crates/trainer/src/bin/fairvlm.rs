@@ -2,6 +2,8 @@
 //!
 //! - `fairvlm train --config FILE.toml [--device cpu|cuda|wgpu] [--out DIR] [--resume] [--set KEY=VALUE]`
 //! - `fairvlm eval --run DIR [--checkpoint FILE] [--split test|validation] [--format md|json]`
+//! - `fairvlm data check --config FILE.toml [--format md|json]`: the dataset card (counts,
+//!   prevalence per group, unknown values, small test groups, unreadable files, image sizes)
 //! - `fairvlm synth --out DIR [--config FILE.toml]`
 //! - `fairvlm throughput [--device cpu|cuda|wgpu] [--weights DIR] [--batch 64] [--iters 10]`:
 //!   forward images per second of a ViT-B/16 image tower
@@ -112,6 +114,30 @@ enum Command {
         #[command(subcommand)]
         command: LoraCommand,
     },
+    /// Inspect an experiment's data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Reads every file of the experiment's data once and prints a dataset card: counts per
+    /// split, label prevalence per group of every attribute and pair of attributes, unknown
+    /// values, the smallest test groups, files that fail to read, image sizes; warns of test
+    /// groups too small for a stable AUC. Exits with status 1 when a file fails to read.
+    Check {
+        /// The experiment (TOML); its [data] section is read.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: FormatArg,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,6 +146,8 @@ enum SourceArg {
     Fundus,
     Utkface,
     Celeba,
+    /// A dataset in the generic format, its columns named by --config's [data.folder].
+    Folder,
 }
 
 /// What every LoRA role is given: the experiment and the pretrained base.
@@ -147,16 +175,21 @@ enum LoraCommand {
         /// Dataset.
         #[arg(long, value_enum)]
         source: SourceArg,
-        /// Its folder (Fashion-MNIST IDX files, UTKFace images, CelebA root); not for fundus.
+        /// Its folder (Fashion-MNIST IDX files, UTKFace images, CelebA root); not for fundus
+        /// nor folder (whose root is --config's data.root).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Source folder: the experiment whose [data] (root, [data.folder]) names the columns.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
         /// Task label (UTKFace, CelebA).
         #[arg(long, default_value = "gender")]
         task: String,
-        /// Sensitive label (fundus: race, gender, ethnicity, language; UTKFace, CelebA: a label name).
+        /// Sensitive label (fundus: race, gender, ethnicity, language; UTKFace, CelebA: a label
+        /// name; folder: an attribute column).
         #[arg(long, default_value = "race")]
         sensitive: String,
         /// Fashion-MNIST: P(tint = task label).
@@ -302,7 +335,7 @@ fn init_logging(quiet: bool, verbose: u8) {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).without_time().init();
 }
 
-fn run() -> Result<()> {
+fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let quiet = cli.quiet;
@@ -347,8 +380,9 @@ fn run() -> Result<()> {
             println!("batch {batch}: median {:.1} ms per pass, {:.1} images/s ({} passes, fastest {:.1} ms)", median * 1e3, batch as f64 / median, times.len(), times[0] * 1e3);
         }
         Command::Lora { command } => lora(command)?,
+        Command::Data { command } => return data(command),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn lora(command: LoraCommand) -> Result<()> {
@@ -356,7 +390,7 @@ fn lora(command: LoraCommand) -> Result<()> {
     use trainer::lora;
     let read = |p: &PathBuf| LabelledImages::read(p).with_context(|| format!("reading {}", p.display()));
     match command {
-        LoraCommand::Prepare { source, root, out, task, sensitive, correlation, size, auditor_fraction, max_pretrain, seed } => {
+        LoraCommand::Prepare { source, root, config, out, task, sensitive, correlation, size, auditor_fraction, max_pretrain, seed } => {
             let need_root = || root.clone().context("--root: the dataset folder is needed for this source");
             let sizes = match source {
                 SourceArg::FashionMnist => {
@@ -366,6 +400,14 @@ fn lora(command: LoraCommand) -> Result<()> {
                 SourceArg::Fundus => fair_data::prepare_fundus(&out, &fair_data::SynthConfig::default(), &sensitive, size, auditor_fraction)?,
                 SourceArg::Utkface => fair_data::prepare_faces(&fair_data::load_utkface(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
                 SourceArg::Celeba => fair_data::prepare_faces(&fair_data::load_celeba(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
+                SourceArg::Folder => {
+                    let exp = Experiment::from_file(&config.context("--config: the experiment whose [data.folder] names the columns")?)?;
+                    let d = &exp.data;
+                    let root = d.root.as_deref().context("data.root: the dataset folder")?;
+                    let opts = fair_data::LoadOptions { filter_unknown: Some(false), on_error: d.on_error.into(), ..Default::default() };
+                    let data = fair_data::load_folder(root, &d.folder, &opts)?;
+                    fair_data::prepare_folder(&data, &d.folder, &out, &sensitive, size, auditor_fraction, seed)?
+                }
             };
             println!("{}", serde_json::to_string(&sizes)?);
         }
@@ -420,6 +462,7 @@ fn lora(command: LoraCommand) -> Result<()> {
                 let m = lora::load_developer::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&model, &exp, &base, 2, &device)?;
                 lora::audit(&lora::scores(&m, &set_, &device), set_.label("task")?, set_.label("sensitive")?)?
             });
+            let report = named(report, data.parent())?;
             match format {
                 FormatArg::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 FormatArg::Md => print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)])),
@@ -437,6 +480,7 @@ fn lora(command: LoraCommand) -> Result<()> {
                 let m = burn::module::AutodiffModule::valid(&model);
                 lora::audit(&lora::scores(&m, &test, &device), test.label("task")?, test.label("sensitive")?)?
             });
+            let report = named(report, Some(&data))?;
             std::fs::write(out.join("audit.json"), serde_json::to_string_pretty(&report)?)?;
             print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)]));
         }
@@ -444,9 +488,31 @@ fn lora(command: LoraCommand) -> Result<()> {
     Ok(())
 }
 
+/// The audit with its groups named by the `parties.json` in `dir`, if there is one.
+fn named(report: trainer::lora::LoraAudit, dir: Option<&std::path::Path>) -> Result<trainer::lora::LoraAudit> {
+    let Some(path) = dir.map(|d| d.join("parties.json")).filter(|p| p.is_file()) else { return Ok(report) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let labels: fair_data::PartyLabels = serde_json::from_str(&text).with_context(|| format!("{}: not a parties.json", path.display()))?;
+    Ok(report.named(&labels))
+}
+
+/// `fairvlm data check`.
+fn data(command: DataCommand) -> Result<ExitCode> {
+    let DataCommand::Check { config, set, format } = command;
+    let exp = Experiment::from_file_with(&config, &set)?;
+    let data = trainer::ExperimentData::load(&exp, None)?;
+    let name = exp.data.root.as_ref().map_or_else(|| "the built-in synthetic benchmark".to_string(), |r| r.display().to_string());
+    let card = data.card(&name, exp.data.pipeline.threads());
+    match format {
+        FormatArg::Md => print!("{}", card.markdown()),
+        FormatArg::Json => println!("{}", card.json()?),
+    }
+    Ok(if card.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -15,15 +15,19 @@ pub enum DataSource {
     /// A folder in Harvard-FairVision's format (`root`: `train/`, `val/`, `test/`) for the
     /// multimodal methods' OCT pairing.
     Fairvision,
+    /// Your own data in the generic format (`root`): a `metadata.csv` or `.jsonl` beside PNG,
+    /// JPEG or `.npy` images, its columns named in `[data.folder]` (docs/datasets.md).
+    Folder,
 }
 
 /// `[data]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `synthetic` or `fairvlmed`.
+    /// `synthetic`, `fairvlmed`, `fairvision` or `folder`.
     pub source: DataSource,
-    /// The dataset folder (source `fairvlmed`); relative paths are relative to the config file.
+    /// The dataset folder (every source but `synthetic`); relative paths are relative to the
+    /// config file.
     pub root: Option<PathBuf>,
     /// A summary CSV whose text replaces the npz notes (FairCLIP trains on the GPT-4 summaries:
     /// `gpt-4_summarized_notes.csv`).
@@ -45,6 +49,11 @@ pub struct DataConfig {
     pub synthetic: fair_data::SynthConfig,
     /// The synthetic OCT volumes (`multimodal.pairing = "oct"` with source `synthetic`).
     pub oct: fair_data::OctSynth,
+    /// The columns of a generic dataset (source `folder`): label, classes, text, split,
+    /// attributes, value order, missing-value tokens.
+    pub folder: fair_data::FolderSpec,
+    /// The streaming input pipeline: decoding threads, batches read ahead, cache size.
+    pub pipeline: fair_data::Pipeline,
 }
 
 impl Default for DataConfig {
@@ -60,6 +69,17 @@ impl Default for DataConfig {
             note_chars: 180,
             synthetic: fair_data::SynthConfig::default(),
             oct: fair_data::OctSynth::default(),
+            folder: fair_data::FolderSpec::default(),
+            pipeline: fair_data::Pipeline::default(),
+        }
+    }
+}
+
+impl From<OnErrorConfig> for fair_data::OnError {
+    fn from(c: OnErrorConfig) -> Self {
+        match c {
+            OnErrorConfig::Fail => fair_data::OnError::Fail,
+            OnErrorConfig::Skip => fair_data::OnError::Skip,
         }
     }
 }

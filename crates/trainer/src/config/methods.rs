@@ -22,17 +22,6 @@ pub struct FairClipConfig {
     pub variant: fair_losses::FairClipVariant,
 }
 
-impl FairClipConfig {
-    /// `attribute` is one of FairVLMed's.
-    pub fn validate_attribute(&self) -> Result<(), String> {
-        if fair_data::ATTRIBUTES.contains(&self.attribute.as_str()) {
-            Ok(())
-        } else {
-            Err(format!("fairclip.attribute = '{}': expected one of {}", self.attribute, fair_data::ATTRIBUTES.join(", ")))
-        }
-    }
-}
-
 impl Default for FairClipConfig {
     fn default() -> Self {
         Self { attribute: "race".into(), lambda: 1e-6, blur: 1e-6, scaling: 0.5, group_batch_size: 32, variant: fair_losses::FairClipVariant::Official }
@@ -63,12 +52,6 @@ impl Default for FolConfig {
     fn default() -> Self {
         Self { form: fair_losses::FolForm::Code, lambda_moe: 1e-4, image_token: true, text_token: true, image_feature: true, text_feature: true, distance: true }
     }
-}
-
-/// Groups of each FairVLMed attribute with a known code (the feature MoE's expert count in
-/// the code): the number of its value names in fair-data (2 for a name it does not know).
-pub fn attribute_groups(attribute: &str) -> usize {
-    fair_data::ATTRIBUTES.iter().position(|a| *a == attribute).map_or(2, |i| fair_data::ATTRIBUTE_VALUES[i].len())
 }
 
 /// The second modality of the multimodal classifier.

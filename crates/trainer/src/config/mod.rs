@@ -157,6 +157,30 @@ impl Experiment {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Checks that `attribute` (the value of `key`) names a sensitive attribute of the data:
+    /// one of `data.folder.attributes` for source `folder`, else one of FairVLMed's.
+    pub(crate) fn check_attribute(&self, key: &str, attribute: &str) -> std::result::Result<(), String> {
+        let known: Vec<&str> = match self.data.source {
+            DataSource::Folder => self.data.folder.attributes.iter().map(String::as_str).collect(),
+            _ => fair_data::ATTRIBUTES.to_vec(),
+        };
+        if known.contains(&attribute) {
+            Ok(())
+        } else {
+            Err(format!("{key} = '{attribute}': expected one of {}", known.join(", ")))
+        }
+    }
+
+    /// The number of groups of `attribute` when the config alone tells (FairVLMed's
+    /// attributes, or a folder attribute with a value order); else the data tells, when
+    /// loaded ([`crate::ExperimentData::attribute_groups`]).
+    pub(crate) fn attribute_groups(&self, attribute: &str) -> Option<usize> {
+        match self.data.source {
+            DataSource::Folder => self.data.folder.order.get(attribute).map(Vec::len),
+            _ => fair_data::ATTRIBUTES.iter().position(|a| *a == attribute).map(|i| fair_data::ATTRIBUTE_VALUES[i].len()),
+        }
+    }
+
     /// The multimodal methods' OCT pairing (FairVision data) rather than fundus + note.
     pub fn oct_pairing(&self) -> bool {
         self.method.is_multimodal() && self.multimodal.pairing == PairingConfig::Oct
@@ -187,6 +211,10 @@ impl Experiment {
         if d.source != DataSource::Synthetic && d.root.is_none() {
             return Err("data.root: required when data.source is not \"synthetic\"".into());
         }
+        if d.source == DataSource::Folder {
+            d.folder.validate().map_err(|e| e.to_string())?;
+        }
+        at_least("data.pipeline.prefetch", d.pipeline.prefetch, 1)?;
         if d.source == DataSource::Fairvision && !self.oct_pairing() {
             return Err("data.source = \"fairvision\": only the multimodal methods with multimodal.pairing = \"oct\" read FairVision".into());
         }

@@ -36,6 +36,19 @@ pub struct LoraAudit {
     pub tpr_ratio: Option<f64>,
     /// Per group: accuracy, precision, recall, FPR, selection rate.
     pub groups: BTreeMap<String, [f64; 5]>,
+    /// The sensitive attribute's name, where the data names it (`parties.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+}
+
+impl LoraAudit {
+    /// The same audit with the attribute and its groups named as the data names them.
+    pub fn named(mut self, labels: &fair_data::PartyLabels) -> Self {
+        self.groups =
+            std::mem::take(&mut self.groups).into_iter().map(|(code, v)| (code.parse::<usize>().ok().and_then(|k| labels.values.get(k)).cloned().unwrap_or(code), v)).collect();
+        self.attribute = Some(labels.sensitive.clone());
+        self
+    }
 }
 
 /// Scores (probability of class 1) of a binary classifier on a set.
@@ -78,6 +91,14 @@ pub fn audit_markdown(rows: &[(String, LoraAudit)]) -> String {
             f(a.tpr_ratio)
         ));
     }
+    for (name, a) in rows {
+        if let Some(attr) = &a.attribute {
+            md.push_str(&format!("\n{name}, groups of {attr}:\n\n| {attr} | accuracy | precision | recall | FPR | selection rate |\n|---|---|---|---|---|---|\n"));
+            for (g, [acc, p, r, fpr, sel]) in &a.groups {
+                md.push_str(&format!("| {g} | {acc:.4} | {p:.4} | {r:.4} | {fpr:.4} | {sel:.4} |\n"));
+            }
+        }
+    }
     md
 }
 
@@ -104,5 +125,6 @@ pub fn audit(scores: &[f64], task: &[i64], sensitive: &[i64]) -> Result<LoraAudi
         fpr_ratio: a.fpr_ratio,
         tpr_ratio: a.eopr,
         groups: a.groups.iter().map(|(k, g)| (k.clone(), [g.accuracy.unwrap_or(f64::NAN), g.precision, g.tpr, g.fpr, g.selection_rate.unwrap_or(f64::NAN)])).collect(),
+        attribute: None,
     })
 }

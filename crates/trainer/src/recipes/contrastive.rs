@@ -140,7 +140,7 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
     }
 
     fn predict(&self, split: &Prepared, device: &B::Device) -> Result<Scores> {
-        Ok(Scores { positive: zero_shot(&self.model.valid(), split, &self.prompt_tokens, self.exp.eval.batch_size, device), unimodal: None })
+        Ok(Scores { positive: zero_shot(&self.model.valid(), split, &self.prompt_tokens, self.exp.eval.batch_size, device)?, unimodal: None })
     }
 
     fn save_state(&self, out: &Path, epoch: usize) -> Result<serde_json::Value> {
@@ -167,17 +167,17 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
 
 /// FairCLIP's zero-shot glaucoma probabilities of every sample of `data`, in order: the
 /// softmax over the similarities to the two prompts' embeddings.
-pub fn zero_shot<B: Backend>(model: &Clip<B>, data: &Prepared, prompt_tokens: &[i64], batch_size: usize, device: &B::Device) -> Vec<f64> {
+pub fn zero_shot<B: Backend>(model: &Clip<B>, data: &Prepared, prompt_tokens: &[i64], batch_size: usize, device: &B::Device) -> Result<Vec<f64>> {
     let context = prompt_tokens.len() / 2;
     let prompts = Tensor::<B, 2, Int>::from_data(TensorData::new(prompt_tokens.to_vec(), [2, context]), device);
     let text = model.encode_text(prompts);
     let mut out = Vec::with_capacity(data.len());
-    let rows: Vec<usize> = (0..data.len()).collect();
-    for idx in rows.chunks(batch_size.max(1)) {
-        let batch = data.batch::<B>(idx, device);
+    let mut batches = data.in_order(batch_size);
+    while let Some(batch) = batches.next_batch::<B>(device) {
+        let batch = batch?;
         let image = model.encode_image(batch.images);
         let p = burn::tensor::activation::softmax(image.matmul(text.clone().transpose()), 1).narrow(1, 1, 1);
         out.extend(values(p));
     }
-    out
+    Ok(out)
 }

@@ -12,7 +12,7 @@ use vlm_backbone::Clip;
 use super::contrastive::{ContrastiveLoss, Forward, Losses};
 use super::fairclip::{self, FairClip};
 use super::recipe::{value, StepInput};
-use crate::config::{attribute_groups, non_negative, Experiment, FolConfig};
+use crate::config::{non_negative, Experiment, FolConfig};
 use crate::error::Result;
 
 /// The Fairness-Oriented Loss on the FO-MoE model.
@@ -26,8 +26,8 @@ impl ContrastiveLoss for FairMoe {
     const MOE: bool = true;
 
     fn validate(exp: &Experiment) -> std::result::Result<(), String> {
-        fairclip::validate_section(&exp.fairclip)?;
-        exp.moe.validate(attribute_groups(&exp.fairclip.attribute), &exp.fairclip.attribute)?;
+        fairclip::validate_section(exp)?;
+        exp.moe.validate(exp.attribute_groups(&exp.fairclip.attribute).unwrap_or(usize::MAX), &exp.fairclip.attribute)?;
         non_negative("fol.lambda_moe", exp.fol.lambda_moe)
     }
 

@@ -24,8 +24,9 @@ pub struct FairClip {
 }
 
 /// Checks `[fairclip]`.
-pub(crate) fn validate_section(f: &FairClipConfig) -> std::result::Result<(), String> {
-    f.validate_attribute()?;
+pub(crate) fn validate_section(exp: &Experiment) -> std::result::Result<(), String> {
+    let f = &exp.fairclip;
+    exp.check_attribute("fairclip.attribute", &f.attribute)?;
     non_negative("fairclip.lambda", f.lambda)?;
     positive("fairclip.blur", f.blur)?;
     if !(f.scaling > 0.0 && f.scaling < 1.0) {
@@ -93,7 +94,7 @@ impl ContrastiveLoss for FairClip {
     const NAME: &'static str = "fairclip";
 
     fn validate(exp: &Experiment) -> std::result::Result<(), String> {
-        validate_section(&exp.fairclip)
+        validate_section(exp)
     }
 
     fn new(exp: &Experiment) -> Result<Self> {

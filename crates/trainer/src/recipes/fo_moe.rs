@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::contrastive::{ContrastiveLoss, Losses};
 use super::recipe::StepInput;
-use crate::config::{attribute_groups, Experiment};
+use crate::config::Experiment;
 use crate::error::Result;
 
 /// CLIP's loss on the FO-MoE model.
@@ -18,8 +18,8 @@ impl ContrastiveLoss for FoMoe {
     const MOE: bool = true;
 
     fn validate(exp: &Experiment) -> std::result::Result<(), String> {
-        exp.moe.validate(attribute_groups(&exp.fairclip.attribute), &exp.fairclip.attribute)?;
-        exp.fairclip.validate_attribute()
+        exp.check_attribute("fairclip.attribute", &exp.fairclip.attribute)?;
+        exp.moe.validate(exp.attribute_groups(&exp.fairclip.attribute).unwrap_or(usize::MAX), &exp.fairclip.attribute)
     }
 
     fn new(_exp: &Experiment) -> Result<Self> {

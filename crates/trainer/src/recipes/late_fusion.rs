@@ -15,7 +15,7 @@ pub struct LateFusion;
 impl Modulation for LateFusion {
     const NAME: &'static str = "late-fusion";
 
-    fn new(_exp: &Experiment) -> Result<Self> {
+    fn new(_exp: &Experiment, _data: &crate::data::ExperimentData) -> Result<Self> {
         Ok(LateFusion)
     }
 

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::multimodal::{positive, Before, Decision, Modulation};
 use super::recipe::{value, values};
-use crate::config::{attribute_groups, Experiment};
+use crate::config::Experiment;
+use crate::data::ExperimentData;
 use crate::error::{Error, Result};
 
 /// MultiFair's modulation and its running statistics.
@@ -47,10 +48,10 @@ impl Modulation for MultiFair {
         mf.validate()
     }
 
-    fn new(exp: &Experiment) -> Result<Self> {
+    fn new(exp: &Experiment, data: &ExperimentData) -> Result<Self> {
         let mm = &exp.multimodal;
         let attribute = mm.attribute.clone();
-        let n_groups = attribute_groups(&mm.attribute);
+        let n_groups = data.attribute_groups(&mm.attribute)?;
         let groups: GroupModulation = exp.multifair.group_modulation(2, n_groups)?;
         Ok(Self { settings: exp.multifair, attribute, n_groups, balance: ModalityBalance::new(2), groups })
     }

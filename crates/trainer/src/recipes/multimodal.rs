@@ -67,7 +67,7 @@ pub trait Modulation: Sized + 'static {
     }
 
     /// The modulation of `exp`.
-    fn new(exp: &Experiment) -> Result<Self>;
+    fn new(exp: &Experiment, data: &ExperimentData) -> Result<Self>;
 
     /// The parameters of one encoder that the modulation acts on (all of them by default).
     fn encoder_set(&self, set: ParamSet) -> ParamSet {
@@ -102,9 +102,7 @@ pub fn validate<M: Modulation>(exp: &Experiment) -> std::result::Result<(), Stri
         return Err("data.source = \"fairvlmed\": multimodal.pairing = \"oct\" needs OCT volumes (source fairvision or synthetic)".into());
     }
     exp.data.oct.validate().map_err(|e| format!("data.{e}"))?;
-    if !fair_data::ATTRIBUTES.contains(&mm.attribute.as_str()) {
-        return Err(format!("multimodal.attribute = '{}': expected one of {}", mm.attribute, fair_data::ATTRIBUTES.join(", ")));
-    }
+    exp.check_attribute("multimodal.attribute", &mm.attribute)?;
     at_least("multimodal.proj_dim", mm.proj_dim, 1)?;
     at_least("multimodal.oct_slices", mm.oct_slices, 1)?;
     at_least("multimodal.oct_layers", mm.oct_layers, 1)?;
@@ -245,7 +243,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
             head_optim: Optim::adamw(Some(1e-8), mm.head_weight_decay),
             encoders: [ParamSet::default(), ParamSet::default()],
             all: ParamSet::default(),
-            modulation: M::new(exp)?,
+            modulation: M::new(exp, data)?,
         };
         recipe.param_sets()?;
         Ok(recipe)
@@ -299,9 +297,9 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         let (model, heads) = (self.model.valid(), self.heads.valid());
         let mut fused = Vec::with_capacity(split.len());
         let mut uni: [Vec<f64>; 2] = Default::default();
-        let rows: Vec<usize> = (0..split.len()).collect();
-        for idx in rows.chunks(self.exp.eval.batch_size.max(1)) {
-            let b = split.batch::<B::InnerBackend>(idx, device);
+        let mut batches = split.in_order(self.exp.eval.batch_size);
+        while let Some(b) = batches.next_batch::<B::InnerBackend>(device) {
+            let b = b?;
             let out = model.forward(b.images, second_input(b.tokens, b.oct));
             fused.extend(values(positive(out.logits)));
             for (u, l) in uni.iter_mut().zip(heads.forward(out.features)) {

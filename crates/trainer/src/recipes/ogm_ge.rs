@@ -28,7 +28,7 @@ impl Modulation for OgmGe {
         exp.ogm.validate()
     }
 
-    fn new(exp: &Experiment) -> Result<Self> {
+    fn new(exp: &Experiment, _data: &crate::data::ExperimentData) -> Result<Self> {
         Ok(Self { ogm: exp.ogm, pending: None })
     }
 

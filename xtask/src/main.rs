@@ -5,6 +5,8 @@
 //! - `fixtures`: regenerate the reference fixtures with the real Python peers.
 //! - `assets`: fetch the pretrained models the tests and configs use into data/cache.
 //! - `bench metrics`: fair-metrics against the FairCLIP evaluation pipeline in Python.
+//! - `bench input`: the streaming input pipeline against a Python peer of FairCLIP's dataset
+//!   class, and the memory of a training epoch at two dataset sizes.
 //! - `train`: CLIP and FairCLIP on the built-in synthetic benchmark (CPU), side by side.
 //! - `gpu-smoke`: a short training on the GPU backend, with samples per second.
 //! - `reproduce fair-moe`: the Fair-MoE reproduction study on the synthetic benchmark.
@@ -16,6 +18,7 @@
 //! helpers they share in `util`.
 
 mod bench;
+mod bench_input;
 mod fixtures;
 mod reproduce;
 mod test;
@@ -153,6 +156,17 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         peer_runs: usize,
     },
+    /// The streaming input pipeline vs a Python peer of FairCLIP's dataset class (2 worker
+    /// processes) on a FairVLMed-format folder at 224 px (images per second), and the peak
+    /// RSS of a training epoch with the cache off on it and on a folder a tenth its size.
+    Input {
+        /// Subjects of the large folder (written once into .bench/).
+        #[arg(long, default_value_t = 2000)]
+        subjects: usize,
+        /// Interleaved timed runs of each side (medians reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -162,6 +176,7 @@ fn main() -> Result<()> {
         Task::Assets => test::assets(&root).map(|dir| println!("{}", dir.display())),
         Task::Fixtures => fixtures::fixtures(&root),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench::bench_metrics(&root, rows, runs, peer_runs),
+        Task::Bench { which: Bench::Input { subjects, runs } } => bench_input::bench_input(&root, subjects, runs),
         Task::Train { device, set } => train::train(&root, &device, &set),
         Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation, no_grid } } => {
             let ablation = (!no_ablation).then(|| ablation_seeds.unwrap_or(seeds).min(seeds));

@@ -28,6 +28,9 @@ pub struct Prepared {
     tokens: Arc<[i64]>,
     /// Class labels (0 or 1).
     pub labels: Vec<u8>,
+    /// The label's name (`glaucoma` for FairVLMed and FairVision, the label column of a
+    /// generic dataset).
+    pub label_name: String,
     /// The sensitive attributes, named by the data, with their value names.
     pub attributes: Attributes,
     /// OCT slices per sample and their side (FairVision data).
@@ -68,6 +71,7 @@ impl Prepared {
             pipeline,
             tokens: tokens.into(),
             labels,
+            label_name: "glaucoma".into(),
             attributes,
             oct: None,
         })
@@ -116,7 +120,9 @@ impl Prepared {
     pub fn from_folder(split: &crate::FolderSplit, image_size: usize, tokenizer: &TextTokenizer, note_chars: usize) -> Result<Self> {
         let texts: Vec<String> = split.texts.iter().map(|t| crate::fairvlmed::truncate_note(t, note_chars)).collect();
         let source = Arc::new(crate::decode::Files { kind: crate::decode::FileKind::Image, paths: split.files.clone() });
-        Self::from_source(source, image_size, tokenizer.encode_batch(&texts)?, tokenizer.context_length(), split.labels.clone(), split.attributes.clone())
+        let mut p = Self::from_source(source, image_size, tokenizer.encode_batch(&texts)?, tokenizer.context_length(), split.labels.clone(), split.attributes.clone())?;
+        p.label_name.clone_from(&split.label_name);
+        Ok(p)
     }
 
     /// Preprocesses FairVision samples in memory now: the fundus as [`Prepared::new`] does, and

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fairvlmed::GrayImage;
 use crate::npy::parse_npy;
-use crate::preprocess::{resize_bicubic, resized_size};
 use crate::stream::{ImageSource, Item};
 
 /// An image as read: 1 (grey) or 3 (RGB) planes of `height x width` values on a 0-255 scale.
@@ -70,8 +69,18 @@ fn grey_array(a: &crate::NpyArray, path: &Path, key: &str) -> Result<GrayImage> 
 
 /// The `slo_fundus` image of a FairVLMed or FairVision npz.
 pub fn read_npz_fundus(path: &Path) -> Result<GrayImage> {
-    let [a] = <[_; 1]>::try_from(read_npz_arrays(path, &["slo_fundus"])?).map_err(|_| bad(path, "slo_fundus"))?;
-    grey_array(&a, path, "slo_fundus")
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(path, format!("not a readable npz (zip) archive: {e}")))?;
+    let key = "slo_fundus";
+    let mut entry = zip.by_name("slo_fundus.npy").map_err(|_| bad(path, format!("missing key '{key}'")))?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes).map_err(|e| bad(path, format!("array '{key}': {e}")))?;
+    match crate::npy::npy_f32(&bytes, path, key)? {
+        (shape, pixels) => match shape.as_slice() {
+            [h, w] if *h > 0 && *w > 0 => Ok(GrayImage { height: *h, width: *w, pixels }),
+            s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
+        },
+    }
 }
 
 /// Reads a PNG or JPEG (8- or 16-bit, grey or RGB; alpha dropped, as Pillow's
@@ -155,20 +164,12 @@ pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
 /// PNG or JPEG rounds.
 pub fn clip_planes(img: &Decoded, size: usize, truncate: bool) -> Vec<u8> {
     let n = img.height * img.width;
-    let (w, h) = resized_size(img.width, img.height, size);
-    let top = ((h.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
-    let left = ((w.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
     let mut out = vec![0u8; img.channels * size * size];
     for c in 0..img.channels {
-        let plane = GrayImage { height: img.height, width: img.width, pixels: img.planes[c * n..(c + 1) * n].to_vec() };
-        let resized = resize_bicubic(&plane, w, h);
         let dst = &mut out[c * size * size..(c + 1) * size * size];
-        for y in 0..size.min(h) {
-            for x in 0..size.min(w) {
-                let v = resized.pixels[(top + y) * w + left + x];
-                dst[y * size + x] = if truncate { v as u8 } else { v.round().clamp(0.0, 255.0) as u8 };
-            }
-        }
+        crate::preprocess::resize_crop(&img.planes[c * n..(c + 1) * n], img.width, img.height, size, |i, v| {
+            dst[i] = if truncate { v as u8 } else { v.round().clamp(0.0, 255.0) as u8 };
+        });
     }
     out
 }

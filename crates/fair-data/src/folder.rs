@@ -118,6 +118,8 @@ pub struct FolderSplit {
     pub lines: Vec<usize>,
     /// Each row's class (0 negative, 1 positive).
     pub labels: Vec<u8>,
+    /// The label column's name.
+    pub label_name: String,
     /// Each row's text (empty without a text column).
     pub texts: Vec<String>,
     /// The attributes, with the value names of the file.
@@ -316,6 +318,7 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
             files: vec![],
             lines: vec![],
             labels: vec![],
+            label_name: spec.label.clone(),
             texts: vec![],
             attributes: Attributes::default(),
             sizes: vec![],

@@ -110,18 +110,67 @@ pub fn clip_preprocess(img: &GrayImage, size: usize) -> Vec<f32> {
 /// side to `size` (bicubic), centre crop, then Pillow's `convert("RGB")` of a float image
 /// (clamped to 0-255 and truncated). `size * size` bytes, row-major.
 pub fn clip_grey(img: &GrayImage, size: usize) -> Vec<u8> {
-    let (w, h) = resized_size(img.width, img.height, size);
-    let resized = resize_bicubic(img, w, h);
+    let mut out = vec![0u8; size * size];
+    resize_crop(&img.pixels, img.width, img.height, size, |i, v| out[i] = v as u8);
+    out
+}
+
+/// torchvision's `Resize(size)` (Pillow's bicubic) then `CenterCrop(size)` of one plane,
+/// computing only the pixels the crop keeps, as Pillow computes only the rows its second pass
+/// reads: each kept value is the same as [`resize_bicubic`]'s. `put(i, v)` receives the value
+/// of crop pixel `i` (row-major); pixels outside a smaller image are not visited.
+pub(crate) fn resize_crop(pixels: &[f32], width: usize, height: usize, size: usize, mut put: impl FnMut(usize, f32)) {
+    let (w, h) = resized_size(width, height, size);
     // torchvision center_crop: int(round((dim - crop) / 2.0)), Python's round half to even.
     let top = ((h.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
     let left = ((w.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
-    let mut out = vec![0u8; size * size];
-    for y in 0..size.min(h) {
-        for x in 0..size.min(w) {
-            out[y * size + x] = resized.pixels[(top + y) * w + left + x] as u8;
+    let (cols, rows) = (size.min(w), size.min(h));
+    // Output columns [left, left + cols) of the horizontal pass (identity when the width stays).
+    let hcoef: Option<Vec<(usize, Vec<f64>)>> = (w != width).then(|| coefficients(width, w)[left..left + cols].to_vec());
+    let vcoef: Option<Vec<(usize, Vec<f64>)>> = (h != height).then(|| coefficients(height, h)[top..top + rows].to_vec());
+    // The input rows the vertical pass reads.
+    let (y_lo, y_hi) = match &vcoef {
+        Some(v) => (v.iter().map(|(m, _)| *m).min().unwrap_or(0), v.iter().map(|(m, k)| m + k.len()).max().unwrap_or(0)),
+        None => (top, top + rows),
+    };
+    let mut tmp = vec![0f32; (y_hi - y_lo) * cols];
+    for y in y_lo..y_hi {
+        let row = &pixels[y * width..(y + 1) * width];
+        let dst = &mut tmp[(y - y_lo) * cols..(y - y_lo + 1) * cols];
+        match &hcoef {
+            Some(hc) => {
+                for (d, (xmin, k)) in dst.iter_mut().zip(hc) {
+                    let s: f64 = k.iter().zip(&row[*xmin..]).map(|(&c, &v)| v as f64 * c).sum();
+                    *d = s as f32;
+                }
+            }
+            None => dst.copy_from_slice(&row[left..left + cols]),
         }
     }
-    out
+    match &vcoef {
+        Some(vc) => {
+            let mut acc = vec![0f64; cols];
+            for (yy, (ymin, k)) in vc.iter().enumerate() {
+                acc.iter_mut().for_each(|a| *a = 0.0);
+                for (i, &c) in k.iter().enumerate() {
+                    let src = &tmp[(ymin + i - y_lo) * cols..(ymin + i - y_lo + 1) * cols];
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += v as f64 * c;
+                    }
+                }
+                for (x, &a) in acc.iter().enumerate() {
+                    put(yy * size + x, a as f32);
+                }
+            }
+        }
+        None => {
+            for yy in 0..rows {
+                for x in 0..cols {
+                    put(yy * size + x, tmp[yy * cols + x]);
+                }
+            }
+        }
+    }
 }
 
 /// `ToTensor` and `Normalize` of grey bytes into the three CLIP channels, `[3, n]`.
@@ -131,4 +180,29 @@ pub fn normalize(grey: &[u8]) -> Vec<f32> {
         out.extend(grey.iter().map(|&b| (b as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cropped resize computes exactly the pixels of the full resize that the crop keeps,
+    /// shrinking, enlarging, or with one axis unchanged.
+    #[test]
+    fn resize_crop_equals_resize_then_crop() {
+        for (w, h, size) in [(512, 664, 224), (40, 30, 24), (24, 50, 24), (10, 7, 16), (30, 30, 30), (33, 20, 20)] {
+            let img = GrayImage { width: w, height: h, pixels: (0..w * h).map(|i| ((i * 7919) % 256) as f32 + 0.3).collect() };
+            let (rw, rh) = resized_size(w, h, size);
+            let full = resize_bicubic(&img, rw, rh);
+            let top = ((rh.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
+            let left = ((rw.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
+            let mut got = vec![f32::NAN; size * size];
+            resize_crop(&img.pixels, w, h, size, |i, v| got[i] = v);
+            for y in 0..size.min(rh) {
+                for x in 0..size.min(rw) {
+                    assert_eq!(got[y * size + x].to_bits(), full.pixels[(top + y) * rw + left + x].to_bits(), "{w}x{h} -> {size}: ({x}, {y})");
+                }
+            }
+        }
+    }
 }

@@ -170,7 +170,7 @@ impl FinalReport {
 fn predictions_csv(data: &Prepared, scores: &[f64]) -> String {
     let columns = data.attributes.columns();
     let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-    let mut s = format!("glaucoma,prob,{}\n", names.join(","));
+    let mut s = format!("{},prob,{}\n", data.label_name, names.join(","));
     for (i, p) in scores.iter().enumerate() {
         let groups: Vec<&str> = columns.iter().map(|c| c.label(c.codes[i])).collect();
         let _ = writeln!(s, "{},{p},{}", data.labels[i], groups.join(","));

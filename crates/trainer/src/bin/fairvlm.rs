@@ -138,6 +138,24 @@ enum DataCommand {
         #[arg(long, value_enum, default_value = "md")]
         format: FormatArg,
     },
+    /// Streams one epoch of a split through the input pipeline ([data.pipeline]) as training
+    /// would, without a model, and prints the images per second as JSON: whether the input
+    /// keeps up with the device. Also prints the mean normalised pixel value, to compare the
+    /// preprocessing with another implementation's.
+    Throughput {
+        /// The experiment (TOML); its [data] and model.image_size are read.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// train, validation or test.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Images per batch (default optim.batch_size).
+        #[arg(long)]
+        batch: Option<usize>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -496,9 +514,12 @@ fn named(report: trainer::lora::LoraAudit, dir: Option<&std::path::Path>) -> Res
     Ok(report.named(&labels))
 }
 
-/// `fairvlm data check`.
+/// `fairvlm data check` and `fairvlm data throughput`.
 fn data(command: DataCommand) -> Result<ExitCode> {
-    let DataCommand::Check { config, set, format } = command;
+    let (config, set, format) = match command {
+        DataCommand::Check { config, set, format } => (config, set, format),
+        DataCommand::Throughput { config, set, split, batch } => return input_throughput(&config, &set, &split, batch).map(|()| ExitCode::SUCCESS),
+    };
     let exp = Experiment::from_file_with(&config, &set)?;
     let data = trainer::ExperimentData::load(&exp, None)?;
     let name = exp.data.root.as_ref().map_or_else(|| "the built-in synthetic benchmark".to_string(), |r| r.display().to_string());
@@ -508,6 +529,45 @@ fn data(command: DataCommand) -> Result<ExitCode> {
         FormatArg::Json => println!("{}", card.json()?),
     }
     Ok(if card.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// One epoch of a split, in order, through the pipeline onto the CPU backend.
+fn input_throughput(config: &std::path::Path, set: &[String], split: &str, batch: Option<usize>) -> Result<()> {
+    let exp = Experiment::from_file_with(config, set)?;
+    let start = std::time::Instant::now();
+    let data = trainer::ExperimentData::load(&exp, None)?;
+    let index_seconds = start.elapsed().as_secs_f64();
+    let prepared = match split {
+        "train" => &data.train,
+        "validation" => &data.validation,
+        "test" => &data.test,
+        other => bail!("--split {other}: expected train, validation or test"),
+    };
+    let batch = batch.unwrap_or(exp.optim.batch_size).max(1);
+    let device = Default::default();
+    let start = std::time::Instant::now();
+    let mut stream = prepared.in_order(batch);
+    let (mut images, mut sum) = (0usize, 0f64);
+    while let Some(b) = stream.next_batch::<Flex>(&device) {
+        let b = b?;
+        images += b.images.dims()[0];
+        sum += b.images.into_data().iter::<f32>().map(f64::from).sum::<f64>();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let size = prepared.image_size;
+    let out = serde_json::json!({
+        "images": images,
+        "seconds": seconds,
+        "images_per_second": images as f64 / seconds,
+        "index_seconds": index_seconds,
+        "workers": exp.data.pipeline.threads(),
+        "prefetch": exp.data.pipeline.prefetch,
+        "batch": batch,
+        "size": size,
+        "mean_pixel": sum / (images * 3 * size * size).max(1) as f64,
+    });
+    println!("{out}");
+    Ok(())
 }
 
 fn main() -> ExitCode {

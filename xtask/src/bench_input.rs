@@ -15,7 +15,7 @@ use crate::util::{cargo, measure, median, read_json, run, venv};
 /// what is measured), no cache, two decoding threads.
 fn config(root: &Path, data: &Path) -> String {
     format!(
-        "seed = 0\nmethod = \"clip\"\n[data]\nsource = \"fairvlmed\"\nroot = \"{}\"\nvocab_size = 1000\ncontext_length = 77\n[data.pipeline]\nworkers = 2\nprefetch = 2\ncache_mib = 0\n[model]\npreset = \"tiny\"\nimage_size = 224\npatch_size = 32\n[optim]\noptimizer = \"adamw\"\nlr = 5e-4\nbatch_size = 32\nepochs = 1\n[eval]\nbootstrap = 0\nbatch_size = 64\n",
+        "seed = 0\nmethod = \"clip\"\n[data]\nsource = \"fairvlmed\"\nroot = \"{}\"\nvocab_size = 1000\ncontext_length = 77\n[data.pipeline]\nworkers = 2\nprefetch = 2\ncache_mib = 0\n[model]\npreset = \"tiny\"\nimage_size = 224\npatch_size = 32\n[optim]\noptimizer = \"adamw\"\nlr = 5e-4\nbatch_size = 32\nepochs = 1\n[eval]\nbootstrap = 0\nbatch_size = 32\n",
         root.join(data).display()
     )
 }

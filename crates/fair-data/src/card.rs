@@ -258,12 +258,15 @@ impl DatasetCard {
     }
 }
 
+/// One image's (width, height, channels), or its file and why it failed.
+type Inspected = std::result::Result<(usize, usize, usize), (String, String)>;
+
 /// Reads every image of a split once: their size statistics and the files that failed.
 fn read_all(split: &Prepared, threads: usize) -> (Option<ImageStats>, Vec<(String, String)>) {
     let source = split.source();
     let n = source.len();
     let chunk = n.div_ceil(threads).max(1);
-    let results: Vec<std::result::Result<(usize, usize, usize), (String, String)>> = std::thread::scope(|s| {
+    let results: Vec<Inspected> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .collect::<Vec<_>>()
             .chunks(chunk)

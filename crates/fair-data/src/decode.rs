@@ -75,11 +75,10 @@ pub fn read_npz_fundus(path: &Path) -> Result<GrayImage> {
     let mut entry = zip.by_name("slo_fundus.npy").map_err(|_| bad(path, format!("missing key '{key}'")))?;
     let mut bytes = Vec::with_capacity(entry.size() as usize);
     entry.read_to_end(&mut bytes).map_err(|e| bad(path, format!("array '{key}': {e}")))?;
-    match crate::npy::npy_f32(&bytes, path, key)? {
-        (shape, pixels) => match shape.as_slice() {
-            [h, w] if *h > 0 && *w > 0 => Ok(GrayImage { height: *h, width: *w, pixels }),
-            s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
-        },
+    let (shape, pixels) = crate::npy::npy_f32(&bytes, path, key)?;
+    match shape.as_slice() {
+        [h, w] if *h > 0 && *w > 0 => Ok(GrayImage { height: *h, width: *w, pixels }),
+        s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
     }
 }
 

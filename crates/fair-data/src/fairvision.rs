@@ -121,7 +121,7 @@ pub fn read_fairvision_sample(path: &Path) -> Result<VisionSample> {
 fn read_fairvision_index(path: &Path) -> Result<VisionSample> {
     let f = NpzFields::read_except(path, &["slo_fundus", "oct_bscans"])?;
     let (height, width) = f.image_shape("slo_fundus")?;
-    Ok(vision_sample(&f, GrayImage { height, width, pixels: vec![] }, Volume { depth: 0, height: 0, width: 0, voxels: vec![] })?)
+    vision_sample(&f, GrayImage { height, width, pixels: vec![] }, Volume { depth: 0, height: 0, width: 0, voxels: vec![] })
 }
 
 fn vision_sample(f: &NpzFields<'_>, fundus: GrayImage, oct: Volume) -> Result<VisionSample> {

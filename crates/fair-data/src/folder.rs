@@ -159,6 +159,9 @@ struct Row {
     cells: BTreeMap<String, String>,
 }
 
+/// A metadata file: its split (`None`: read from the split column), path, columns and rows.
+type Source = (Option<Split>, PathBuf, Vec<String>, Vec<Row>);
+
 /// A metadata file's rows and its columns (in file order).
 fn read_metadata(path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
@@ -227,7 +230,7 @@ fn metadata_in(dir: &Path) -> Option<PathBuf> {
 pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result<FolderDataset> {
     spec.validate()?;
     // (split or None = read the split column, metadata file, its rows)
-    let mut sources: Vec<(Option<Split>, PathBuf, Vec<String>, Vec<Row>)> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
     let single = match &spec.metadata {
         Some(m) => Some(root.join(m)),
         None => metadata_in(root),

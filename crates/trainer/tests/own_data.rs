@@ -87,3 +87,21 @@ fn lora_parties_come_from_the_folder_and_the_audit_names_the_groups() {
     assert!(md.contains("groups of site") && md.contains("| north |"), "{md}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn folder_settings_are_checked_against_the_data() {
+    let config = example_config();
+    let e = Experiment::from_file_with(&config, &["method=fairclip".into(), "fairclip.attribute=race".into()]).unwrap_err().to_string();
+    assert!(e.contains("fairclip.attribute = 'race': expected one of site, sex"), "{e}");
+    let e = Experiment::from_file_with(&config, &["method=multifair".into(), "multimodal.attribute=age".into()]).unwrap_err().to_string();
+    assert!(e.contains("multimodal.attribute = 'age'"), "{e}");
+    let e = Experiment::from_file_with(&config, &["data.folder.classes=[\"a\", \"b\", \"c\"]".into()]).unwrap_err().to_string();
+    assert!(e.contains("data.folder.classes") && e.contains("multi-class"), "{e}");
+    // Columns are checked when the data is read, naming the metadata file and the key.
+    let exp = Experiment::from_file_with(&config, &["data.folder.attributes=[\"site\", \"insurance\"]".into()]).unwrap();
+    let e = ExperimentData::load(&exp, None).unwrap_err().to_string();
+    assert!(e.contains("metadata.csv") && e.contains("no column 'insurance' (data.folder.attributes)"), "{e}");
+    let exp = Experiment::from_file_with(&config, &["data.folder.classes=[\"healthy\", \"glaucoma\"]".into()]).unwrap();
+    let e = ExperimentData::load(&exp, None).unwrap_err().to_string();
+    assert!(e.contains("metadata.csv:") && e.contains("column 'diagnosis': value 'normal'"), "{e}");
+}

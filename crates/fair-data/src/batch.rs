@@ -93,6 +93,15 @@ impl Prepared {
     /// Preprocesses every sample in memory now (CLIP's resize and crop) and tokenises its note,
     /// cut to `note_chars` characters first (FairCLIP: 180): for samples already in memory.
     pub fn new(samples: &[Sample], image_size: usize, tokenizer: &TextTokenizer, note_chars: usize) -> Result<Self> {
+        if let Some(s) = samples.iter().find(|s| s.image.pixels.len() != s.image.height * s.image.width) {
+            return Err(Error::Invalid(format!(
+                "{}: the image holds {} values for {} x {} (an index-only sample: use Prepared::from_fairvlmed_files)",
+                s.file,
+                s.image.pixels.len(),
+                s.image.height,
+                s.image.width
+            )));
+        }
         let mut grey = Vec::with_capacity(samples.len() * image_size * image_size);
         for s in samples {
             grey.extend(clip_grey(&s.image, image_size));
@@ -109,7 +118,7 @@ impl Prepared {
         let samples = &loaded.samples;
         let notes: Vec<String> = samples.iter().map(|s| crate::fairvlmed::truncate_note(&s.note, note_chars)).collect();
         let paths: Vec<PathBuf> = samples.iter().map(|s| loaded.dir.join(&s.file)).collect();
-        let source = Arc::new(crate::decode::Files { kind: crate::decode::FileKind::FairVlmed, paths });
+        let source = Arc::new(crate::decode::Files::new(crate::decode::FileKind::FairVlmed, paths));
         let attributes = fairvlmed_attributes(|a| samples.iter().map(|s| s.attribute(a).unwrap_or(-1)).collect());
         Self::from_source(source, image_size, tokenizer.encode_batch(&notes)?, tokenizer.context_length(), samples.iter().map(|s| s.glaucoma).collect(), attributes)
     }
@@ -119,7 +128,7 @@ impl Prepared {
     /// when a batch needs them.
     pub fn from_folder(split: &crate::FolderSplit, image_size: usize, tokenizer: &TextTokenizer, note_chars: usize) -> Result<Self> {
         let texts: Vec<String> = split.texts.iter().map(|t| crate::fairvlmed::truncate_note(t, note_chars)).collect();
-        let source = Arc::new(crate::decode::Files { kind: crate::decode::FileKind::Image, paths: split.files.clone() });
+        let source = Arc::new(split.files());
         let mut p = Self::from_source(source, image_size, tokenizer.encode_batch(&texts)?, tokenizer.context_length(), split.labels.clone(), split.attributes.clone())?;
         p.label_name.clone_from(&split.label_name);
         Ok(p)
@@ -144,7 +153,7 @@ impl Prepared {
     /// decoded from the npz files when a batch needs them.
     pub fn from_fairvision_files(loaded: &LoadedVision, image_size: usize, slices: usize, oct_size: usize) -> Self {
         let paths: Vec<PathBuf> = loaded.samples.iter().map(|s| loaded.dir.join(&s.file)).collect();
-        let source = Arc::new(crate::decode::Files { kind: crate::decode::FileKind::FairVision { slices, oct_size }, paths });
+        let source = Arc::new(crate::decode::Files::new(crate::decode::FileKind::FairVision { slices, oct_size }, paths));
         Self::vision(source, &loaded.samples, image_size).with_oct(slices, oct_size)
     }
 

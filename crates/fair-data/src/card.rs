@@ -266,20 +266,18 @@ fn read_all(split: &Prepared, threads: usize) -> (Option<ImageStats>, Vec<(Strin
     let source = split.source();
     let n = source.len();
     let chunk = n.div_ceil(threads).max(1);
+    let name = |i: usize| source.file(i).map(|p| p.display().to_string()).unwrap_or_else(|| format!("sample {i}"));
     let results: Vec<Inspected> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .collect::<Vec<_>>()
             .chunks(chunk)
             .map(|part| {
                 let part = part.to_vec();
-                s.spawn(move || {
-                    part.into_iter()
-                        .map(|i| source.inspect(i).map_err(|e| (source.file(i).map(|p| p.display().to_string()).unwrap_or_else(|| format!("sample {i}")), e.to_string())))
-                        .collect::<Vec<_>>()
-                })
+                let rows = part.clone();
+                (rows, s.spawn(move || part.into_iter().map(|i| source.inspect(i).map_err(|e| (name(i), e.to_string()))).collect::<Vec<_>>()))
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles.into_iter().flat_map(|(rows, h)| h.join().unwrap_or_else(|_| rows.into_iter().map(|i| Err((name(i), "reading it panicked".to_string()))).collect())).collect()
     });
     let (ok, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
     let ok: Vec<(usize, usize, usize)> = ok.into_iter().flatten().collect();

@@ -62,7 +62,9 @@ pub(crate) fn npz_keys(path: &Path) -> Result<Vec<String>> {
 /// A 2-d array as a grey image.
 fn grey_array(a: &crate::NpyArray, path: &Path, key: &str) -> Result<GrayImage> {
     match a.shape.as_slice() {
-        [h, w] if *h > 0 && *w > 0 => Ok(GrayImage { height: *h, width: *w, pixels: a.to_f32().ok_or_else(|| bad(path, format!("key '{key}': expected numbers")))? }),
+        [h, w] if *h > 0 && *w > 0 && a.len() == h * w => {
+            Ok(GrayImage { height: *h, width: *w, pixels: a.to_f32().ok_or_else(|| bad(path, format!("key '{key}': expected numbers")))? })
+        }
         s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
     }
 }
@@ -77,7 +79,7 @@ pub fn read_npz_fundus(path: &Path) -> Result<GrayImage> {
     entry.read_to_end(&mut bytes).map_err(|e| bad(path, format!("array '{key}': {e}")))?;
     let (shape, pixels) = crate::npy::npy_f32(&bytes, path, key)?;
     match shape.as_slice() {
-        [h, w] if *h > 0 && *w > 0 => Ok(GrayImage { height: *h, width: *w, pixels }),
+        [h, w] if *h > 0 && *w > 0 && pixels.len() == h * w => Ok(GrayImage { height: *h, width: *w, pixels }),
         s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
     }
 }
@@ -196,6 +198,24 @@ pub struct Files {
     pub kind: FileKind,
     /// One file per sample.
     pub paths: Vec<PathBuf>,
+    /// Where each sample's file is named (`metadata.csv:12, column 'file_name'`), for errors;
+    /// empty when the file is the sample (npz).
+    pub origins: Vec<String>,
+}
+
+impl Files {
+    /// Files that are the samples themselves (npz): errors name the file.
+    pub fn new(kind: FileKind, paths: Vec<PathBuf>) -> Self {
+        Self { kind, paths, origins: vec![] }
+    }
+
+    /// `e` with the place sample `i`'s file is named, where there is one.
+    fn locate(&self, i: usize, e: Error) -> Error {
+        match self.origins.get(i) {
+            Some(o) => Error::Invalid(format!("{o}: {e}")),
+            None => e,
+        }
+    }
 }
 
 impl ImageSource for Files {
@@ -208,6 +228,16 @@ impl ImageSource for Files {
     }
 
     fn inspect(&self, i: usize) -> Result<(usize, usize, usize)> {
+        self.inspect_file(i).map_err(|e| self.locate(i, e))
+    }
+
+    fn load(&self, i: usize, size: usize) -> Result<Item> {
+        self.load_file(i, size).map_err(|e| self.locate(i, e))
+    }
+}
+
+impl Files {
+    fn inspect_file(&self, i: usize) -> Result<(usize, usize, usize)> {
         let path = self.paths.get(i).ok_or_else(|| Error::Invalid(format!("sample {i} of {}", self.paths.len())))?;
         match self.kind {
             FileKind::FairVlmed => read_npz_fundus(path).map(|g| (g.width, g.height, 1)),
@@ -220,7 +250,7 @@ impl ImageSource for Files {
         }
     }
 
-    fn load(&self, i: usize, size: usize) -> Result<Item> {
+    fn load_file(&self, i: usize, size: usize) -> Result<Item> {
         let path = self.paths.get(i).ok_or_else(|| Error::Invalid(format!("sample {i} of {}", self.paths.len())))?;
         match self.kind {
             FileKind::FairVlmed => Ok(Item { channels: 1, pixels: crate::preprocess::clip_grey(&read_npz_fundus(path)?, size), oct: vec![] }),

@@ -121,6 +121,7 @@ pub fn read_fairvision_sample(path: &Path) -> Result<VisionSample> {
 fn read_fairvision_index(path: &Path) -> Result<VisionSample> {
     let f = NpzFields::read_except(path, &["slo_fundus", "oct_bscans"])?;
     let (height, width) = f.image_shape("slo_fundus")?;
+    f.volume_shape("oct_bscans")?;
     vision_sample(&f, GrayImage { height, width, pixels: vec![] }, Volume { depth: 0, height: 0, width: 0, voxels: vec![] })
 }
 

@@ -232,6 +232,18 @@ impl<'a> NpzFields<'a> {
         Ok(NpzFields { path, arrays, shapes })
     }
 
+    /// The shape of a non-empty 3-d volume array, read or skipped.
+    pub(crate) fn volume_shape(&self, key: &str) -> Result<[usize; 3]> {
+        let shape = match self.shapes.get(key) {
+            Some(s) => s.clone(),
+            None => self.get(key)?.shape.clone(),
+        };
+        match shape.as_slice() {
+            [d, h, w] if *d > 0 && *h > 0 && *w > 0 => Ok([*d, *h, *w]),
+            _ => Err(self.wrong(key, &format!("a non-empty 3-d volume [scans, height, width], got shape {shape:?}"))),
+        }
+    }
+
     /// The (height, width) of a 2-d image array, read or skipped.
     pub(crate) fn image_shape(&self, key: &str) -> Result<(usize, usize)> {
         let shape = match self.shapes.get(key) {

@@ -120,6 +120,8 @@ pub struct FolderSplit {
     pub labels: Vec<u8>,
     /// The label column's name.
     pub label_name: String,
+    /// The file column's name.
+    pub file_column: String,
     /// Each row's text (empty without a text column).
     pub texts: Vec<String>,
     /// The attributes, with the value names of the file.
@@ -133,6 +135,13 @@ pub struct FolderSplit {
 }
 
 impl FolderSplit {
+    /// The split's images as a source for [`crate::Prepared`]: errors name the metadata
+    /// line and column of the file.
+    pub fn files(&self) -> crate::decode::Files {
+        let origins = self.lines.iter().map(|l| format!("{}:{l}, column '{}'", self.metadata.display(), self.file_column)).collect();
+        crate::decode::Files { kind: crate::decode::FileKind::Image, paths: self.files.clone(), origins }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -190,6 +199,12 @@ fn read_metadata(path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
             }
             rows.push(Row { line: i + 1, cells });
         }
+        // A key a line leaves out is an empty cell (missing, for an attribute).
+        for r in &mut rows {
+            for c in &columns {
+                r.cells.entry(c.clone()).or_default();
+            }
+        }
         return Ok((columns, rows));
     }
     let mut records = csv_records(text, path)?.into_iter();
@@ -197,6 +212,13 @@ fn read_metadata(path: &Path) -> Result<(Vec<String>, Vec<Row>)> {
         return Err(Error::Csv { path: path.to_owned(), line: 1, message: "empty metadata file: expected a header line".into() });
     };
     let columns: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
+    if let Some((i, c)) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)) {
+        return Err(Error::Csv {
+            path: path.to_owned(),
+            line: 1,
+            message: format!("column '{c}' appears twice (fields {} and {})", columns.iter().position(|d| d == c).unwrap_or(0) + 1, i + 1),
+        });
+    }
     let mut rows = Vec::new();
     for (line, record) in records {
         if record.len() != columns.len() {
@@ -304,7 +326,7 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
         if known.len() < 2 {
             warnings.push(format!(
                 "{}: column '{a}' has {} known value{} ({}): its fairness metrics compare no groups",
-                sources[0].1.display(),
+                sources.iter().map(|s| s.1.display().to_string()).collect::<Vec<_>>().join(", "),
                 known.len(),
                 if known.len() == 1 { "" } else { "s" },
                 v.join(", ")
@@ -322,6 +344,7 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
             lines: vec![],
             labels: vec![],
             label_name: spec.label.clone(),
+            file_column: spec.file_column.clone(),
             texts: vec![],
             attributes: Attributes::default(),
             sizes: vec![],
@@ -366,6 +389,10 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
                         }
                     })
                     .collect();
+                if filter && row_codes.iter().any(|&c| c < 0) {
+                    out.filtered_unknown += 1;
+                    continue;
+                }
                 let file_cell = r.cells[&spec.file_column].trim();
                 if file_cell.is_empty() {
                     return Err(at(format!("column '{}': empty file name", spec.file_column)));
@@ -384,10 +411,6 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
                     }
                     (Err(e), OnError::Fail) => return Err(e),
                 };
-                if filter && row_codes.iter().any(|&c| c < 0) {
-                    out.filtered_unknown += 1;
-                    continue;
-                }
                 out.files.push(file);
                 out.lines.push(r.line);
                 out.labels.push(class as u8);
@@ -465,6 +488,19 @@ mod tests {
         write(&dir, &ok.replace("test", "holdout"), &[]);
         let e = load_folder(&dir, &spec(), &opts).unwrap_err().to_string();
         assert!(e.contains("metadata.csv:4") && e.contains("split 'holdout'"), "{e}");
+
+        write(&dir, &ok.replace("file_name,split,y,site", "file_name,split,y,y"), &[]);
+        let e = load_folder(&dir, &FolderSpec { attributes: vec![], ..spec() }, &opts).unwrap_err().to_string();
+        assert!(e.contains("metadata.csv:1") && e.contains("column 'y' appears twice"), "{e}");
+
+        // A file that breaks after indexing: the batch's error names the metadata line.
+        write(&dir, ok, &[]);
+        let data = load_folder(&dir, &spec(), &opts).unwrap();
+        std::fs::write(dir.join("c.png"), b"broken").unwrap();
+        let tok = crate::TextTokenizer::train(&["a b c".to_string()], 300, 8).unwrap();
+        let test = crate::Prepared::from_folder(&data.splits[2], 8, &tok, 180).unwrap();
+        let e = test.batch::<burn::backend::Flex>(&[0], &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("metadata.csv:4, column 'file_name'") && e.contains("c.png"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -472,7 +508,7 @@ mod tests {
     fn per_split_folders_jsonl_order_and_unknowns() {
         let dir = std::env::temp_dir().join(format!("folder-splits-{}", std::process::id()));
         for (split, rows) in [
-            ("train", "{\"file_name\": \"a.png\", \"y\": 1, \"site\": \"unknown\"}\n{\"file_name\": \"b.png\", \"y\": 0, \"site\": \"B\"}\n"),
+            ("train", "{\"file_name\": \"a.png\", \"y\": 1}\n{\"file_name\": \"b.png\", \"y\": 0, \"site\": \"B\"}\n"),
             ("val", "{\"file_name\": \"a.png\", \"y\": 1, \"site\": null}\n{\"file_name\": \"b.png\", \"y\": 0, \"site\": \"B\"}\n"),
             ("test", "{\"file_name\": \"a.png\", \"y\": 0, \"site\": \"A\"}\n"),
         ] {

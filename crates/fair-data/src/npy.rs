@@ -140,12 +140,12 @@ fn header_of(bytes: &[u8], path: &Path, key: &str) -> Result<(String, Vec<usize>
 /// through i64 for the dtypes images come in (uint8, float32).
 pub(crate) fn npy_f32(bytes: &[u8], path: &Path, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     let (descr, shape, start) = header_of(bytes, path, key)?;
-    let n: usize = shape.iter().product();
+    let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad(path, format!("array '{key}': shape overflows")))?;
     let body = &bytes[start..];
     let short = || bad(path, format!("array '{key}': truncated data ({} bytes for {n} values of '{descr}')", body.len()));
     match descr.as_str() {
         "|u1" => Ok((shape, body.get(..n).ok_or_else(short)?.iter().map(|&b| b as f32).collect())),
-        "<f4" => Ok((shape, body.get(..4 * n).ok_or_else(short)?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())),
+        "<f4" => Ok((shape, body.get(..n.checked_mul(4).ok_or_else(short)?).ok_or_else(short)?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())),
         _ => {
             let a = parse_npy(bytes, path, key)?;
             let v = a.to_f32().ok_or_else(|| bad(path, format!("array '{key}': expected numbers, got '{}'", a.descr)))?;

@@ -150,7 +150,7 @@ pub fn prepare_folder(data: &crate::FolderDataset, spec: &crate::FolderSpec, out
         let column = split.attributes.column(sensitive)?;
         values.clone_from(&column.values);
         let dst = if split.split == crate::Split::Test { &mut test } else { &mut train };
-        let files = crate::decode::Files { kind: crate::decode::FileKind::Image, paths: split.files.clone() };
+        let files = split.files();
         for i in 0..split.len() {
             if column.codes[i] < 0 {
                 continue;

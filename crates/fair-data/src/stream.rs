@@ -99,7 +99,8 @@ impl ImageSource for InMemory {
 pub struct Pipeline {
     /// Decoding threads (0: one per core, at most 8).
     pub workers: usize,
-    /// Batches decoded ahead of the one training uses.
+    /// Batches decoded ahead of the one training uses (at least one per worker: each worker
+    /// decodes a whole batch).
     pub prefetch: usize,
     /// Preprocessed images kept in memory, in MiB (0: no cache, every epoch decodes again).
     pub cache_mib: usize,
@@ -199,6 +200,7 @@ impl Loader {
         }
         let chunk = rows.len().div_ceil(threads);
         let parts: Vec<Result<Pixels>> = std::thread::scope(|s| {
+            // A panic in a part becomes its error.
             let handles: Vec<_> = rows.chunks(chunk).map(|part| s.spawn(move || self.pixels(part))).collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("an image worker panicked".into())))).collect()
         });
@@ -241,11 +243,11 @@ impl Stream {
     pub(crate) fn start(loader: &Loader, batches: Vec<Vec<usize>>, pipeline: &Pipeline) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
-        let depth = pipeline.prefetch.max(1);
-        let (tx, rx) = sync_channel(depth + pipeline.threads());
+        let threads = if loader.source.in_memory() { 1 } else { pipeline.threads() };
+        let depth = pipeline.prefetch.max(threads).max(1);
+        let (tx, rx) = sync_channel(depth + threads);
         let jobs = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(batches.clone());
-        let threads = if loader.source.in_memory() { 1 } else { pipeline.threads() };
         let workers = (0..threads.min(batches.len()).max(1))
             .map(|_| {
                 let (loader, jobs, shared, gate, stop, tx) = (loader.clone(), jobs.clone(), shared.clone(), gate.clone(), stop.clone(), tx.clone());
@@ -266,7 +268,10 @@ impl Stream {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    if tx.send((j, loader.pixels(&shared[j]))).is_err() {
+                    // A panic becomes this batch's error: the consumer waits for batch j.
+                    let pixels = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.pixels(&shared[j])))
+                        .unwrap_or_else(|_| Err(Error::Invalid(format!("decoding batch {j} (rows {:?}) panicked", shared[j]))));
+                    if tx.send((j, pixels)).is_err() {
                         return;
                     }
                 })
@@ -307,7 +312,11 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // Under the gate's lock, so that no worker checks `stop` and then misses the wake-up.
+        {
+            let _held = self.gate.0.lock();
+            self.stop.store(true, Ordering::SeqCst);
+        }
         self.gate.1.notify_all();
         // Dropping the receiver fails a worker's pending send, so none blocks.
         self.rx = None;

@@ -90,8 +90,18 @@ pub fn load_fairvision_split(root: &Path, split: Split, on_error: OnError) -> Re
 
 /// [`load_fairvision_split`] without the images' and volumes' values (their sizes only): the
 /// streaming pipeline reads them when a batch needs them.
+/// With [`OnError::Skip`] every file is read in full once, so that a corrupt one is skipped
+/// now rather than found in the middle of training.
 pub fn index_fairvision_split(root: &Path, split: Split, on_error: OnError) -> Result<LoadedVision> {
-    load_with(root, split, on_error, read_fairvision_index)
+    match on_error {
+        OnError::Fail => load_with(root, split, on_error, read_fairvision_index),
+        OnError::Skip => load_with(root, split, on_error, |p| {
+            let mut s = read_fairvision_sample(p)?;
+            s.fundus.pixels = vec![];
+            s.oct = Volume { depth: 0, height: 0, width: 0, voxels: vec![] };
+            Ok(s)
+        }),
+    }
 }
 
 fn load_with(root: &Path, split: Split, on_error: OnError, read: fn(&Path) -> Result<VisionSample>) -> Result<LoadedVision> {

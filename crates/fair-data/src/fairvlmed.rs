@@ -107,8 +107,10 @@ pub struct LoadOptions {
     pub filter_unknown: Option<bool>,
     /// Unreadable files.
     pub on_error: OnError,
-    /// Read everything but the images' pixels (their sizes only): the streaming pipeline
-    /// decodes them when a batch needs them.
+    /// Keep everything but the images' pixels (their sizes only): the streaming pipeline
+    /// decodes them when a batch needs them. With [`OnError::Fail`] only the images' headers
+    /// are read; with [`OnError::Skip`] every file is read in full once, so that a corrupt
+    /// one is skipped now rather than found in the middle of training.
     pub index_only: bool,
 }
 
@@ -140,7 +142,13 @@ pub fn load_split(root: &Path, split: Split, opts: &LoadOptions) -> Result<Loade
     let files = npz_files(&dir)?;
     let filter = opts.filter_unknown.unwrap_or(split != Split::Training);
     let mut out = Loaded { dir: dir.clone(), ..Loaded::default() };
-    let read = if opts.index_only { read_sample_index } else { read_sample };
+    // Skipping unreadable files needs them read in full now: a corrupt image found later
+    // could not be skipped without changing the epoch's batches.
+    let read = match (opts.index_only, opts.on_error) {
+        (true, OnError::Fail) => read_sample_index,
+        (true, OnError::Skip) => read_sample_checked,
+        (false, _) => read_sample,
+    };
     for path in files {
         let sample = read(&path).and_then(|mut s| {
             if let Some(map) = &summaries {
@@ -178,6 +186,13 @@ pub fn read_sample_index(path: &Path) -> Result<Sample> {
     let f = NpzFields::read_except(path, &["slo_fundus", "oct_bscans"])?;
     let (height, width) = f.image_shape("slo_fundus")?;
     sample_from(&f, GrayImage { height, width, pixels: vec![] })
+}
+
+/// [`read_sample`] without keeping the pixels: the whole file is read and checked.
+fn read_sample_checked(path: &Path) -> Result<Sample> {
+    let mut s = read_sample(path)?;
+    s.image.pixels = vec![];
+    Ok(s)
 }
 
 fn sample_from(f: &NpzFields<'_>, image: GrayImage) -> Result<Sample> {

@@ -399,7 +399,13 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
                 }
                 let file = base.join(file_cell);
                 let size = if file.is_file() {
-                    crate::decode::image_dimensions(&file).map_err(|e| at(format!("column '{}': {e}", spec.file_column)))
+                    // Skipping needs the whole image read now (a corrupt one found later could not
+                    // be skipped without changing the epoch's batches); failing can wait.
+                    let read = match opts.on_error {
+                        OnError::Fail => crate::decode::image_dimensions(&file),
+                        OnError::Skip => crate::decode::read_image(&file).map(|d| (d.width, d.height)),
+                    };
+                    read.map_err(|e| at(format!("column '{}': {e}", spec.file_column)))
                 } else {
                     Err(at(format!("column '{}': {} does not exist", spec.file_column, file.display())))
                 };
@@ -492,6 +498,19 @@ mod tests {
         write(&dir, &ok.replace("file_name,split,y,site", "file_name,split,y,y"), &[]);
         let e = load_folder(&dir, &FolderSpec { attributes: vec![], ..spec() }, &opts).unwrap_err().to_string();
         assert!(e.contains("metadata.csv:1") && e.contains("column 'y' appears twice"), "{e}");
+
+        // A PNG whose header reads but whose pixels do not: skipped when indexing with
+        // on_error = "skip"; with "fail", indexing reads headers only and the batch fails.
+        let big = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8]));
+        big.save(dir.join("a.png")).unwrap();
+        let bytes = std::fs::read(dir.join("a.png")).unwrap();
+        std::fs::write(dir.join("a.png"), &bytes[..bytes.len() / 2]).unwrap();
+        write(&dir, &ok.replace("a.png,train,0,A\n", "a.png,train,0,A\nb.png,train,1,B\n"), &[]);
+        let data = load_folder(&dir, &spec(), &skip).unwrap();
+        assert_eq!((data.splits[0].len(), data.splits[0].skipped.len()), (1, 1), "{:?}", data.splits[0].skipped);
+        assert!(data.splits[0].skipped[0].0.ends_with("a.png"));
+        assert_eq!(load_folder(&dir, &spec(), &opts).unwrap().splits[0].len(), 2);
+        image::GrayImage::new(4, 3).save(dir.join("a.png")).unwrap();
 
         // A file that breaks after indexing: the batch's error names the metadata line.
         write(&dir, ok, &[]);

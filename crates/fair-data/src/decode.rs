@@ -21,6 +21,9 @@ pub struct Decoded {
     pub width: usize,
     /// `channels * height * width` values, plane after plane.
     pub planes: Vec<f32>,
+    /// Whether the values are the bytes of an 8-bit image (PNG, JPEG, uint8 `.npy`), which
+    /// are resized in Pillow's 8-bit fixed point; otherwise in floating point.
+    pub eight_bit: bool,
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
@@ -93,9 +96,10 @@ pub fn read_image(path: &Path) -> Result<Decoded> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
         let a = parse_npy(&bytes, path, "npy")?;
         let scale = if a.descr.ends_with("u2") { 1.0 / 257.0 } else { 1.0 };
+        let eight_bit = a.descr == "|u1";
         let values = a.to_f32().ok_or_else(|| bad(path, "expected numbers"))?;
         return match a.shape.as_slice() {
-            [h, w] if *h > 0 && *w > 0 => Ok(Decoded { channels: 1, height: *h, width: *w, planes: values.iter().map(|v| v * scale).collect() }),
+            [h, w] if *h > 0 && *w > 0 => Ok(Decoded { channels: 1, height: *h, width: *w, planes: values.iter().map(|v| v * scale).collect(), eight_bit }),
             [h, w, 3] if *h > 0 && *w > 0 => {
                 let n = h * w;
                 let mut planes = vec![0f32; 3 * n];
@@ -104,7 +108,7 @@ pub fn read_image(path: &Path) -> Result<Decoded> {
                         planes[c * n + p] = px[c] * scale;
                     }
                 }
-                Ok(Decoded { channels: 3, height: *h, width: *w, planes })
+                Ok(Decoded { channels: 3, height: *h, width: *w, planes, eight_bit })
             }
             s => Err(bad(path, format!("shape {s:?}: expected [height, width] or [height, width, 3]"))),
         };
@@ -116,7 +120,7 @@ pub fn read_image(path: &Path) -> Result<Decoded> {
         .decode()
         .map_err(|e| bad(path, format!("cannot decode the image: {e}")))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
-    let planar = |channels: usize, values: Vec<f32>| {
+    let planar = |channels: usize, values: Vec<f32>, eight_bit: bool| {
         let n = width * height;
         let mut planes = vec![0f32; channels * n];
         for (p, px) in values.chunks_exact(channels).enumerate() {
@@ -124,15 +128,15 @@ pub fn read_image(path: &Path) -> Result<Decoded> {
                 planes[c * n + p] = px[c];
             }
         }
-        Decoded { channels, height, width, planes }
+        Decoded { channels, height, width, planes, eight_bit }
     };
     use image::DynamicImage as D;
     Ok(match img {
-        D::ImageLuma8(g) => planar(1, g.into_raw().into_iter().map(f32::from).collect()),
-        D::ImageLumaA8(_) => planar(1, img.to_luma8().into_raw().into_iter().map(f32::from).collect()),
-        D::ImageLuma16(_) | D::ImageLumaA16(_) => planar(1, img.to_luma16().into_raw().into_iter().map(|v| v as f32 / 257.0).collect()),
-        D::ImageRgb16(_) | D::ImageRgba16(_) => planar(3, img.to_rgb16().into_raw().into_iter().map(|v| v as f32 / 257.0).collect()),
-        other => planar(3, other.to_rgb8().into_raw().into_iter().map(f32::from).collect()),
+        D::ImageLuma8(g) => planar(1, g.into_raw().into_iter().map(f32::from).collect(), true),
+        D::ImageLumaA8(_) => planar(1, img.to_luma8().into_raw().into_iter().map(f32::from).collect(), true),
+        D::ImageLuma16(_) | D::ImageLumaA16(_) => planar(1, img.to_luma16().into_raw().into_iter().map(|v| v as f32 / 257.0).collect(), false),
+        D::ImageRgb16(_) | D::ImageRgba16(_) => planar(3, img.to_rgb16().into_raw().into_iter().map(|v| v as f32 / 257.0).collect(), false),
+        other => planar(3, other.to_rgb8().into_raw().into_iter().map(f32::from).collect(), true),
     })
 }
 
@@ -160,14 +164,20 @@ pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
 }
 
 /// CLIP's preprocessing of each plane (shorter side resized to `size`, bicubic as Pillow,
-/// centre crop), to bytes. `truncate` converts as Pillow's `convert("RGB")` of a float image
-/// does (FairCLIP's fundus path); otherwise values are rounded, as Pillow's 8-bit resize of a
-/// PNG or JPEG rounds.
+/// centre crop), to bytes. An 8-bit image is resized as Pillow resizes 8-bit images (fixed
+/// point, bit for bit). Otherwise in floating point, as Pillow resizes a mode "F" image:
+/// `truncate` then converts as `convert("RGB")` of a float image does (FairCLIP's fundus
+/// path), else values are rounded.
 pub fn clip_planes(img: &Decoded, size: usize, truncate: bool) -> Vec<u8> {
     let n = img.height * img.width;
     let mut out = vec![0u8; img.channels * size * size];
     for c in 0..img.channels {
         let dst = &mut out[c * size * size..(c + 1) * size * size];
+        if img.eight_bit && !truncate {
+            let bytes: Vec<u8> = img.planes[c * n..(c + 1) * n].iter().map(|&v| v as u8).collect();
+            crate::preprocess::resize_crop_u8(&bytes, img.width, img.height, size, |i, v| dst[i] = v);
+            continue;
+        }
         crate::preprocess::resize_crop(&img.planes[c * n..(c + 1) * n], img.width, img.height, size, |i, v| {
             dst[i] = if truncate { v as u8 } else { v.round().clamp(0.0, 255.0) as u8 };
         });
@@ -274,7 +284,7 @@ mod tests {
     #[test]
     fn grey_planes_match_the_fundus_path() {
         let img = GrayImage { height: 30, width: 20, pixels: (0..600).map(|v| (v % 251) as f32 + 0.5).collect() };
-        let dec = Decoded { channels: 1, height: 30, width: 20, planes: img.pixels.clone() };
+        let dec = Decoded { channels: 1, height: 30, width: 20, planes: img.pixels.clone(), eight_bit: false };
         assert_eq!(clip_planes(&dec, 16, true), crate::preprocess::clip_grey(&img, 16));
     }
 

@@ -173,6 +173,63 @@ pub(crate) fn resize_crop(pixels: &[f32], width: usize, height: usize, size: usi
     }
 }
 
+/// Pillow's fixed-point precision for 8-bit resampling (`Resample.c`: 32 - 8 - 2 bits).
+const PRECISION_BITS: u32 = 22;
+
+/// [`resize_crop`] of an 8-bit plane exactly as Pillow resizes 8-bit images (modes "L" and
+/// "RGB", what `Image.open(png).convert("RGB")` gives): coefficients rounded to 22-bit fixed
+/// point, each pass accumulated in integers from a half and clamped to 0-255, the
+/// intermediate stored as bytes.
+pub(crate) fn resize_crop_u8(pixels: &[u8], width: usize, height: usize, size: usize, mut put: impl FnMut(usize, u8)) {
+    let fixed = |coeffs: Vec<(usize, Vec<f64>)>| -> Vec<(usize, Vec<i32>)> {
+        let one = (1u32 << PRECISION_BITS) as f64;
+        coeffs.into_iter().map(|(m, k)| (m, k.into_iter().map(|c| if c < 0.0 { (-0.5 + c * one) as i32 } else { (0.5 + c * one) as i32 }).collect())).collect()
+    };
+    let clip8 = |ss: i32| (ss >> PRECISION_BITS).clamp(0, 255) as u8;
+    let (w, h) = resized_size(width, height, size);
+    let top = ((h.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
+    let left = ((w.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
+    let (cols, rows) = (size.min(w), size.min(h));
+    let hcoef = (w != width).then(|| fixed(coefficients(width, w)[left..left + cols].to_vec()));
+    let vcoef = (h != height).then(|| fixed(coefficients(height, h)[top..top + rows].to_vec()));
+    let (y_lo, y_hi) = match &vcoef {
+        Some(v) => (v.iter().map(|(m, _)| *m).min().unwrap_or(0), v.iter().map(|(m, k)| m + k.len()).max().unwrap_or(0)),
+        None => (top, top + rows),
+    };
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let mut tmp = vec![0u8; (y_hi - y_lo) * cols];
+    for y in y_lo..y_hi {
+        let row = &pixels[y * width..(y + 1) * width];
+        let dst = &mut tmp[(y - y_lo) * cols..(y - y_lo + 1) * cols];
+        match &hcoef {
+            Some(hc) => {
+                for (d, (xmin, k)) in dst.iter_mut().zip(hc) {
+                    let ss = k.iter().zip(&row[*xmin..]).fold(half, |ss, (&c, &v)| ss.wrapping_add(v as i32 * c));
+                    *d = clip8(ss);
+                }
+            }
+            None => dst.copy_from_slice(&row[left..left + cols]),
+        }
+    }
+    match &vcoef {
+        Some(vc) => {
+            for (yy, (ymin, k)) in vc.iter().enumerate() {
+                for x in 0..cols {
+                    let ss = k.iter().enumerate().fold(half, |ss, (i, &c)| ss.wrapping_add(tmp[(ymin + i - y_lo) * cols + x] as i32 * c));
+                    put(yy * size + x, clip8(ss));
+                }
+            }
+        }
+        None => {
+            for yy in 0..rows {
+                for x in 0..cols {
+                    put(yy * size + x, tmp[yy * cols + x]);
+                }
+            }
+        }
+    }
+}
+
 /// `ToTensor` and `Normalize` of grey bytes into the three CLIP channels, `[3, n]`.
 pub fn normalize(grey: &[u8]) -> Vec<f32> {
     let mut out = Vec::with_capacity(3 * grey.len());

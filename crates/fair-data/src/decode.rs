@@ -38,8 +38,8 @@ pub fn read_npz_arrays(path: &Path, keys: &[&str]) -> Result<Vec<crate::NpyArray
     keys.iter()
         .map(|key| {
             let mut entry = zip.by_name(&format!("{key}.npy")).map_err(|_| bad(path, format!("missing key '{key}'")))?;
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut bytes).map_err(|e| bad(path, format!("array '{key}': {e}")))?;
+            let (declared, compressed) = (entry.size(), entry.compressed_size());
+            let bytes = crate::limits::read_entry(&mut entry, declared, compressed, path, key)?;
             parse_npy(&bytes, path, key)
         })
         .collect()
@@ -78,11 +78,14 @@ pub fn read_npz_fundus(path: &Path) -> Result<GrayImage> {
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(path, format!("not a readable npz (zip) archive: {e}")))?;
     let key = "slo_fundus";
     let mut entry = zip.by_name("slo_fundus.npy").map_err(|_| bad(path, format!("missing key '{key}'")))?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut bytes).map_err(|e| bad(path, format!("array '{key}': {e}")))?;
+    let (declared, compressed) = (entry.size(), entry.compressed_size());
+    let bytes = crate::limits::read_entry(&mut entry, declared, compressed, path, key)?;
     let (shape, pixels) = crate::npy::npy_f32(&bytes, path, key)?;
     match shape.as_slice() {
-        [h, w] if *h > 0 && *w > 0 && pixels.len() == h * w => Ok(GrayImage { height: *h, width: *w, pixels }),
+        [h, w] if *h > 0 && *w > 0 && pixels.len() == h * w => {
+            crate::Limits::current().check_image(path, *w, *h)?;
+            Ok(GrayImage { height: *h, width: *w, pixels })
+        }
         s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
     }
 }
@@ -93,8 +96,16 @@ pub fn read_npz_fundus(path: &Path) -> Result<GrayImage> {
 pub fn read_image(path: &Path) -> Result<Decoded> {
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if is_npy {
+        let size = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?.len();
+        let l = crate::Limits::current();
+        if size > l.max_array_bytes {
+            return Err(bad(path, format!("{size} bytes: above data.limits.max_array_bytes = {}", l.max_array_bytes)));
+        }
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
         let a = parse_npy(&bytes, path, "npy")?;
+        if let [h, w, ..] = a.shape.as_slice() {
+            l.check_image(path, *w, *h)?;
+        }
         let scale = if a.descr.ends_with("u2") { 1.0 / 257.0 } else { 1.0 };
         let eight_bit = a.descr == "|u1";
         let values = a.to_f32().ok_or_else(|| bad(path, "expected numbers"))?;
@@ -113,13 +124,18 @@ pub fn read_image(path: &Path) -> Result<Decoded> {
             s => Err(bad(path, format!("shape {s:?}: expected [height, width] or [height, width, 3]"))),
         };
     }
-    let img = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .map_err(|source| Error::Io { path: path.to_owned(), source })?
         .with_guessed_format()
-        .map_err(|source| Error::Io { path: path.to_owned(), source })?
-        .decode()
-        .map_err(|e| bad(path, format!("cannot decode the image: {e}")))?;
+        .map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    // The decoder refuses to allocate past the pixel cap (8 bytes: 16-bit RGBA).
+    let l = crate::Limits::current();
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(l.max_pixels.saturating_mul(8));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(path, format!("cannot decode the image: {e}")))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
+    l.check_image(path, width, height)?;
     let planar = |channels: usize, values: Vec<f32>, eight_bit: bool| {
         let n = width * height;
         let mut planes = vec![0f32; channels * n];
@@ -150,7 +166,7 @@ pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
         head.truncate(n);
         let (_, shape) = crate::npy::parse_header(&head, path, "npy")?;
         return match shape.as_slice() {
-            [h, w] | [h, w, 3] if *h > 0 && *w > 0 => Ok((*w, *h)),
+            [h, w] | [h, w, 3] if *h > 0 && *w > 0 => crate::Limits::current().check_image(path, *w, *h).map(|()| (*w, *h)),
             s => Err(bad(path, format!("shape {s:?}: expected [height, width] or [height, width, 3]"))),
         };
     }
@@ -160,6 +176,7 @@ pub fn image_dimensions(path: &Path) -> Result<(usize, usize)> {
         .map_err(|source| Error::Io { path: path.to_owned(), source })?
         .into_dimensions()
         .map_err(|e| bad(path, format!("cannot read the image header: {e}")))?;
+    crate::Limits::current().check_image(path, w as usize, h as usize)?;
     Ok((w as usize, h as usize))
 }
 

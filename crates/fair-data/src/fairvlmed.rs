@@ -266,7 +266,7 @@ impl<'a> NpzFields<'a> {
             None => self.get(key)?.shape.clone(),
         };
         match shape.as_slice() {
-            [h, w] if *h > 0 && *w > 0 => Ok((*h, *w)),
+            [h, w] if *h > 0 && *w > 0 => crate::Limits::current().check_image(self.path, *w, *h).map(|()| (*h, *w)),
             _ => Err(self.wrong(key, &format!("a 2-d image, got shape {shape:?}"))),
         }
     }
@@ -306,9 +306,10 @@ impl<'a> NpzFields<'a> {
     pub(crate) fn image(&self, key: &str) -> Result<GrayImage> {
         let img = self.get(key)?;
         let (height, width) = match img.shape.as_slice() {
-            [h, w] => (*h, *w),
-            _ => return Err(self.wrong(key, &format!("a 2-d image, got shape {:?}", img.shape))),
+            [h, w] if *h > 0 && *w > 0 => (*h, *w),
+            _ => return Err(self.wrong(key, &format!("a 2-d image with both sides above 0, got shape {:?}", img.shape))),
         };
+        crate::Limits::current().check_image(self.path, width, height)?;
         let pixels = img.to_f32().ok_or_else(|| self.wrong(key, "numbers"))?;
         Ok(GrayImage { height, width, pixels })
     }

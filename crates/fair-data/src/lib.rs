@@ -42,6 +42,7 @@ mod fairvision;
 mod fairvlmed;
 mod folder;
 mod images;
+mod limits;
 mod npy;
 mod parties;
 mod preprocess;
@@ -62,6 +63,7 @@ pub use fairvlmed::{
 };
 pub use folder::{load_folder, FolderDataset, FolderSpec, FolderSplit};
 pub use images::{fundus_images, read_idx, tinted_fashion_mnist, LabelledImages, TintConfig};
+pub use limits::Limits;
 pub use npy::{parse_npy, read_npz, read_npz_from, write_npy, write_npz, NpyArray, NpyData};
 pub use parties::{prepare_faces, prepare_fashion_mnist, prepare_folder, prepare_fundus, PartyLabels, PreparedSizes};
 pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};

@@ -165,7 +165,7 @@ pub fn parse_npy(bytes: &[u8], path: &Path, key: &str) -> Result<NpyArray> {
         if b.len() < 3 {
             return Err(e(format!("unsupported dtype '{descr}'")));
         }
-        (b[0], b[1], descr[2..].parse::<usize>().map_err(|_| e(format!("unsupported dtype '{descr}'")))?)
+        (b[0], b[1], descr.get(2..).and_then(|w| w.parse::<usize>().ok()).ok_or_else(|| e(format!("unsupported dtype '{descr}'")))?)
     };
     if order == b'>' && size > 1 {
         return Err(e(format!("big-endian dtype '{descr}' is not supported")));
@@ -271,8 +271,8 @@ pub fn read_npz_from<R: Read + Seek>(reader: R, path: &Path) -> Result<BTreeMap<
         let mut entry = zip.by_index(i).map_err(|e| bad(path, format!("entry {i}: {e}")))?;
         let name = entry.name().map_err(|e| bad(path, format!("entry {i}: {e}")))?.into_owned();
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_owned();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| bad(path, format!("array '{key}': {e}")))?;
+        let (declared, compressed) = (entry.size(), entry.compressed_size());
+        let bytes = crate::limits::read_entry(&mut entry, declared, compressed, path, &key)?;
         out.insert(key.clone(), parse_npy(&bytes, path, &key)?);
     }
     Ok(out)

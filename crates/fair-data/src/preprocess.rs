@@ -27,10 +27,16 @@ fn bicubic(x: f64) -> f64 {
 /// Pillow's `precompute_coeffs`: for each output index, the first input index and the
 /// normalised weights (the kernel is widened by the scale when shrinking: antialiasing).
 fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
+    coefficients_of(in_size, out_size, 0..out_size)
+}
+
+/// [`coefficients`] of the output indices `range` only: an extreme aspect ratio resizes one
+/// side to millions of pixels, of which the crop keeps a few hundred.
+fn coefficients_of(in_size: usize, out_size: usize, range: std::ops::Range<usize>) -> Vec<(usize, Vec<f64>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;
-    (0..out_size)
+    range
         .map(|xx| {
             let center = (xx as f64 + 0.5) * scale;
             // C casts truncate toward zero.
@@ -82,6 +88,9 @@ pub fn resize_bicubic(img: &GrayImage, width: usize, height: usize) -> GrayImage
 /// `int(size * long / short)`. Returns (width, height).
 pub fn resized_size(width: usize, height: usize, size: usize) -> (usize, usize) {
     let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    if short == 0 {
+        return (size, size);
+    }
     let new_long = (size as f64 * long as f64 / short as f64) as usize;
     if width <= height {
         (size, new_long)
@@ -126,8 +135,11 @@ pub(crate) fn resize_crop(pixels: &[f32], width: usize, height: usize, size: usi
     let left = ((w.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
     let (cols, rows) = (size.min(w), size.min(h));
     // Output columns [left, left + cols) of the horizontal pass (identity when the width stays).
-    let hcoef: Option<Vec<(usize, Vec<f64>)>> = (w != width).then(|| coefficients(width, w)[left..left + cols].to_vec());
-    let vcoef: Option<Vec<(usize, Vec<f64>)>> = (h != height).then(|| coefficients(height, h)[top..top + rows].to_vec());
+    if width == 0 || height == 0 || pixels.len() < width * height {
+        return;
+    }
+    let hcoef: Option<Vec<(usize, Vec<f64>)>> = (w != width).then(|| coefficients_of(width, w, left..left + cols));
+    let vcoef: Option<Vec<(usize, Vec<f64>)>> = (h != height).then(|| coefficients_of(height, h, top..top + rows));
     // The input rows the vertical pass reads.
     let (y_lo, y_hi) = match &vcoef {
         Some(v) => (v.iter().map(|(m, _)| *m).min().unwrap_or(0), v.iter().map(|(m, k)| m + k.len()).max().unwrap_or(0)),
@@ -190,8 +202,11 @@ pub(crate) fn resize_crop_u8(pixels: &[u8], width: usize, height: usize, size: u
     let top = ((h.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
     let left = ((w.saturating_sub(size)) as f64 / 2.0).round_ties_even() as usize;
     let (cols, rows) = (size.min(w), size.min(h));
-    let hcoef = (w != width).then(|| fixed(coefficients(width, w)[left..left + cols].to_vec()));
-    let vcoef = (h != height).then(|| fixed(coefficients(height, h)[top..top + rows].to_vec()));
+    if width == 0 || height == 0 || pixels.len() < width * height {
+        return;
+    }
+    let hcoef = (w != width).then(|| fixed(coefficients_of(width, w, left..left + cols)));
+    let vcoef = (h != height).then(|| fixed(coefficients_of(height, h, top..top + rows)));
     let (y_lo, y_hi) = match &vcoef {
         Some(v) => (v.iter().map(|(m, _)| *m).min().unwrap_or(0), v.iter().map(|(m, k)| m + k.len()).max().unwrap_or(0)),
         None => (top, top + rows),

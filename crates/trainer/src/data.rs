@@ -52,6 +52,7 @@ impl ExperimentData {
     /// `tokenizer` when given, else the config's `model.text` one, else one trained on the
     /// training notes.
     pub fn load(exp: &Experiment, tokenizer: Option<TextTokenizer>) -> Result<Self> {
+        exp.data.limits.install();
         let image_size = exp.model.image_size().map_err(Error::Invalid)?;
         let d = &exp.data;
         let mut skipped = Vec::new();

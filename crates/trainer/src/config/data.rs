@@ -54,6 +54,9 @@ pub struct DataConfig {
     pub folder: fair_data::FolderSpec,
     /// The streaming input pipeline: decoding threads, batches read ahead, cache size.
     pub pipeline: fair_data::Pipeline,
+    /// Caps on what a data file may make the readers allocate (image pixels, array bytes,
+    /// compression ratio).
+    pub limits: fair_data::Limits,
 }
 
 impl Default for DataConfig {
@@ -71,6 +74,7 @@ impl Default for DataConfig {
             oct: fair_data::OctSynth::default(),
             folder: fair_data::FolderSpec::default(),
             pipeline: fair_data::Pipeline::default(),
+            limits: fair_data::Limits::default(),
         }
     }
 }

@@ -21,15 +21,21 @@ pub(crate) fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a kill never leaves a
 /// half-written file.
+/// A temporary name beside `path`, unique to this process: two writers never share one.
+pub(crate) fn tmp_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_name(path);
     std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Saves the model as safetensors (Hugging Face key names), atomically.
 pub fn save_safetensors<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
+    let tmp = tmp_name(path);
     model.save_into(&mut SafetensorsStore::from_file(&tmp).overwrite(true)).map_err(|e| ckpt_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }

@@ -25,6 +25,7 @@ mod error;
 mod evaluate;
 mod experiment;
 mod html;
+mod lock;
 mod log;
 pub mod lora;
 mod optim;
@@ -42,6 +43,7 @@ pub use config::{
 pub use data::{write_synthetic, ExperimentData};
 pub use error::{Error, Result};
 pub use evaluate::{attributes, report, AttributeMetrics, EpochMetrics};
+pub use lock::RunLock;
 pub use log::{EpochLog, MultimodalLog};
 pub use optim::{Optim, Schedule};
 pub use report::{FinalReport, Roc};

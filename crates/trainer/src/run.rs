@@ -98,9 +98,9 @@ pub fn train<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B
 /// Opens a run folder: a new run writes its config and tokenizer; an existing one is refused
 /// without `--resume`, refused with another config, and otherwise yields its `state.json` and
 /// its own tokenizer (so token ids cannot change under the model). Then loads the data.
-fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, ExperimentData)> {
+fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, ExperimentData, crate::lock::RunLock)> {
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let lock = crate::lock::RunLock::acquire(out)?;
     let has_run = out.join("state.json").is_file();
     if has_run && !opts.resume {
         return Err(ckpt_err(out, "already holds a run; continue it with --resume or choose another --out"));
@@ -117,6 +117,7 @@ fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, Exper
     } else {
         None
     };
+    crate::lock::clean_leftovers(out, state.as_ref().map_or(0, |s| s.epochs_done))?;
     let tokenizer = match &state {
         Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
         None => None,
@@ -126,7 +127,7 @@ fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, Exper
         write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
         data.tokenizer.save(&out.join("tokenizer.json"))?;
     }
-    Ok((state, data))
+    Ok((state, data, lock))
 }
 
 /// A recipe with the training data, the group sampler and the schedule: what one training
@@ -325,7 +326,7 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
 /// defined outside this crate runs on the loop too.
 pub fn run<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
     let out = &opts.out;
-    let (state, data) = open_run(exp, opts)?;
+    let (state, data, _lock) = open_run(exp, opts)?;
     let mut t = Trainer::<B, R>::new(exp, data, device)?;
     let mut st = match state {
         Some(st) => {

@@ -100,3 +100,60 @@ fn throughput_times_a_checkpoints_image_tower() {
     assert!(!out.status.success() && stderr.contains("/nonexistent/ckpt/config.json"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Two `fairvlm train` processes on the same `--out` at the same moment: exactly one trains,
+/// the other stops at once naming the lock's owner, and the folder holds one valid run.
+#[test]
+fn two_trainings_into_one_folder_exactly_one_proceeds() {
+    let dir = scratch("lock");
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, TINY.replace("source = \"fairvlmed\"\nroot = \"bench\"\n", "").replace("epochs = 2", "epochs = 3")).expect("config");
+    let start = |_: usize| {
+        Command::new(env!("CARGO_BIN_EXE_fairvlm"))
+            .args(["-q", "train", "--config", "tiny.toml", "--out", "run"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let children: Vec<_> = (0..2).map(start).collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect();
+    let ok: Vec<usize> = (0..2).filter(|&i| outputs[i].status.success()).collect();
+    assert_eq!(ok.len(), 1, "exactly one proceeds: {:?}", outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect::<Vec<_>>());
+    let (winner, loser) = (ok[0], 1 - ok[0]);
+    let err = String::from_utf8_lossy(&outputs[loser].stderr);
+    assert!(err.contains(&format!("is in use by pid {}", pids[winner])), "{err}");
+    assert_eq!(outputs[loser].status.code(), Some(2));
+    // The folder holds the winner's run, whole: eval reads it back.
+    let eval = fairvlm(&["eval", "--run", "run"], &dir);
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("run")).expect("run").flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A training killed with SIGKILL leaves its lock file behind; the next process takes it over,
+/// says whose it was, and cleans what the killed one left.
+#[test]
+fn a_killed_runs_lock_is_taken_over() {
+    let dir = scratch("stale-lock");
+    std::fs::write(dir.join("tiny.toml"), TINY.replace("source = \"fairvlmed\"\nroot = \"bench\"\n", "").replace("epochs = 2", "epochs = 200")).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fairvlm")).args(["-q", "train", "--config", "tiny.toml", "--out", "run"]).current_dir(&dir).spawn().expect("spawn");
+    let lock = dir.join("run/run.lock");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.is_empty()) && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = child.id();
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    std::fs::write(dir.join("run/.config.toml.999.tmp"), b"left by a kill").expect("leftover");
+    let out = fairvlm(&["train", "--config", "tiny.toml", "--out", "run", "--resume", "--set", "optim.epochs=1"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The killed run may or may not have finished an epoch; either way the lock is taken over.
+    assert!(err.contains(&format!("took over the lock of pid {pid}")), "{err}");
+    assert!(!dir.join("run/.config.toml.999.tmp").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -76,6 +76,9 @@ pub struct FinalReport {
     pub selected_on: SelectOn,
     /// Samples per split (training, validation, test).
     pub samples: [usize; 3],
+    /// Files left out as unreadable (`on_error = "skip"`): split, file, reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<[String; 3]>,
     /// The fair-metrics report of the selected model on the test split (with bootstrap
     /// intervals).
     pub test: Report,
@@ -125,6 +128,7 @@ impl FinalReport {
             best_epoch,
             selected_on: exp.eval.select_on,
             samples: [data.train.len(), data.validation.len(), data.test.len()],
+            skipped: data.skipped.clone(),
             test,
             roc: roc_curves(&data.test, &scores),
             history: history.to_vec(),
@@ -151,6 +155,9 @@ impl FinalReport {
             self.samples[1],
             self.samples[2]
         );
+        if !self.skipped.is_empty() {
+            let _ = writeln!(s, "**{} unreadable file(s) were skipped** (`on_error = \"skip\"`; listed in skipped.csv).\n", self.skipped.len());
+        }
         let _ = writeln!(s, "| attribute | DPD | DEOdds | AUC | ES-AUC | group AUCs |");
         let _ = writeln!(s, "|---|---|---|---|---|---|");
         for (name, a) in &self.test.attributes {

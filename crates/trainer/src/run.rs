@@ -123,11 +123,31 @@ fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, Exper
         None => None,
     };
     let data = ExperimentData::load(exp, tokenizer)?;
+    report_skipped(&data, out)?;
     if state.is_none() {
         write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
         data.tokenizer.save(&out.join("tokenizer.json"))?;
     }
     Ok((state, data, lock))
+}
+
+/// Says which files `on_error = "skip"` left out: a warning per file (the first 20, then a
+/// count) and `skipped.csv` in the run folder.
+fn report_skipped(data: &ExperimentData, out: &Path) -> Result<()> {
+    if data.skipped.is_empty() {
+        return Ok(());
+    }
+    for [split, file, why] in data.skipped.iter().take(20) {
+        tracing::warn!("skipped {file} ({split}): {why}");
+    }
+    if data.skipped.len() > 20 {
+        tracing::warn!("... and {} more skipped files", data.skipped.len() - 20);
+    }
+    let quote = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
+    let csv: String =
+        std::iter::once("split,file,reason\n".to_string()).chain(data.skipped.iter().map(|r| r.iter().map(|v| quote(v)).collect::<Vec<_>>().join(",") + "\n")).collect();
+    tracing::warn!("{} unreadable file(s) skipped (on_error = \"skip\"); listed in {}", data.skipped.len(), out.join("skipped.csv").display());
+    write_atomic(&out.join("skipped.csv"), csv.as_bytes())
 }
 
 /// A recipe with the training data, the group sampler and the schedule: what one training

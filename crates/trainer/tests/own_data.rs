@@ -105,3 +105,27 @@ fn folder_settings_are_checked_against_the_data() {
     let e = ExperimentData::load(&exp, None).unwrap_err().to_string();
     assert!(e.contains("metadata.csv:") && e.contains("column 'diagnosis': value 'normal'"), "{e}");
 }
+
+/// Issue 16, defect 2: files skipped with `on_error = "skip"` are listed (skipped.csv, the
+/// report), not dropped silently.
+#[test]
+fn skipped_files_are_listed_in_the_run_folder_and_the_report() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/example");
+    let data = scratch("own-skip-data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::copy(src.join("metadata.csv"), data.join("metadata.csv")).unwrap();
+    for e in std::fs::read_dir(src.join("images")).unwrap().flatten() {
+        std::fs::copy(e.path(), data.join("images").join(e.file_name())).unwrap();
+    }
+    std::fs::write(data.join("images/0002.png"), b"not a png").unwrap();
+    let exp = Experiment::from_file_with(&example_config(), &[format!("data.root=\"{}\"", data.display()), "data.on_error=skip".into(), "optim.epochs=1".into()]).unwrap();
+    let out = scratch("own-skip-run");
+    let report = trainer::train::<B>(&exp, &RunOptions { progress: false, ..RunOptions::new(&out) }, &Default::default()).unwrap().report.unwrap();
+    assert_eq!(report.samples[0], 35);
+    assert_eq!(report.skipped.len(), 1);
+    let csv = std::fs::read_to_string(out.join("skipped.csv")).unwrap();
+    assert!(csv.starts_with("split,file,reason\n\"train\",") && csv.contains("0002.png"), "{csv}");
+    assert!(report.markdown().contains("1 unreadable file(s) were skipped"));
+    std::fs::remove_dir_all(&data).ok();
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -116,6 +116,14 @@ fn config_errors_name_the_key() {
         ("[[data.synthetic.effects]]\nattribute = \"race\"\nvalue = 1\nsignall = 0.5\n", "signall"),
         ("[[data.synthetic.effects]]\nattribute = \"height\"\nvalue = 1\n", "data.synthetic.effects[0].attribute"),
         ("[data.synthetic]\nsizes = [10, 0, 5]\n", "data.synthetic.sizes[1]"),
+        // Issue 16: these divided by zero, trained a constant model or aborted on allocation.
+        ("[model]\nvision_heads = 0\n", "model.vision_heads = 0"),
+        ("[model]\ntext_heads = 0\n", "model.text_heads = 0"),
+        ("[model]\nvision_width = 0\n", "model.vision_width = 0"),
+        ("[model]\nprojection_dim = 0\n", "model.projection_dim = 0"),
+        ("[model]\nimage_size = 1000000\npatch_size = 1\n", "model.image_size = 1000000"),
+        ("[data]\ncontext_length = 100000000\n", "data.context_length"),
+        ("[data]\nvocab_size = 100000000000\n", "data.vocab_size"),
     ];
     for (text, key) in cases {
         let err = Experiment::from_toml_str(text, "exp.toml").expect_err(text);

@@ -207,6 +207,13 @@ impl Experiment {
         let d = &self.data;
         at_least("data.context_length", d.context_length, 4)?;
         at_least("data.vocab_size", d.vocab_size, 300)?;
+        // Past these a tokenizer or an embedding table aborts on allocation.
+        if d.context_length > 8192 {
+            return Err(format!("data.context_length = {}: expected at most 8192", d.context_length));
+        }
+        if d.vocab_size > 1 << 20 {
+            return Err(format!("data.vocab_size = {}: expected at most {}", d.vocab_size, 1 << 20));
+        }
         at_least("data.note_chars", d.note_chars, 1)?;
         if d.source != DataSource::Synthetic && d.root.is_none() {
             return Err("data.root: required when data.source is not \"synthetic\"".into());

@@ -175,6 +175,22 @@ impl ModelConfig {
         self.check_towers()?;
         let m = self.preset_config(vocab_size, context_length);
         let v = &m.vision;
+        // Sizes of zero divide by zero below (or train a constant model); sizes past these
+        // caps abort on allocation (a ViT-L/14 at 336 px is 1,024 wide, 24 layers, 16 heads).
+        for (key, value, max) in [
+            ("model.image_size", v.image_size, 4096),
+            ("model.vision_width", v.width, 8192),
+            ("model.vision_layers", v.layers, 256),
+            ("model.vision_heads", v.heads, 256),
+            ("model.text_width", m.text.width, 8192),
+            ("model.text_layers", m.text.layers, 256),
+            ("model.text_heads", m.text.heads, 256),
+            ("model.projection_dim", m.projection_dim, 8192),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{key} = {value}: expected 1 to {max}"));
+            }
+        }
         if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
             return Err(format!("model.patch_size = {}: must divide model.image_size = {}", v.patch_size, v.image_size));
         }

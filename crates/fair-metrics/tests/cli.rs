@@ -137,3 +137,40 @@ fn missing_file_and_usage_errors() {
     let out = run(&["report", "x.csv", "--label", "y", "--score", "s", "--attr", "g", "--seed", "3"], None);
     assert_eq!(out.status.code(), Some(2), "--seed needs --bootstrap");
 }
+
+/// Issue 16, defect 4: `-o` never replaces the input, a symlink, a FIFO or a device node.
+#[test]
+fn output_refuses_the_input_and_special_files() {
+    let dir = temp_dir("output-guard");
+    let input = dir.join("preds.csv");
+    std::fs::copy(fixture("everybody_selected.csv"), &input).expect("copy");
+    let before = std::fs::read(&input).expect("read");
+    let args = |out: &Path| -> Vec<String> {
+        vec![
+            "report".into(),
+            input.display().to_string(),
+            "--label".into(),
+            "y".into(),
+            "--score".into(),
+            "p".into(),
+            "--attr".into(),
+            "g".into(),
+            "-o".into(),
+            out.display().to_string(),
+        ]
+    };
+    let o = run(&args(&input).iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is the input file"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&input).expect("read"), before, "the data is untouched");
+    let link = dir.join("link.json");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(dir.join("target.json"), &link).expect("symlink");
+    let o = run(&args(&link).iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a symbolic link"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink());
+    let o = run(&args(Path::new("/dev/null")).iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -88,6 +88,10 @@ enum UndefinedArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Report(args) if output_problem(&args).is_some() => {
+            eprintln!("fair-metrics: {}", output_problem(&args).unwrap_or_default());
+            ExitCode::from(2)
+        }
         Command::Report(args) => match report(&args) {
             Ok(text) => match write_output(args.output.as_deref(), &text) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -132,6 +136,26 @@ fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
         FormatArg::Md => Format::Markdown,
         FormatArg::Csv => Format::Csv,
     }))
+}
+
+/// Why `-o` cannot be written, if it cannot: it is the input file (the report would replace the
+/// data), or something other than a regular file (a symlink, FIFO or device node that the
+/// rename would replace with a file).
+fn output_problem(a: &ReportArgs) -> Option<String> {
+    let out = a.output.as_deref()?;
+    let meta = std::fs::symlink_metadata(out).ok()?;
+    let o = out.display();
+    if meta.file_type().is_symlink() {
+        return Some(format!("-o {o}: is a symbolic link; write the report to a regular file's path"));
+    }
+    if !meta.is_file() {
+        return Some(format!("-o {o}: is not a regular file (a directory, FIFO or device); write the report to a regular file's path"));
+    }
+    let same = match (std::fs::canonicalize(out), std::fs::canonicalize(&a.file)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    same.then(|| format!("-o {o}: is the input file; the report would replace the data"))
 }
 
 /// Writes to a temporary file beside the target and renames it, so an existing report is

@@ -285,7 +285,7 @@ fn developer_process_never_opens_the_sensitive_labels() {
         crossed.push(e.strip_prefix(&exchange).unwrap().to_string_lossy().into_owned());
     }
     crossed.sort();
-    assert_eq!(crossed, ["auditor-ready", "done"], "{crossed:?}");
+    assert_eq!(crossed, ["auditor-ready", "auditor.alive", "developer.alive", "done", "session"], "{crossed:?}");
     let developer_file = LabelledImages::read(&developer_dir.join("developer.npz")).unwrap();
     assert_eq!(developer_file.labels.keys().collect::<Vec<_>>(), ["task"]);
     assert!(developer_dir.join("result/adapter/adapter_model.safetensors").is_file());
@@ -393,4 +393,88 @@ fn a_saved_developer_model_reloads_with_the_same_scores() {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// Issue 16: the exchange fails closed. With two real processes, killing either party makes
+/// the other exit with an error naming it within 10 seconds (not after its 600 s timeout); a
+/// stale `done` of an earlier session does not end a new one.
+#[test]
+fn killing_either_party_stops_the_other_within_seconds() {
+    let exe = env!("CARGO_BIN_EXE_fairvlm");
+    for victim in ["auditor", "developer"] {
+        let root = scratch(&format!("lora-kill-{victim}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let exchange = root.join("exchange");
+        std::fs::create_dir_all(&exchange).unwrap();
+        // An earlier session's leftovers: a `done` and a round.
+        std::fs::write(exchange.join("done"), b"1-old").unwrap();
+        std::fs::create_dir_all(exchange.join("rounds/1-old/000000")).unwrap();
+        let all = toy(128, 9);
+        // Many epochs: the two would exchange gradients for minutes.
+        let exp = experiment("ent", &["optim.epochs=400", "optim.batch_size=8"]);
+        let base_model = pretrained(&exp, &all);
+        let base = root.join("base.safetensors");
+        lora::save_base(&base, &base_model, lora::BaseInfo { image_size: 8, classes: 4 }).unwrap();
+        all.subset(&(0..64).collect::<Vec<_>>()).with_labels(&[("task", "task")]).unwrap().write(&root.join("developer.npz")).unwrap();
+        all.subset(&(64..128).collect::<Vec<_>>()).with_labels(&[("sensitive", "sensitive")]).unwrap().write(&root.join("auditor.npz")).unwrap();
+        std::fs::write(root.join("lora.toml"), toml::to_string(&exp).unwrap()).unwrap();
+        let spawn = |role: &str, data: &str, extra: &[&str]| {
+            std::process::Command::new(exe)
+                .args(["lora", role, "--config"])
+                .arg(root.join("lora.toml"))
+                .arg("--base")
+                .arg(&base)
+                .arg("--data")
+                .arg(root.join(data))
+                .arg("--exchange")
+                .arg(&exchange)
+                .args(extra)
+                .args(["--timeout", "600"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let out = root.join("result").display().to_string();
+        let mut auditor = spawn("auditor", "auditor.npz", &[]);
+        let mut developer = spawn("developer", "developer.npz", &["--out", &out]);
+        // Wait until gradient rounds are flowing in this session.
+        let start = std::time::Instant::now();
+        let rounds = |s: &str| exchange.join("rounds").join(s);
+        loop {
+            let session = std::fs::read_to_string(exchange.join("session")).unwrap_or_default();
+            if !session.is_empty() && rounds(&session).is_dir() && exchange.join("developer.alive").exists() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "no rounds started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let (killed, survivor) = if victim == "auditor" { (&mut auditor, developer) } else { (&mut developer, auditor) };
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        let t = std::time::Instant::now();
+        let output = survivor.wait_with_output().unwrap();
+        let waited = t.elapsed();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{victim} killed: the other exited 0: {err}");
+        assert!(waited < Duration::from_secs(10), "{victim} killed: the other took {waited:?}");
+        assert!(err.contains(&format!("the {victim} (pid")) && (err.contains("no longer running") || err.contains("no heartbeat")), "{err}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+}
+
+/// Issue 16: LoRA training stops on a non-finite loss, naming the settings that can cause it,
+/// instead of finishing with NaN weights.
+#[test]
+fn a_diverging_developer_stops_with_the_likely_causes() {
+    let device = Default::default();
+    let all = toy(64, 3);
+    let base_model = pretrained(&experiment("erm", &[]), &all);
+    let dev = all.with_labels(&[("task", "task")]).unwrap();
+    let aud = all.with_labels(&[("sensitive", "sensitive")]).unwrap();
+    let exp = experiment("erm", &["optim.lr=1e30", "optim.epochs=3"]);
+    let mut auditor = Auditor::new(&exp, base_model.clone(), aud, "sensitive", &device).unwrap();
+    let e = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut auditor), &device).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("the developer, epoch") && e.contains("the loss is") && e.contains("optim.lr = 1000000000000000000000000000000"), "{e}");
 }

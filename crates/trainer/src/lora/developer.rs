@@ -39,11 +39,16 @@ pub struct DeveloperLog {
 
 fn add_grads<B: AutodiffBackend>(grads: &mut GradientsParams, model: &VitClassifier<B>, extra: &AdapterGrads) -> Result<()> {
     for (p, a) in model.vit.lora_adapters() {
-        let Some((ga, gb)) = extra.get(&p) else { continue };
+        // Every adapted projection needs its gradient: a partial or empty answer would
+        // silently train without the auditor's term.
+        let (ga, gb) = extra.get(&p).ok_or_else(|| Error::Invalid(format!("the auditor's gradient has no entry for {p}")))?;
         for (param, g) in [(&a.lora_a, ga), (&a.lora_b, gb)] {
             let dims = param.lazy_shape().dims::<2>();
             if g.len() != dims[0] * dims[1] {
                 return Err(Error::Invalid(format!("auditor gradient for {p}: {} values for a {dims:?} tensor", g.len())));
+            }
+            if let Some(v) = g.iter().find(|v| !v.is_finite()) {
+                return Err(Error::Invalid(format!("auditor gradient for {p}: a value is {v}; the auditor's training diverged")));
             }
             let device = param.val().device();
             let add = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(g.clone(), dims), &device);
@@ -83,7 +88,7 @@ impl<B: AutodiffBackend> Epochs for DeveloperRun<'_, B> {
         stats.0
     }
 
-    fn step(&mut self, rows: &[usize], _epoch: usize) -> Result<(f64, f64)> {
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<(f64, f64)> {
         let (exp, device) = (self.exp, self.device);
         let ce = CrossEntropyLossConfig::new().init(device);
         let task = ce.forward(self.model.forward(image_batch(self.data, rows, device)), label_batch(self.labels, rows, device));
@@ -104,6 +109,13 @@ impl<B: AutodiffBackend> Epochs for DeveloperRun<'_, B> {
             orth = penalty.clone().into_scalar().elem::<f64>();
             loss = loss + penalty.mul_scalar(exp.fair.lambda_orth);
         }
+        let f = &exp.fair;
+        super::check_finite(
+            "the developer",
+            task_value + exp.fair.lambda_orth * orth,
+            epoch,
+            &[("optim.lr", exp.optim.lr), ("optim.weight_decay", exp.optim.weight_decay), ("fair.lambda_orth", f.lambda_orth)],
+        )?;
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
         if exp.needs_gradients() {
             let g = self.link.gradient(self.round, &adapter_values(&self.model))?;

@@ -92,10 +92,11 @@ pub(crate) fn fit<B: AutodiffBackend>(
         fn loss(stats: &f64) -> f64 {
             *stats
         }
-        fn step(&mut self, rows: &[usize], _epoch: usize) -> Result<f64> {
+        fn step(&mut self, rows: &[usize], epoch: usize) -> Result<f64> {
             let ce = CrossEntropyLossConfig::new().init(self.device);
             let loss = ce.forward(self.model.forward(image_batch(self.set, rows, self.device)), label_batch(self.labels, rows, self.device));
             let v = loss.clone().into_scalar().elem::<f64>();
+            super::check_finite("the fit", v, epoch, &[("optim.lr", self.lr)])?;
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             self.model = self.optim.step(self.lr, self.model.clone(), grads);
             Ok(v)

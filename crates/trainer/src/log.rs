@@ -31,6 +31,10 @@ pub struct EpochLog {
     /// The multimodal methods' modulation and unimodal figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multimodal: Option<MultimodalLog>,
+    /// The model gave every validation sample the same score (its AUC is 0.5 by ties): it
+    /// collapsed, typically from too large a step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub collapsed: bool,
 }
 
 /// Per epoch, what the modulation did and how each modality alone performs.

@@ -155,6 +155,14 @@ impl FinalReport {
             self.samples[1],
             self.samples[2]
         );
+        let collapsed: Vec<String> = self.history.iter().filter(|l| l.collapsed).map(|l| l.epoch.to_string()).collect();
+        if !collapsed.is_empty() {
+            let _ = writeln!(
+                s,
+                "**Warning: the model collapsed to a constant score in epoch(s) {}** (validation AUC 0.5 by ties); see the log for the settings that can cause it.\n",
+                collapsed.join(", ")
+            );
+        }
         if !self.skipped.is_empty() {
             let _ = writeln!(s, "**{} unreadable file(s) were skipped** (`on_error = \"skip\"`; listed in skipped.csv).\n", self.skipped.len());
         }

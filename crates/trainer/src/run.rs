@@ -295,8 +295,14 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
             sums.add(s);
         }
         let n = t.data.train.len();
-        let (validation, vu) = evaluate(&t.recipe, exp, &t.data.validation, device)?;
-        let (test, tu) = evaluate(&t.recipe, exp, &t.data.test, device)?;
+        let (validation, vu, collapsed) = evaluate(&t.recipe, exp, &t.data.validation, device)?;
+        let (test, tu, _) = evaluate(&t.recipe, exp, &t.data.test, device)?;
+        if collapsed {
+            tracing::warn!(
+                "epoch {epoch}: every validation sample has the same score (AUC 0.5): the model collapsed. The settings of this run that can cause it: {}",
+                crate::recipes::likely_causes(exp).join("; ")
+            );
+        }
         let k = stats.len() as f64;
         let log = EpochLog {
             epoch,
@@ -315,6 +321,7 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
                 validation_unimodal_auc: vu.unwrap_or([None; 2]),
                 test_unimodal_auc: tu.unwrap_or([None; 2]),
             }),
+            collapsed,
         };
         tracing::info!("{}", log.one_line(t.recipe.name(), exp.optim.epochs));
         let selected = match exp.eval.select_on {
@@ -408,11 +415,18 @@ impl Sums {
     }
 }
 
-/// A split's epoch metrics, and its unimodal AUCs where the recipe has auxiliary heads.
-fn evaluate<B: AutodiffBackend, R: Recipe<B>>(recipe: &R, exp: &Experiment, split: &Prepared, device: &B::Device) -> Result<(EpochMetrics, Option<[Option<f64>; 2]>)> {
+/// A split's epoch metrics, its unimodal AUCs where the recipe has auxiliary heads, and
+/// whether every score is the same (a collapsed model).
+fn evaluate<B: AutodiffBackend, R: Recipe<B>>(recipe: &R, exp: &Experiment, split: &Prepared, device: &B::Device) -> Result<(EpochMetrics, Option<[Option<f64>; 2]>, bool)> {
     let scores = recipe.predict(split, device)?;
     let unimodal = scores.unimodal.as_ref().map(|[a, b]| [auc(&split.labels, a), auc(&split.labels, b)]);
-    Ok((EpochMetrics::from_report(&report(exp, split, scores.positive, None)?), unimodal))
+    let constant = collapsed(&scores.positive);
+    Ok((EpochMetrics::from_report(&report(exp, split, scores.positive, None)?), unimodal, constant))
+}
+
+/// Whether a model gave every sample the same score (more than one sample).
+fn collapsed(scores: &[f64]) -> bool {
+    scores.len() > 1 && scores.iter().all(|&s| s == scores[0])
 }
 
 /// FairCLIP's per-group loaders over the training split's values of `attribute`.
@@ -469,4 +483,14 @@ pub fn evaluate_run<B: AutodiffBackend>(run: &Path, checkpoint: &Path, split: &s
     }
     let scores = recipes::dispatch::<B, _>(exp.method, Eval(&exp, &data, prepared, checkpoint, device))?;
     report(&exp, prepared, scores, exp.eval.bootstrap(exp.seed))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_scores_are_a_collapse() {
+        assert!(super::collapsed(&[0.5, 0.5, 0.5]));
+        assert!(!super::collapsed(&[0.5, 0.5, 0.5000001]));
+        assert!(!super::collapsed(&[0.3]));
+    }
 }

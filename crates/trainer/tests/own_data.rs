@@ -126,6 +126,11 @@ fn skipped_files_are_listed_in_the_run_folder_and_the_report() {
     let csv = std::fs::read_to_string(out.join("skipped.csv")).unwrap();
     assert!(csv.starts_with("split,file,reason\n\"train\",") && csv.contains("0002.png"), "{csv}");
     assert!(report.markdown().contains("1 unreadable file(s) were skipped"));
+    // A collapsed epoch (constant validation scores, flagged by the loop) is a warning too.
+    assert!(!report.markdown().contains("collapsed"));
+    let mut flagged = report.clone();
+    flagged.history[0].collapsed = true;
+    assert!(flagged.markdown().contains("collapsed to a constant score in epoch(s) 1"));
     std::fs::remove_dir_all(&data).ok();
     std::fs::remove_dir_all(&out).ok();
 }

@@ -233,3 +233,19 @@ fn fair_moe_and_fo_moe_train_with_their_losses_in_every_form() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
+
+/// Issue 16: a diverging run stops naming the settings of its own config that can cause it
+/// (not always "lower optim.lr").
+#[test]
+fn a_non_finite_loss_names_the_likely_causes_of_this_config() {
+    let mut exp = common::tiny("fairclip", 2);
+    exp.optim.lr = 1e30;
+    exp.optim.warmup_steps = 0;
+    let out = common::scratch("nan-causes");
+    let e = trainer::train::<common::B>(&exp, &trainer::RunOptions { progress: false, ..trainer::RunOptions::new(&out) }, &Default::default()).map(|_| ()).unwrap_err().to_string();
+    for needle in ["the loss is", "optim.lr = 1000000000000000000000000000000", "optim.warmup_steps = 0", "fairclip.lambda = 0.001"] {
+        assert!(e.contains(needle), "no '{needle}' in: {e}");
+    }
+    assert!(!e.contains("fol.lambda_moe") && !e.contains("multimodal"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -121,7 +121,7 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
     fn step(&mut self, input: StepInput<'_, B>) -> Result<StepStats> {
         let losses = self.loss.loss(&self.model, &input)?;
         let total = value(&losses.total);
-        check_finite(total, input.epoch, input.step)?;
+        check_finite(total, input.epoch, input.step, &self.exp)?;
         let lr = input.schedule.lr(input.step);
         let mut grads = losses.total.backward();
         let model = self.model.clone();

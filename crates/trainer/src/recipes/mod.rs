@@ -27,6 +27,7 @@ use crate::config::{Experiment, Method};
 
 pub use contrastive::{Contrastive, ContrastiveLoss, Losses};
 pub use multimodal::{Modulation, Multimodal};
+pub(crate) use recipe::likely_causes;
 pub use recipe::{Recipe, Scores, StepInput, StepStats};
 
 /// Something done with the recipe of a method, generic over its type: what

@@ -282,7 +282,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         let decision = self.modulation.before(before)?;
         let total = decision.extra_terms.iter().cloned().fold(task, |total, term| total + term);
         let loss = value(&total);
-        check_finite(loss, input.epoch, input.step)?;
+        check_finite(loss, input.epoch, input.step, &self.exp)?;
         let mut grads = GradientsParams::from_grads(total.backward(), &model);
         let [e0, e1] = &self.encoders;
         self.modulation.after::<B>(&mut grads, [e0, e1], input.epoch, &decision)?;

@@ -103,11 +103,52 @@ pub(crate) fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec::<f64>().unwrap_or_default()
 }
 
-/// Refuses a non-finite loss before it reaches the weights.
-pub(crate) fn check_finite(loss: f64, epoch: usize, step: usize) -> Result<()> {
+/// Refuses a non-finite loss before it reaches the weights, naming the settings of this run
+/// that can cause one; the run stops with its last good checkpoint (the previous epoch's).
+pub(crate) fn check_finite(loss: f64, epoch: usize, step: usize, exp: &Experiment) -> Result<()> {
     if loss.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!("epoch {epoch}, step {}: the loss is {loss}; lower optim.lr", step + 1)))
+        return Ok(());
     }
+    Err(Error::Invalid(format!(
+        "epoch {epoch}, step {}: the loss is {loss}. The settings of this run that can cause it: {}. The last completed epoch's checkpoint is kept.",
+        step + 1,
+        likely_causes(exp).join("; ")
+    )))
+}
+
+/// What can make this experiment's loss overflow, with the values it has.
+pub(crate) fn likely_causes(exp: &Experiment) -> Vec<String> {
+    use crate::config::Method;
+    let o = &exp.optim;
+    let mut causes = vec![format!("optim.lr = {} (too large a step; try a tenth)", o.lr)];
+    if let Some(t) = o.text_lr {
+        causes.push(format!("optim.text_lr = {t}"));
+    }
+    if o.warmup_steps == 0 {
+        causes.push("optim.warmup_steps = 0 (no warm-up: the first steps of Adam are the largest)".into());
+    }
+    if o.eps < 1e-8 {
+        causes.push(format!("optim.eps = {} (a tiny eps divides by near-zero second moments)", o.eps));
+    }
+    if o.weight_decay > 0.1 {
+        causes.push(format!("optim.weight_decay = {}", o.weight_decay));
+    }
+    match exp.method {
+        Method::Fairclip | Method::FairMoe => {
+            causes.push(format!("fairclip.lambda = {} and fairclip.blur = {} (the Sinkhorn term)", exp.fairclip.lambda, exp.fairclip.blur));
+            if exp.method == Method::FairMoe {
+                causes.push(format!("fol.lambda_moe = {}", exp.fol.lambda_moe));
+            }
+        }
+        Method::OgmGe => causes.push(format!("ogm.alpha = {}", exp.ogm.alpha)),
+        Method::Multifair => causes.push(format!("multifair.lambda_gm = {} and multifair.fairness_coeff = {}", exp.multifair.lambda_gm, exp.multifair.fairness_coeff)),
+        Method::Clip | Method::FoMoe | Method::LateFusion => {}
+    }
+    if exp.method.is_multimodal() {
+        causes.push(format!("multimodal.head_lr = {}", exp.multimodal.head_lr));
+        if exp.multimodal.grad_clip == 0.0 {
+            causes.push("multimodal.grad_clip = 0 (no clipping)".into());
+        }
+    }
+    causes
 }

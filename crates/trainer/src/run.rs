@@ -417,7 +417,9 @@ impl Sums {
 
 /// A split's epoch metrics, its unimodal AUCs where the recipe has auxiliary heads, and
 /// whether every score is the same (a collapsed model).
-fn evaluate<B: AutodiffBackend, R: Recipe<B>>(recipe: &R, exp: &Experiment, split: &Prepared, device: &B::Device) -> Result<(EpochMetrics, Option<[Option<f64>; 2]>, bool)> {
+type Evaluated = (EpochMetrics, Option<[Option<f64>; 2]>, bool);
+
+fn evaluate<B: AutodiffBackend, R: Recipe<B>>(recipe: &R, exp: &Experiment, split: &Prepared, device: &B::Device) -> Result<Evaluated> {
     let scores = recipe.predict(split, device)?;
     let unimodal = scores.unimodal.as_ref().map(|[a, b]| [auc(&split.labels, a), auc(&split.labels, b)]);
     let constant = collapsed(&scores.positive);

@@ -62,11 +62,22 @@ pub(crate) fn npz_keys(path: &Path) -> Result<Vec<String>> {
     Ok(zip.file_names().filter_map(|n| n.ok()).map(|n| n.strip_suffix(".npy").unwrap_or(&n).to_owned()).collect())
 }
 
+/// Every pixel a number: a NaN would otherwise become 0 without a word.
+fn finite(pixels: &[f32], path: &Path, key: &str) -> Result<()> {
+    match pixels.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(bad(path, format!("key '{key}': pixel {i} is {}: expected numbers", pixels[i]))),
+    }
+}
+
 /// A 2-d array as a grey image.
 fn grey_array(a: &crate::NpyArray, path: &Path, key: &str) -> Result<GrayImage> {
     match a.shape.as_slice() {
         [h, w] if *h > 0 && *w > 0 && a.len() == h * w => {
-            Ok(GrayImage { height: *h, width: *w, pixels: a.to_f32().ok_or_else(|| bad(path, format!("key '{key}': expected numbers")))? })
+            crate::Limits::current().check_image(path, *w, *h)?;
+            let pixels = a.to_f32().ok_or_else(|| bad(path, format!("key '{key}': expected numbers")))?;
+            finite(&pixels, path, key)?;
+            Ok(GrayImage { height: *h, width: *w, pixels })
         }
         s => Err(bad(path, format!("key '{key}': expected a 2-d image, got shape {s:?}"))),
     }
@@ -81,6 +92,7 @@ pub fn read_npz_fundus(path: &Path) -> Result<GrayImage> {
     let (declared, compressed) = (entry.size(), entry.compressed_size());
     let bytes = crate::limits::read_entry(&mut entry, declared, compressed, path, key)?;
     let (shape, pixels) = crate::npy::npy_f32(&bytes, path, key)?;
+    finite(&pixels, path, key)?;
     match shape.as_slice() {
         [h, w] if *h > 0 && *w > 0 && pixels.len() == h * w => {
             crate::Limits::current().check_image(path, *w, *h)?;
@@ -109,6 +121,7 @@ pub fn read_image(path: &Path) -> Result<Decoded> {
         let scale = if a.descr.ends_with("u2") { 1.0 / 257.0 } else { 1.0 };
         let eight_bit = a.descr == "|u1";
         let values = a.to_f32().ok_or_else(|| bad(path, "expected numbers"))?;
+        finite(&values, path, "npy")?;
         return match a.shape.as_slice() {
             [h, w] if *h > 0 && *w > 0 => Ok(Decoded { channels: 1, height: *h, width: *w, planes: values.iter().map(|v| v * scale).collect(), eight_bit }),
             [h, w, 3] if *h > 0 && *w > 0 => {

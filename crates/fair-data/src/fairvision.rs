@@ -141,10 +141,10 @@ fn vision_sample(f: &NpzFields<'_>, fundus: GrayImage, oct: Volume) -> Result<Vi
         fundus,
         oct,
         glaucoma: f.label("glaucoma")?,
-        race: f.int("race")?,
-        male: f.int("male")?,
-        hispanic: f.int("hispanic")?,
-        language: f.int("language")?,
+        race: f.code("race", crate::ATTRIBUTE_VALUES[0])?,
+        male: f.code("male", crate::ATTRIBUTE_VALUES[1])?,
+        hispanic: f.code("hispanic", crate::ATTRIBUTE_VALUES[2])?,
+        language: f.code("language", crate::ATTRIBUTE_VALUES[3])?,
         maritalstatus: f.int_or("maritalstatus", -1),
     })
 }

@@ -204,10 +204,10 @@ fn sample_from(f: &NpzFields<'_>, image: GrayImage) -> Result<Sample> {
         file: f.file_name(),
         image,
         glaucoma: f.label("glaucoma")?,
-        race: f.int("race")?,
-        gender: f.int("gender")?,
-        ethnicity: f.int("ethnicity")?,
-        language: f.int("language")?,
+        race: f.code("race", ATTRIBUTE_VALUES[0])?,
+        gender: f.code("gender", ATTRIBUTE_VALUES[1])?,
+        ethnicity: f.code("ethnicity", ATTRIBUTE_VALUES[2])?,
+        language: f.code("language", ATTRIBUTE_VALUES[3])?,
         maritalstatus: f.int_or("maritalstatus", -1),
         age: f.get("age")?.as_float().ok_or_else(|| f.wrong("age", "one number"))?,
         note,
@@ -290,6 +290,18 @@ impl<'a> NpzFields<'a> {
         self.get(key)?.as_int().ok_or_else(|| self.wrong(key, "one integer"))
     }
 
+    /// An attribute's code: one of `values`' positions, or -1 (unknown). Any other code would
+    /// otherwise be reported as an "Unknown" group without a word.
+    pub(crate) fn code(&self, key: &str, values: &[&str]) -> Result<i64> {
+        let v = self.int(key)?;
+        if v == -1 || (0..values.len() as i64).contains(&v) {
+            Ok(v)
+        } else {
+            let known: Vec<String> = values.iter().enumerate().map(|(i, n)| format!("{i} ({n})")).collect();
+            Err(self.wrong(key, &format!("{}, or -1 for unknown; got {v}", known.join(", "))))
+        }
+    }
+
     pub(crate) fn int_or(&self, key: &str, default: i64) -> i64 {
         self.arrays.get(key).and_then(NpyArray::as_int).unwrap_or(default)
     }
@@ -311,6 +323,9 @@ impl<'a> NpzFields<'a> {
         };
         crate::Limits::current().check_image(self.path, width, height)?;
         let pixels = img.to_f32().ok_or_else(|| self.wrong(key, "numbers"))?;
+        if let Some(v) = pixels.iter().find(|v| !v.is_finite()) {
+            return Err(self.wrong(key, &format!("numbers, got {v}")));
+        }
         Ok(GrayImage { height, width, pixels })
     }
 }

@@ -239,3 +239,36 @@ fn streamed_files_equal_in_memory_batches_for_any_worker_count() {
     assert!(e.contains(&index.samples[2].file), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 16: a code outside an attribute's values (race = 7) is an error naming the file and
+/// key, not a silent "Unknown" group; a NaN pixel is an error, not a silent 0.
+#[test]
+fn out_of_range_codes_and_nan_pixels_are_named_errors() {
+    use fair_data::{read_npz_fundus, read_sample, write_npz, NpyArray};
+    let dir = std::env::temp_dir().join(format!("fair-data-codes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let subject = |race: i64, pixel: f64| {
+        vec![
+            ("slo_fundus", NpyArray { descr: "<f8".into(), shape: vec![2, 2], data: fair_data::NpyData::Float(vec![1.0, pixel, 3.0, 4.0]) }),
+            ("glaucoma", NpyArray::from_i64(vec![], vec![1])),
+            ("race", NpyArray::from_i64(vec![], vec![race])),
+            ("gender", NpyArray::from_i64(vec![], vec![0])),
+            ("ethnicity", NpyArray::from_i64(vec![], vec![-1])),
+            ("language", NpyArray::from_i64(vec![], vec![2])),
+            ("age", NpyArray::from_f64(vec![], vec![60.0])),
+            ("note", NpyArray::unicode("a note")),
+        ]
+    };
+    let path = dir.join("data_00001.npz");
+    write_npz(&path, &subject(2, 2.0)).expect("write");
+    assert_eq!(read_sample(&path).expect("valid").race, 2);
+    write_npz(&path, &subject(7, 2.0)).expect("write");
+    let e = read_sample(&path).expect_err("race 7").to_string();
+    assert!(e.contains("data_00001.npz") && e.contains("key 'race'") && e.contains("got 7"), "{e}");
+    write_npz(&path, &subject(1, f64::NAN)).expect("write");
+    let e = read_sample(&path).expect_err("NaN").to_string();
+    assert!(e.contains("key 'slo_fundus'") && e.contains("NaN"), "{e}");
+    let e = read_npz_fundus(&path).expect_err("NaN").to_string();
+    assert!(e.contains("pixel 1 is NaN"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

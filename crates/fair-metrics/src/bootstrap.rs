@@ -35,7 +35,16 @@ pub struct Bootstrap {
     pub quantiles: [f64; 2],
 }
 
+/// The most metric values (replicates x scalars of the report) a bootstrap keeps: the
+/// intervals need all of them at once, 16 bytes each, so this is about 4 GiB.
+const MAX_VALUES: usize = 1 << 28;
+
 impl Bootstrap {
+    /// The most replicates a bootstrap may ask for. Every replicate keeps a value of every
+    /// metric of the report until the intervals are computed, so far more would only exhaust
+    /// the memory (100,000 replicates already pin down a 95% interval's bounds to about 0.1%).
+    pub const MAX_REPLICATES: usize = 1_000_000;
+
     /// `replicates` resamples with the given seed and a 95% percentile interval.
     pub fn new(replicates: usize, seed: u64) -> Self {
         Self { replicates, seed, quantiles: [0.025, 0.975] }
@@ -50,6 +59,9 @@ impl Bootstrap {
     pub(crate) fn validate(&self) -> Result<()> {
         if self.replicates == 0 {
             return Err(Error::Invalid("bootstrap needs at least one replicate".into()));
+        }
+        if self.replicates > Self::MAX_REPLICATES {
+            return Err(Error::Invalid(format!("bootstrap of {} replicates; at most {} are supported", self.replicates, Self::MAX_REPLICATES)));
         }
         let [lo, hi] = self.quantiles;
         if !(0.0 < lo && lo < hi && hi < 1.0) {
@@ -123,13 +135,25 @@ impl Slot {
 }
 
 /// Computes `b.replicates` reports with `replicate(multiplicities)` and attaches intervals.
-pub(crate) fn attach(report: &mut Report, b: &Bootstrap, n: usize, replicate: impl Fn(&[u32]) -> Report + Sync) {
+/// Refuses, before computing anything, a bootstrap whose values would not fit in memory.
+pub(crate) fn attach(report: &mut Report, b: &Bootstrap, n: usize, replicate: impl Fn(&[u32]) -> Report + Sync) -> Result<()> {
     let mut slots: Vec<Slot> = GROUP_METRICS.iter().map(|m| Slot::Overall(m)).collect();
     for (ai, (_, a)) in report.attributes.iter().enumerate() {
         for g in a.groups.keys() {
             slots.extend(GROUP_METRICS.iter().map(|m| Slot::Group(ai, g.clone(), m)));
         }
         slots.extend(ATTRIBUTE_METRICS.iter().map(|m| Slot::Attribute(ai, m)));
+    }
+    match b.replicates.checked_mul(slots.len()) {
+        Some(v) if v <= MAX_VALUES => {}
+        _ => {
+            return Err(Error::Invalid(format!(
+                "bootstrap of {} replicates x {} metrics (the groups' and attributes') would keep more than {MAX_VALUES} values in memory; use fewer replicates (at most {})",
+                b.replicates,
+                slots.len(),
+                MAX_VALUES / slots.len()
+            )))
+        }
     }
     let values: Vec<Vec<Option<f64>>> = (0..b.replicates)
         .into_par_iter()
@@ -159,6 +183,7 @@ pub(crate) fn attach(report: &mut Report, b: &Bootstrap, n: usize, replicate: im
         }
     }
     report.bootstrap = Some(BootstrapInfo { replicates: b.replicates, seed: b.seed, quantiles: b.quantiles });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,5 +213,25 @@ mod tests {
         assert!(Bootstrap::new(0, 1).validate().is_err());
         assert!(Bootstrap::new(5, 1).with_quantiles(0.9, 0.1).validate().is_err());
         assert!(Bootstrap::new(5, 1).with_quantiles(0.0, 0.5).validate().is_err());
+        assert!(Bootstrap::new(5, 1).with_quantiles(0.5, 1.0).validate().is_err());
+        assert!(Bootstrap::new(5, 1).with_quantiles(f64::NAN, 0.5).validate().is_err());
+        assert!(Bootstrap::new(5, 1).with_quantiles(0.1, 0.9).validate().is_ok());
+    }
+
+    /// A huge replicate count aborted on allocating its values; it is an error instead, and
+    /// so is a count within the cap whose values (replicates x metrics) would not fit.
+    #[test]
+    fn huge_bootstraps_are_refused_before_allocating() {
+        assert!(Bootstrap::new(Bootstrap::MAX_REPLICATES, 1).validate().is_ok());
+        for n in [Bootstrap::MAX_REPLICATES + 1, 100_000_000_000, usize::MAX] {
+            let e = Bootstrap::new(n, 1).validate().unwrap_err().to_string();
+            assert_eq!(e, format!("invalid input: bootstrap of {n} replicates; at most 1000000 are supported"));
+        }
+        let p = crate::Predictions::new(vec![true, false, true, false], vec![0.9, 0.4, 0.6, 0.5]).unwrap();
+        let attrs: Vec<crate::Attribute> = (0..100).map(|k| crate::Attribute::from_values(format!("a{k}"), &["x", "y", "x", "y"]).unwrap()).collect();
+        // 9 + 100 x (2 x 9 + 13) = 3109 metrics x 1,000,000 replicates is past the cap.
+        let opts = crate::ReportOptions::default().with_bootstrap(Bootstrap::new(Bootstrap::MAX_REPLICATES, 1));
+        let e = crate::Report::compute(&p, &attrs, &opts).unwrap_err().to_string();
+        assert!(e.contains("1000000 replicates x 3109 metrics") && e.contains("at most 86341"), "{e}");
     }
 }

@@ -116,12 +116,20 @@ pub fn parse_csv(file: &str, bytes: &[u8], spec: &CsvSpec) -> Result<Table> {
 
     let mut roles: Vec<(usize, Role)> = Vec::new();
     let mut find = |name: &str, role: Role| -> Result<()> {
-        match header.iter().position(|h| h == name) {
-            Some(i) => {
+        let mut at = header.iter().enumerate().filter(|(_, h)| *h == name).map(|(i, _)| i);
+        match (at.next(), at.next()) {
+            (Some(i), None) => {
                 roles.push((i, role));
                 Ok(())
             }
-            None => Err(structure(1, format!("no column '{name}' in the header (columns: {})", header.join(", ")))),
+            // Which of the two was meant cannot be known; unrequested duplicates are harmless.
+            (Some(i), Some(j)) => Err(Error::Csv {
+                file: file.to_owned(),
+                line: 1,
+                column: name.to_owned(),
+                message: format!("the header names this column more than once (fields {} and {}); rename one", i + 1, j + 1),
+            }),
+            (None, _) => Err(structure(1, format!("no column '{name}' in the header (columns: {})", header.join(", ")))),
         }
     };
     find(&spec.label, Role::Label)?;
@@ -406,6 +414,19 @@ fn merge<'a>(file: &str, mut out: Columns, results: &'a [ChunkResult<'_>], lines
             }
             first_line += l as u64;
         }
+        // A positive label that never occurs is a typo (or the wrong column), not a column
+        // without positives: with the two values listed, the user sees which was meant.
+        if let (Some(pos), "label") = (spec.pos_label.as_deref(), which) {
+            if !all.contains(&pos.as_bytes()) {
+                let values = all.iter().map(|v| format!("'{}'", shorten(&String::from_utf8_lossy(v)))).collect::<Vec<_>>().join(", ");
+                return Err(Error::Csv {
+                    file: file.to_owned(),
+                    line: 1,
+                    column: name.clone(),
+                    message: format!("positive label '{}' (--pos-label) occurs in no row; the column's values are {values}", shorten(pos)),
+                });
+            }
+        }
     }
 
     // Global levels in first-seen order, and each chunk's code map into them.
@@ -658,6 +679,42 @@ mod tests {
         assert_eq!(t.predictions.labels(), [true, false]);
         let e = err("y,s,g\nyes,0.5,a\nno,0.1,a\nmaybe,0.1,a\n", &s);
         assert!(e.starts_with("f.csv:4: column 'y': third distinct label value 'maybe'"), "{e}");
+    }
+
+    /// A --pos-label typo gave a report with no positives.
+    #[test]
+    fn pos_label_that_never_occurs_is_an_error() {
+        let s = spec().with_pos_label("Yes");
+        let e = err("y,s,g\nyes,0.5,a\nno,0.1,a\n", &s);
+        assert_eq!(e, "f.csv:1: column 'y': positive label 'Yes' (--pos-label) occurs in no row; the column's values are 'yes', 'no'");
+        // A label column of negatives only, or a prediction column without the label, is fine.
+        let s = spec().with_pos_label("no").with_pred("p");
+        let t = parse_csv("f.csv", b"y,s,g,p\nno,0.5,a,x\n", &s).unwrap();
+        assert_eq!(t.predictions.labels(), [true]);
+        assert_eq!(t.predictions.preds(), Some(&[false][..]));
+        let t = parse_csv("f.csv", b"y,s,g\nno,0.5,a\nyes,0.5,a\n", &spec().with_pos_label("yes")).unwrap();
+        assert_eq!(t.predictions.labels(), [false, true]);
+    }
+
+    /// `y,p,g,g` used the first `g` without a word.
+    #[test]
+    fn requested_duplicate_column_is_an_error() {
+        assert_eq!(err("y,s,g,g\n1,0.5,a,b\n", &spec()), "f.csv:1: column 'g': the header names this column more than once (fields 3 and 4); rename one");
+        assert!(err("y,s,y,g\n1,0.5,1,b\n", &spec()).starts_with("f.csv:1: column 'y': the header names this column more than once"));
+        // A duplicate that is not asked for is harmless.
+        let t = parse_csv("f.csv", b"y,s,g,x,x\n1,0.5,a,1,2\n", &spec()).unwrap();
+        assert_eq!(t.attributes[0].levels(), ["a"]);
+    }
+
+    #[test]
+    fn non_finite_numbers_name_file_line_and_column() {
+        let s = spec().with_weight("w");
+        for (cell, what) in [("NaN", "NaN"), ("inf", "inf"), ("-Infinity", "-inf"), ("1e999", "inf")] {
+            let e = err(&format!("y,s,g,w\n1,0.5,a,1\n0,{cell},a,1\n"), &s);
+            assert_eq!(e, format!("f.csv:3: column 's': '{cell}' is {what}, expected a finite number"));
+            let e = err(&format!("y,s,g,w\n1,0.5,a,1\n0,0.5,a,{cell}\n"), &s);
+            assert!(e.starts_with(&format!("f.csv:3: column 'w': '{cell}' is")), "{e}");
+        }
     }
 
     #[test]

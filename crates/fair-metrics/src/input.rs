@@ -163,6 +163,12 @@ impl Attribute {
     /// of values that occurs. Its name joins the names with `" & "`, its values join the
     /// values the same way, and its groups are ordered like pandas' MultiIndex.
     ///
+    /// Groups are the combinations of the attributes' codes, never of their joined text, so
+    /// distinct combinations are distinct groups for any number of attributes and levels. A
+    /// value that could make a joined name ambiguous (one that contains `" & "`, ends with
+    /// `" &"` or starts with `"`) is written in double quotes, with `""` for a quote inside:
+    /// race `A & B` and sex `F` make `"A & B" & F`, race `A` and sex `B & F` make `A & "B & F"`.
+    ///
     /// ```
     /// use fair_metrics::Attribute;
     /// let race = Attribute::from_values("race", &["A", "B", "A"])?;
@@ -180,33 +186,34 @@ impl Attribute {
         if let Some(a) = attrs.iter().find(|a| a.codes.len() != n) {
             return Err(Error::Invalid(format!("attribute '{}' has {} rows, '{}' has {n}", a.name, a.codes.len(), first.name)));
         }
-        // Mixed-radix code over the sorted levels: ordering the codes orders the tuples
+        // One attribute at a time: the groups so far, ordered like their tuples of (sorted)
+        // level codes, times the next attribute's codes, renumbered over the pairs that occur.
+        // A pair (group, code) of two u32 is one u64, so nothing can overflow however many
+        // attributes and levels there are, and ordering the pairs orders the tuples
         // lexicographically, as a pandas MultiIndex does.
-        let mut combined = vec![0u64; n];
-        let mut radix: u64 = 1;
-        for a in attrs.iter().rev() {
-            for (c, &code) in combined.iter_mut().zip(&a.codes) {
-                *c += code as u64 * radix;
+        let mut codes: Vec<u32> = vec![0; n];
+        let mut tuples: Vec<Vec<u32>> = vec![Vec::new()];
+        for a in attrs {
+            let keys: Vec<u64> = codes.par_iter().zip(a.codes.par_iter()).map(|(&g, &c)| (u64::from(g) << 32) | u64::from(c)).collect();
+            let mut present = keys.clone();
+            present.par_sort_unstable();
+            present.dedup();
+            if present.len() > u32::MAX as usize {
+                return Err(Error::Invalid(format!("intersection has {} groups; at most {} are supported", present.len(), u32::MAX)));
             }
-            radix = radix.saturating_mul(a.levels.len().max(1) as u64);
+            tuples = present
+                .iter()
+                .map(|&k| {
+                    let mut t = Vec::with_capacity(attrs.len());
+                    t.extend_from_slice(&tuples[(k >> 32) as usize]);
+                    t.push(k as u32);
+                    t
+                })
+                .collect();
+            codes = keys.par_iter().map(|k| present.binary_search(k).unwrap_or_default() as u32).collect();
         }
-        let mut present: Vec<u64> = combined.clone();
-        present.sort_unstable();
-        present.dedup();
-        let mut levels = Vec::with_capacity(present.len());
-        for &key in &present {
-            let mut parts = Vec::with_capacity(attrs.len());
-            let mut rest = key;
-            for a in attrs.iter().rev() {
-                let k = a.levels.len().max(1) as u64;
-                parts.push(a.levels[(rest % k) as usize].as_str());
-                rest /= k;
-            }
-            parts.reverse();
-            levels.push(parts.join(" & "));
-        }
-        let codes = combined.iter().map(|c| present.binary_search(c).unwrap_or_default() as u32).collect();
-        let name = attrs.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(" & ");
+        let levels = tuples.iter().map(|t| join_values(t.iter().zip(attrs).map(|(&c, a)| a.levels[c as usize].as_str()))).collect();
+        let name = attrs.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(INTERSECTION_SEPARATOR);
         Ok(Self { name, levels, codes })
     }
 
@@ -234,6 +241,31 @@ impl Attribute {
     pub fn is_empty(&self) -> bool {
         self.codes.is_empty()
     }
+}
+
+/// What joins the values (and the names) of the attributes of an intersection.
+const INTERSECTION_SEPARATOR: &str = " & ";
+
+/// The name of an intersection group: the values joined with `" & "`, each as written unless
+/// that could be read another way (see [`Attribute::intersect`]).
+fn join_values<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push_str(INTERSECTION_SEPARATOR);
+        }
+        // Unquoted values are read up to the first separator, so a value must not contain one,
+        // nor end where a separator would start one earlier (values `x &` and `y` would join
+        // as `x & & y`, the join of `x` and `& y`), nor start with the quote of a quoted value.
+        if v.contains(INTERSECTION_SEPARATOR) || v.ends_with(" &") || v.starts_with('"') {
+            out.push('"');
+            out.push_str(&v.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(v);
+        }
+    }
+    out
 }
 
 /// The order pandas sorts group keys in: numerically when every value parses as a number
@@ -283,6 +315,77 @@ mod tests {
         let ab = Attribute::intersect(&[&a, &b]).unwrap();
         assert_eq!(ab.levels(), ["1 & x", "1 & y", "2 & x"]);
         assert_eq!(ab.codes(), [0, 2, 1, 2]);
+    }
+
+    /// Values containing the separator once merged distinct groups ("A & B" x "F" and
+    /// "A" x "B & F" were both "A & B & F").
+    #[test]
+    fn intersection_names_stay_distinct_when_values_contain_the_separator() {
+        let race = Attribute::from_values("race", &["A & B", "A", "A", "C"]).unwrap();
+        let sex = Attribute::from_values("sex", &["F", "B & F", "B & F", "\"F"]).unwrap();
+        let both = Attribute::intersect(&[&race, &sex]).unwrap();
+        assert_eq!(both.levels(), ["A & \"B & F\"", "\"A & B\" & F", "C & \"\"\"F\""]);
+        assert_eq!(both.codes(), [1, 0, 0, 2]);
+    }
+
+    /// Every tuple of short values over the characters that matter gets its own name.
+    #[test]
+    fn intersection_names_are_unambiguous() {
+        let mut values = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..4 {
+            frontier = frontier.iter().flat_map(|v| ["a", " ", "&", "\""].map(|c| format!("{v}{c}"))).collect();
+            values.extend(frontier.iter().cloned());
+        }
+        values.remove(0); // values are never empty
+        let mut names = std::collections::HashSet::new();
+        for a in &values {
+            for b in &values {
+                assert!(names.insert(join_values([a.as_str(), b.as_str()].into_iter())), "{a:?} x {b:?}");
+            }
+        }
+        let short: Vec<&String> = values.iter().filter(|v| v.len() <= 3).collect();
+        let mut names = std::collections::HashSet::new();
+        for a in &short {
+            for b in &short {
+                for c in &short {
+                    assert!(names.insert(join_values([a.as_str(), b.as_str(), c.as_str()].into_iter())), "{a:?} x {b:?} x {c:?}");
+                }
+            }
+        }
+        // Ordinary values keep the plain " & " join.
+        assert_eq!(join_values(["Black", "Female", "non-Hispanic"].into_iter()), "Black & Female & non-Hispanic");
+    }
+
+    /// Checks the intersection of `k` numeric attributes with `levels` values each against the
+    /// tuples of values of each row.
+    fn check_wide_intersection(k: usize, levels: u64) {
+        let n = levels + 1000;
+        let steps = [7u64, 11, 13, 17, 19, 23, 29, 31];
+        let values: Vec<Vec<u64>> = (0..k).map(|j| (0..n).map(|i| (i * steps[j] + j as u64) % levels).collect()).collect();
+        let attrs: Vec<Attribute> =
+            values.iter().enumerate().map(|(j, v)| Attribute::from_values(format!("a{j}"), &v.iter().map(u64::to_string).collect::<Vec<_>>()).unwrap()).collect();
+        assert!(attrs.iter().all(|a| a.levels().len() as u64 == levels));
+        let refs: Vec<&Attribute> = attrs.iter().collect();
+        let all = Attribute::intersect(&refs).unwrap();
+        let tuple = |i: usize| values.iter().map(|v| v[i]).collect::<Vec<u64>>();
+        let mut expected: Vec<Vec<u64>> = (0..n as usize).map(tuple).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        let name = |t: &[u64]| t.iter().map(u64::to_string).collect::<Vec<_>>().join(" & ");
+        assert_eq!(all.levels(), expected.iter().map(|t| name(t)).collect::<Vec<_>>(), "{k} x {levels}: groups in MultiIndex order");
+        for i in 0..n as usize {
+            assert_eq!(all.levels()[all.codes()[i] as usize], name(&tuple(i)), "{k} x {levels}: row {i}");
+        }
+    }
+
+    /// A mixed-radix code (product of the level counts) overflowed: 10,000^5 and 300^8 are
+    /// past u64, so most rows got the wrong group (or the build panicked).
+    #[test]
+    fn intersection_of_many_attributes_with_many_levels() {
+        check_wide_intersection(5, 300);
+        check_wide_intersection(5, 10_000);
+        check_wide_intersection(8, 300);
     }
 
     #[test]

@@ -387,7 +387,7 @@ impl Report {
         let mut report = engine.report(None, opts);
         report.threshold = p.preds.is_none().then_some(opts.threshold);
         if let Some(b) = &opts.bootstrap {
-            bootstrap::attach(&mut report, b, p.len(), |mult| engine.report(Some(mult), opts));
+            bootstrap::attach(&mut report, b, p.len(), |mult| engine.report(Some(mult), opts))?;
         }
         Ok(report)
     }

@@ -108,7 +108,7 @@ fn bad_input(csv: &str, extra: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn bad_input_exits_2_with_file_line_and_column() {
-    let cases: [(&str, &[&str], &str); 9] = [
+    let cases: [(&str, &[&str], &str); 15] = [
         ("y,s,g\n1,0.5,a\n", &["--weight", "w"], "preds.csv:1: no column 'w'"),
         ("y,s,g\n1,0.5,a\n0,zero,b\n", &[], "preds.csv:3: column 's': 'zero' is not a number"),
         ("y,s,g\n1,nan,a\n", &[], "preds.csv:2: column 's': 'nan' is NaN"),
@@ -118,6 +118,17 @@ fn bad_input_exits_2_with_file_line_and_column() {
         ("y,s,g\n1,0.5,a\n1,0.5\n", &[], "preds.csv:3: row has 2 fields, the header has 3"),
         ("y,s,g\n1,0.5,a\n1,0.5,\n", &[], "preds.csv:3: column 'g': empty value"),
         ("y,s,g\nP,0.5,a\nN,0.5,a\nX,0.5,b\n", &["--pos-label", "P"], "preds.csv:4: column 'y': third distinct label value 'X'"),
+        ("y,s,g\n1,0.5,a\n0,1e999,a\n", &[], "preds.csv:3: column 's': '1e999' is inf, expected a finite number"),
+        // Issue 17: a --pos-label that never occurs, a requested column named twice, huge bootstraps.
+        (
+            "y,s,g\nyes,0.5,a\nno,0.5,b\n",
+            &["--pos-label", "Yes"],
+            "preds.csv:1: column 'y': positive label 'Yes' (--pos-label) occurs in no row; the column's values are 'yes', 'no'",
+        ),
+        ("y,s,g,g\n1,0.5,a,b\n", &[], "preds.csv:1: column 'g': the header names this column more than once (fields 3 and 4)"),
+        ("y,s,g\n1,0.5,a\n", &["--bootstrap", "100000000000"], "bootstrap of 100000000000 replicates; at most 1000000 are supported"),
+        ("y,s,g\n1,0.5,a\n", &["--bootstrap", "18446744073709551615"], "at most 1000000 are supported"),
+        ("y,s,g\n1,0.5,a\n", &["--bootstrap", "10", "--quantiles", "0.9,0.1"], "quantiles [0.9, 0.1] must satisfy 0 < low < high < 1"),
     ];
     for (csv, extra, expect) in cases {
         let (code, err) = bad_input(csv, extra);
@@ -173,4 +184,65 @@ fn output_refuses_the_input_and_special_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Issue 17, defect 2: values containing " & " merged distinct intersection groups.
+#[test]
+fn intersection_groups_with_the_separator_in_a_value_stay_apart() {
+    let dir = temp_dir("intersect-sep");
+    let path = dir.join("preds.csv");
+    std::fs::write(&path, "y,s,race,sex\n1,0.9,A & B,F\n0,0.2,A,B & F\n1,0.4,A,B & F\n0,0.6,A,M\n").expect("write");
+    let out = run(&["report", path.to_str().expect("path"), "--label", "y", "--score", "s", "--attr", "race", "--attr", "sex", "--intersect"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let groups = v["attributes"]["race & sex"]["groups"].as_object().expect("groups");
+    let names: Vec<&str> = groups.keys().map(String::as_str).collect();
+    assert_eq!(names, ["A & \"B & F\"", "A & M", "\"A & B\" & F"]);
+    assert_eq!(groups.values().map(|g| g["n"].as_u64().expect("n")).collect::<Vec<_>>(), [2, 1, 1]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Issue 17, defect 6: `--quantiles 0.1,0.9`, the documented form, was rejected.
+#[test]
+fn quantiles_comma_and_space_forms() {
+    let f = fixture("ties_three_groups.csv");
+    let f = f.to_str().expect("path");
+    let quantiles = |args: &[&str]| {
+        let o = run(args, None);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON output");
+        (v["bootstrap"]["quantiles"].clone(), v["overall"]["ci"]["auc"].clone())
+    };
+    let base = ["report", f, "--label", "label", "--score", "score", "--attr", "race", "--bootstrap", "20"];
+    let comma = quantiles(&[&base[..], &["--quantiles", "0.1,0.9"]].concat());
+    assert_eq!(comma.0, serde_json::json!([0.1, 0.9]));
+    assert_eq!(quantiles(&[&base[..], &["--quantiles=0.1,0.9"]].concat()), comma);
+    assert_eq!(quantiles(&[&base[..], &["--quantiles", "0.1", "0.9"]].concat()), comma);
+    // The file after the comma form is the file, not a quantile.
+    assert_eq!(quantiles(&["report", "--bootstrap", "20", "--quantiles", "0.1,0.9", f, "--label", "label", "--score", "score", "--attr", "race"]), comma);
+    assert_eq!(quantiles(&base).0, serde_json::json!([0.025, 0.975]));
+    for bad in [
+        &["--quantiles", "0.9,0.1"][..],
+        &["--quantiles", "0,0.5"],
+        &["--quantiles", "0.5,1"],
+        &["--quantiles", "-0.1,0.5"],
+        &["--quantiles", "0.1,0.5,0.9"],
+        &["--quantiles", "0.1,x"],
+        &["--quantiles", "0.5,0.5"],
+    ] {
+        let o = run(&[&base[..], bad].concat(), None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains("quantiles") && !err.contains("panicked"), "{bad:?}: {err}");
+    }
+}
+
+/// Issue 17, defect 5: `--bootstrap 1e11` is a usage error, never an allocation abort.
+#[test]
+fn bootstrap_in_exponent_form_is_a_usage_error() {
+    let f = fixture("ties_three_groups.csv");
+    let o = run(&["report", f.to_str().expect("path"), "--label", "label", "--score", "score", "--attr", "race", "--bootstrap", "1e11"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bootstrap") && !err.contains("memory allocation"), "{err}");
 }

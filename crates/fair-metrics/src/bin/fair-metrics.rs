@@ -1,5 +1,6 @@
 //! `fair-metrics`: fairness report of a CSV file of predictions.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,14 +50,14 @@ struct ReportArgs {
     /// Label value of the positive class (labels then take at most two values).
     #[arg(long)]
     pos_label: Option<String>,
-    /// Bootstrap replicates for confidence intervals.
+    /// Bootstrap replicates for confidence intervals (at most 1,000,000).
     #[arg(long)]
     bootstrap: Option<usize>,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0, requires = "bootstrap")]
     seed: u64,
-    /// Quantiles of the bootstrap interval, as LOW,HIGH.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.025, 0.975], requires = "bootstrap")]
+    /// Quantiles of the bootstrap interval, as LOW,HIGH (or LOW HIGH), 0 < LOW < HIGH < 1.
+    #[arg(long, num_args = 2, value_names = ["LOW", "HIGH"], allow_negative_numbers = true, default_values_t = [0.025, 0.975], requires = "bootstrap")]
     quantiles: Vec<f64>,
     /// Alpha of ES-AUC and ES-Accuracy.
     #[arg(long, default_value_t = 1.0)]
@@ -86,7 +87,14 @@ enum UndefinedArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match split_quantiles(std::env::args_os()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("fair-metrics: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         Command::Report(args) if output_problem(&args).is_some() => {
             eprintln!("fair-metrics: {}", output_problem(&args).unwrap_or_default());
@@ -107,6 +115,42 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Rewrites `--quantiles LOW,HIGH` and `--quantiles=LOW,HIGH` as `--quantiles LOW HIGH`, the
+/// two arguments clap reads: both forms then work, and an argument after them (the file) is
+/// never taken for a quantile, as it would be if clap accepted one or two arguments.
+fn split_quantiles(args: impl IntoIterator<Item = OsString>) -> Result<Vec<OsString>, String> {
+    let mut args = args.into_iter();
+    let mut out = Vec::new();
+    while let Some(a) = args.next() {
+        if a == "--" {
+            out.push(a);
+            out.extend(args);
+            break;
+        }
+        let value = if a == "--quantiles" {
+            out.push(a);
+            match args.next() {
+                Some(v) => v,
+                None => break,
+            }
+        } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--quantiles=")) {
+            out.push("--quantiles".into());
+            v.into()
+        } else {
+            out.push(a);
+            continue;
+        };
+        match value.to_str() {
+            Some(s) if s.contains(',') => match s.split(',').collect::<Vec<_>>()[..] {
+                [lo, hi] => out.extend([lo.into(), hi.into()]),
+                _ => return Err(format!("--quantiles {s}: expected two values, LOW,HIGH (such as 0.025,0.975)")),
+            },
+            _ => out.push(value),
+        }
+    }
+    Ok(out)
 }
 
 fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
@@ -170,4 +214,23 @@ fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(args: &[&str]) -> Result<Vec<String>, String> {
+        split_quantiles(args.iter().map(OsString::from)).map(|v| v.into_iter().map(|a| a.into_string().unwrap_or_default()).collect())
+    }
+
+    #[test]
+    fn quantiles_comma_form_becomes_two_arguments() {
+        assert_eq!(split(&["fm", "--quantiles", "0.1,0.9", "f.csv"]), Ok(vec!["fm".into(), "--quantiles".into(), "0.1".into(), "0.9".into(), "f.csv".into()]));
+        assert_eq!(split(&["fm", "--quantiles=0.1,0.9"]), Ok(vec!["fm".into(), "--quantiles".into(), "0.1".into(), "0.9".into()]));
+        assert_eq!(split(&["fm", "--quantiles", "0.1", "0.9"]), Ok(vec!["fm".into(), "--quantiles".into(), "0.1".into(), "0.9".into()]));
+        assert_eq!(split(&["fm", "--", "--quantiles", "a,b"]), Ok(vec!["fm".into(), "--".into(), "--quantiles".into(), "a,b".into()]));
+        assert_eq!(split(&["fm", "x,y.csv", "--quantiles"]), Ok(vec!["fm".into(), "x,y.csv".into(), "--quantiles".into()]));
+        assert!(split(&["fm", "--quantiles", "0.1,0.5,0.9"]).is_err_and(|e| e.contains("expected two values")));
+    }
 }

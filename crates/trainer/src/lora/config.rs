@@ -325,3 +325,12 @@ impl LoraExperiment {
         VitClassifierConfig::new(VisionTransformerConfig::new(image_size, m.patch_size, m.width, m.layers, m.heads), classes)
     }
 }
+/// LoRA's numerical guard, as the main trainer's: a non-finite loss stops the training with
+/// the settings that can cause it (`causes`: key and value).
+pub(crate) fn check_finite(what: &str, loss: f64, epoch: usize, causes: &[(&str, f64)]) -> crate::Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    let settings: Vec<String> = causes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    Err(crate::Error::Invalid(format!("{what}, epoch {epoch}: the loss is {loss}; the settings that can cause it: {} (lower the step or the weights)", settings.join(", "))))
+}

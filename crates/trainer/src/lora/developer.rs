@@ -110,7 +110,7 @@ impl<B: AutodiffBackend> Epochs for DeveloperRun<'_, B> {
             loss = loss + penalty.mul_scalar(exp.fair.lambda_orth);
         }
         let f = &exp.fair;
-        super::check_finite(
+        super::config::check_finite(
             "the developer",
             task_value + exp.fair.lambda_orth * orth,
             epoch,

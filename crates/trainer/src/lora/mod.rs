@@ -59,13 +59,3 @@ pub use model::{
     adapter_values, classes_of, image_batch, load_adapter_values, load_base, load_developer, negated_base, pretrain, save_adapter_values, save_base, save_developer, Adapters,
     BaseInfo,
 };
-
-/// LoRA's numerical guard, as the main trainer's: a non-finite loss stops the training with
-/// the settings that can cause it (`causes`: key and value).
-pub(crate) fn check_finite(what: &str, loss: f64, epoch: usize, causes: &[(&str, f64)]) -> crate::Result<()> {
-    if loss.is_finite() {
-        return Ok(());
-    }
-    let settings: Vec<String> = causes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    Err(crate::Error::Invalid(format!("{what}, epoch {epoch}: the loss is {loss}; the settings that can cause it: {} (lower the step or the weights)", settings.join(", "))))
-}

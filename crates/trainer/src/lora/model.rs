@@ -96,7 +96,7 @@ pub(crate) fn fit<B: AutodiffBackend>(
             let ce = CrossEntropyLossConfig::new().init(self.device);
             let loss = ce.forward(self.model.forward(image_batch(self.set, rows, self.device)), label_batch(self.labels, rows, self.device));
             let v = loss.clone().into_scalar().elem::<f64>();
-            super::check_finite("the fit", v, epoch, &[("optim.lr", self.lr)])?;
+            super::config::check_finite("the fit", v, epoch, &[("optim.lr", self.lr)])?;
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             self.model = self.optim.step(self.lr, self.model.clone(), grads);
             Ok(v)

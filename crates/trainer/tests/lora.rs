@@ -478,3 +478,27 @@ fn a_diverging_developer_stops_with_the_likely_causes() {
     let e = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut auditor), &device).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("the developer, epoch") && e.contains("the loss is") && e.contains("optim.lr = 1000000000000000000000000000000"), "{e}");
 }
+
+/// Issue 16: a valid but empty (or partial) gradient answer is an error, not a round trained
+/// without the auditor's term (which desynchronised the two sides).
+#[test]
+fn an_empty_gradient_answer_is_refused() {
+    struct Empty;
+    impl lora::AuditorLink for Empty {
+        fn sensitive_adapter(&mut self) -> trainer::Result<lora::Adapters> {
+            Ok(Default::default())
+        }
+        fn gradient(&mut self, _round: usize, _adapters: &lora::Adapters) -> trainer::Result<lora::AdapterGrads> {
+            Ok(Default::default())
+        }
+        fn finish(&mut self) -> trainer::Result<()> {
+            Ok(())
+        }
+    }
+    let all = toy(32, 5);
+    let exp = experiment("ent", &[]);
+    let base_model = pretrained(&exp, &all);
+    let dev = all.with_labels(&[("task", "task")]).unwrap();
+    let e = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut Empty, &Default::default()).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("the auditor's gradient has no entry for"), "{e}");
+}

@@ -5,6 +5,7 @@
 //! - `fixtures`: regenerate the reference fixtures with the real Python peers.
 //! - `assets`: fetch the pretrained models the tests and configs use into data/cache.
 //! - `bench metrics`: fair-metrics against the FairCLIP evaluation pipeline in Python.
+//! - `fuzz --seconds N`: AFL++ on every parser of user files (`fuzz/`).
 //! - `bench input`: the streaming input pipeline against a Python peer of FairCLIP's dataset
 //!   class, and the memory of a training epoch at two dataset sizes.
 //! - `train`: CLIP and FairCLIP on the built-in synthetic benchmark (CPU), side by side.
@@ -20,6 +21,7 @@
 mod bench;
 mod bench_input;
 mod fixtures;
+mod fuzz;
 mod reproduce;
 mod test;
 mod train;
@@ -70,6 +72,16 @@ enum Task {
     Reproduce {
         #[command(subcommand)]
         which: Reproduce,
+    },
+    /// Coverage-guided fuzzing (AFL++ via cargo-afl) of every parser of user files, each
+    /// target for --seconds; installs afl++ and cargo-afl when missing; fails on a crash.
+    Fuzz {
+        /// Seconds per target (two run at a time).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// Benchmarks against the Python peers.
     Bench {
@@ -185,5 +197,6 @@ fn main() -> Result<()> {
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device),
         Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device),
         Task::GpuSmoke { device, epochs } => train::gpu_smoke(&root, &device, epochs),
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
     }
 }

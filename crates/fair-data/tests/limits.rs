@@ -74,6 +74,13 @@ fn hostile_files_are_errors_not_crashes() {
     assert!(e.contains("big.png") && e.contains("max_pixels"), "{e}");
     Limits::default().install();
 
+    // Found by fuzzing (cargo xtask fuzz, target `image`): 1.3 KB of JPEG declaring 63,839 x
+    // 304 pixels took seconds to decode. Pixels beyond the file's bytes times max_ratio are
+    // refused from the header.
+    let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/tiny-jpeg-63839x304.jpg");
+    let e = fair_data::read_image(&tiny).unwrap_err().to_string();
+    assert!(e.contains("63839 x 304 pixels from 1360 bytes") && e.contains("max_ratio"), "{e}");
+
     // A 1 x 200,000 image: the crop needs 224 x 224 of a 224 x 44,800,000 resize, and only
     // those coefficients are computed (it used to take 1.1 GB).
     let thin = GrayImage { height: 200_000, width: 1, pixels: (0..200_000).map(|i| (i % 256) as f32).collect() };

@@ -300,8 +300,10 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
         }
     }
 
-    // The values of each attribute: the configured order, else all known values sorted.
+    // The values of each attribute: the configured order, else all known values sorted. An
+    // attribute with fewer than two known values compares no groups: a warning.
     let mut values: Vec<Vec<String>> = Vec::new();
+    let mut warnings = Vec::new();
     for a in &spec.attributes {
         let seen: BTreeSet<&str> = sources.iter().flat_map(|(_, _, _, rows)| rows.iter().map(move |r| r.cells[a].trim())).filter(|v| !spec.is_missing(v)).collect();
         match spec.order.get(a) {
@@ -317,19 +319,15 @@ pub fn load_folder(root: &Path, spec: &FolderSpec, opts: &LoadOptions) -> Result
                 }
                 values.push(order.clone());
             }
-            None => values.push(seen.into_iter().map(str::to_owned).collect()),
+            None => values.push(seen.iter().map(|v| v.to_string()).collect()),
         }
-    }
-    let mut warnings = Vec::new();
-    for (a, v) in spec.attributes.iter().zip(&values) {
-        let known: BTreeSet<&str> = sources.iter().flat_map(|(_, _, _, rows)| rows.iter().map(move |r| r.cells[a].trim())).filter(|v| !spec.is_missing(v)).collect();
-        if known.len() < 2 {
+        if seen.len() < 2 {
             warnings.push(format!(
                 "{}: column '{a}' has {} known value{} ({}): its fairness metrics compare no groups",
                 sources.iter().map(|s| s.1.display().to_string()).collect::<Vec<_>>().join(", "),
-                known.len(),
-                if known.len() == 1 { "" } else { "s" },
-                v.join(", ")
+                seen.len(),
+                if seen.len() == 1 { "" } else { "s" },
+                values.last().map(|v| v.join(", ")).unwrap_or_default()
             ));
         }
     }

@@ -249,9 +249,14 @@ pub(crate) fn resize_crop_u8(pixels: &[u8], width: usize, height: usize, size: u
 pub fn normalize(grey: &[u8]) -> Vec<f32> {
     let mut out = Vec::with_capacity(3 * grey.len());
     for c in 0..3 {
-        out.extend(grey.iter().map(|&b| (b as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]));
+        normalize_into(grey, c, &mut out);
     }
     out
+}
+
+/// `ToTensor` and `Normalize` of one plane's bytes as CLIP channel `c`, appended to `out`.
+pub(crate) fn normalize_into(plane: &[u8], c: usize, out: &mut Vec<f32>) {
+    out.extend(plane.iter().map(|&b| (b as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]));
 }
 
 #[cfg(test)]

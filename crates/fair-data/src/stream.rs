@@ -185,8 +185,7 @@ impl Loader {
             let item = self.item(i)?;
             for c in 0..3 {
                 let plane = if item.channels == 1 { &item.pixels[..s2] } else { &item.pixels[c * s2..(c + 1) * s2] };
-                let (mean, std) = (crate::CLIP_MEAN[c], crate::CLIP_STD[c]);
-                images.extend(plane.iter().map(|&b| (b as f32 / 255.0 - mean) / std));
+                crate::preprocess::normalize_into(plane, c, &mut images);
             }
             oct.extend_from_slice(&item.oct);
         }

@@ -68,13 +68,18 @@ pub(crate) fn load_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Dev
     Recorder::<B>::load(&BinFileRecorder::<FullPrecisionSettings>::new(), path.to_owned(), device).map_err(|e| ckpt_err(path, e))
 }
 
+/// The epoch of a record file's name (`state-<epoch>-<part>`).
+pub(crate) fn state_epoch(name: &str) -> Option<usize> {
+    name.strip_prefix("state-").and_then(|rest| rest.split_once('-')).and_then(|(e, _)| e.parse().ok())
+}
+
 /// Removes the record files of every epoch before `epoch` (after `state.json` moved on).
 pub(crate) fn remove_older_states(out: &Path, epoch: usize) -> Result<()> {
     let entries = std::fs::read_dir(out).map_err(io_err(out))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let old = name.strip_prefix("state-").and_then(|rest| rest.split_once('-')).and_then(|(e, _)| e.parse::<usize>().ok()).is_some_and(|e| e < epoch);
+        let old = state_epoch(&name).is_some_and(|e| e < epoch);
         if old && name.ends_with(".bin") {
             let p = entry.path();
             std::fs::remove_file(&p).map_err(io_err(&p))?;

@@ -30,6 +30,19 @@ pub struct ExperimentData {
     pub warnings: Vec<String>,
 }
 
+/// The tokenizer of a run: its own (`given`: resume, eval) over the config's file, over one
+/// trained on `training_texts`.
+fn choose_tokenizer(exp: &Experiment, given: Option<TextTokenizer>, training_texts: impl FnOnce() -> Vec<String>) -> Result<TextTokenizer> {
+    let d = &exp.data;
+    if let Some(t) = given {
+        return Ok(t);
+    }
+    Ok(match exp.model.text.tokenizer_file().map_err(Error::Invalid)? {
+        Some(path) => TextTokenizer::from_file(&path, d.context_length)?,
+        None => TextTokenizer::train(&training_texts(), d.vocab_size, d.context_length)?,
+    })
+}
+
 /// The splits' names in reports and errors.
 pub const SPLITS: [&str; 3] = ["train", "validation", "test"];
 
@@ -98,16 +111,7 @@ impl ExperimentData {
                 return Err(Error::Invalid(format!("the {name} split has no samples")));
             }
         }
-        // A run's own tokenizer (resume, eval) wins over the config's files.
-        let file = if tokenizer.is_none() { exp.model.text.tokenizer_file().map_err(Error::Invalid)? } else { None };
-        let tokenizer = match (tokenizer, file) {
-            (Some(t), _) => t,
-            (None, Some(path)) => TextTokenizer::from_file(&path, d.context_length)?,
-            (None, None) => {
-                let notes: Vec<String> = splits[0].iter().map(|s| fair_data::truncate_note(&s.note, d.note_chars)).collect();
-                TextTokenizer::train(&notes, d.vocab_size, d.context_length)?
-            }
-        };
+        let tokenizer = choose_tokenizer(exp, tokenizer, || splits[0].iter().map(|s| fair_data::truncate_note(&s.note, d.note_chars)).collect())?;
         let prompt_tokens = tokenizer.encode_batch(&exp.eval.prompts)?;
         let [train, validation, test] = match &indexed {
             Some(loaded) => [0, 1, 2].map(|i| Prepared::from_fairvlmed_files(&loaded[i], image_size, &tokenizer, d.note_chars)),
@@ -123,17 +127,12 @@ impl ExperimentData {
         let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source folder".into()))?;
         let opts = LoadOptions { summary_csv: None, filter_unknown: d.filter_unknown, on_error: on_error(d.on_error), index_only: true };
         let data = fair_data::load_folder(root, &d.folder, &opts)?;
-        let file = if tokenizer.is_none() { exp.model.text.tokenizer_file().map_err(Error::Invalid)? } else { None };
-        let tokenizer = match (tokenizer, file) {
-            (Some(t), _) => t,
-            (None, Some(path)) => TextTokenizer::from_file(&path, d.context_length)?,
-            (None, None) => {
-                // Without a text column, the tokenizer is trained on the prompts (the texts are empty).
-                let mut texts: Vec<String> = data.splits[0].texts.iter().map(|t| fair_data::truncate_note(t, d.note_chars)).collect();
-                texts.extend(exp.eval.prompts.iter().cloned());
-                TextTokenizer::train(&texts, d.vocab_size, d.context_length)?
-            }
-        };
+        let tokenizer = choose_tokenizer(exp, tokenizer, || {
+            // Without a text column, the tokenizer is trained on the prompts (the texts are empty).
+            let mut texts: Vec<String> = data.splits[0].texts.iter().map(|t| fair_data::truncate_note(t, d.note_chars)).collect();
+            texts.extend(exp.eval.prompts.iter().cloned());
+            texts
+        })?;
         let image_size = exp.model.image_size().map_err(Error::Invalid)?;
         let [train, validation, test] = [0, 1, 2].map(|i| Prepared::from_folder(&data.splits[i], image_size, &tokenizer, d.note_chars).map(|p| p.with_pipeline(d.pipeline)));
         let skipped = data.splits.iter().zip(SPLITS).flat_map(|(s, name)| s.skipped.iter().map(move |(p, why)| [name.to_string(), p.display().to_string(), why.clone()])).collect();

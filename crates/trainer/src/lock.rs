@@ -17,9 +17,14 @@ pub struct RunLock {
     path: PathBuf,
 }
 
+/// This machine's name (empty where the kernel does not say).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
 /// This process, as a lock file names it.
 fn owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown host".into());
+    let host = Some(host_name()).filter(|h| !h.is_empty()).unwrap_or_else(|| "unknown host".into());
     format!("pid {} on {host}", std::process::id())
 }
 
@@ -80,7 +85,7 @@ pub(crate) fn clean_leftovers(dir: &Path, epochs_done: usize) -> Result<usize> {
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let orphan = name.strip_prefix("state-").and_then(|rest| rest.split_once('-')).and_then(|(e, _)| e.parse::<usize>().ok()).is_some_and(|e| e > epochs_done);
+        let orphan = crate::checkpoint::state_epoch(&name).is_some_and(|e| e > epochs_done);
         if name.ends_with(".tmp") || orphan {
             let p = entry.path();
             std::fs::remove_file(&p).map_err(io_err(&p))?;

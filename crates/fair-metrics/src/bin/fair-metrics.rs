@@ -96,24 +96,26 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     match cli.command {
-        Command::Report(args) if output_problem(&args).is_some() => {
-            eprintln!("fair-metrics: {}", output_problem(&args).unwrap_or_default());
-            ExitCode::from(2)
-        }
-        Command::Report(args) => match report(&args) {
-            Ok(text) => match write_output(args.output.as_deref(), &text) {
-                Ok(()) => ExitCode::SUCCESS,
+        Command::Report(args) => {
+            // A bad -o, and every error of the library, is about the input: status 2.
+            let text = match output_problem(&args) {
+                Some(problem) => Err(problem),
+                None => report(&args).map_err(|e| e.to_string()),
+            };
+            match text {
+                Ok(text) => match write_output(args.output.as_deref(), &text) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("fair-metrics: {e:#}");
+                        ExitCode::from(1)
+                    }
+                },
                 Err(e) => {
-                    eprintln!("fair-metrics: {e:#}");
-                    ExitCode::from(1)
+                    eprintln!("fair-metrics: {e}");
+                    ExitCode::from(2)
                 }
-            },
-            // Every error of the library is about the input.
-            Err(e) => {
-                eprintln!("fair-metrics: {e}");
-                ExitCode::from(2)
             }
-        },
+        }
     }
 }
 

@@ -81,7 +81,7 @@ struct Heartbeat {
 impl Heartbeat {
     fn start(dir: &Path, role: &str, session: &str) -> Result<Self> {
         let path = dir.join(format!("{role}.alive"));
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let host = crate::lock::host_name();
         let line = format!("pid={} host={host} session={session}", std::process::id());
         write_beat(&path, &line, "alive")?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -124,7 +124,7 @@ struct Beat {
 impl Beat {
     /// False only when the party runs on this host and its process is gone.
     fn pid_alive(&self) -> bool {
-        let here = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        let here = crate::lock::host_name();
         self.host != here || Path::new(&format!("/proc/{}", self.pid)).exists() || !Path::new("/proc/self").exists()
     }
 }

@@ -1,11 +1,13 @@
 //! `cargo xtask fuzz --seconds N`: coverage-guided fuzzing of every parser that reads a user's
 //! files (the targets in `fuzz/src/bin/`), with AFL++ through cargo-afl on the stable
 //! toolchain. Installs what is missing (Debian's `afl++`, `cargo-afl`), builds the targets
-//! instrumented into `target/fuzz`, seeds each from the repository's fixtures, runs them two
-//! at a time for N seconds each (resuming earlier corpora), appends each run's executions to
-//! `target/fuzz/ledger.csv` and fails if any crash or hang was saved.
+//! instrumented into `target/fuzz`, starts each from its committed corpus (`fuzz/corpus/<t>/`),
+//! runs them two at a time for N seconds each (resuming earlier runs), appends each run's
+//! executions to `target/fuzz/ledger.csv` and fails if any crash or hang was saved. With
+//! `--keep`, the inputs that found new coverage join the committed corpus, which the test
+//! suite replays (`fuzz/tests/replay.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -32,66 +34,48 @@ fn ensure_tools() -> Result<()> {
     Ok(())
 }
 
-/// Copies `from` (a file, or every file of a folder) into the seed folder `to`.
-fn seed_from(to: &Path, from: &Path) -> Result<()> {
-    let files: Vec<PathBuf> = if from.is_dir() { std::fs::read_dir(from)?.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect() } else { vec![from.to_owned()] };
-    for f in files {
-        let name = f.to_string_lossy().replace(['/', '\\'], "_");
-        std::fs::copy(&f, to.join(name.trim_start_matches('_')))?;
-    }
-    Ok(())
+/// Most inputs kept per target in `fuzz/corpus/`: CI replays all of them.
+const CORPUS_CAP: usize = 200;
+/// Largest input kept in `fuzz/corpus/`.
+const CORPUS_MAX_BYTES: u64 = 4096;
+
+/// FNV-1a of the bytes: a corpus file's name, so the same input is kept once.
+fn content_name(bytes: &[u8]) -> String {
+    format!("{:016x}", bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)))
 }
 
-/// Each target's seed corpus, from the fixtures (and a few hand-written inputs).
-fn seeds(root: &Path, dir: &Path) -> Result<()> {
-    let fx = root.join("crates/fair-data/tests/fixtures");
-    let example = root.join("datasets/example");
-    for t in TARGETS {
-        let d = dir.join(t);
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d)?;
-        match t {
-            "npy" => {
-                for f in ["images/0006.npy", "images/0007.npy"] {
-                    seed_from(&d, &example.join(f))?;
-                }
-            }
-            "npz" => {
-                for f in ["fairvlmed/Training", "fairvlmed/Testing", "fairvision/train"] {
-                    seed_from(&d, &fx.join(f))?;
-                }
-            }
-            "image" => {
-                for f in ["images/0001.png", "images/0002.png", "images/0003.png", "images/0004.jpg", "images/0005.jpg"] {
-                    seed_from(&d, &example.join(f))?;
-                }
-            }
-            "metadata" => {
-                std::fs::write(d.join("csv"), b"\x00file_name,split,y,t,g,h\na.npy,train,1,\"a, note\",A,x\na.npy,validation,0,b,B,y\na.npy,test,1,c,,x\n")?;
-                std::fs::write(d.join("jsonl"), b"\x01{\"file_name\": \"a.npy\", \"split\": \"train\", \"y\": 1, \"t\": \"n\", \"g\": \"A\", \"h\": \"x\"}\n{\"file_name\": \"a.npy\", \"split\": \"test\", \"y\": \"0\", \"t\": null, \"g\": \"B\", \"h\": \"y\"}\n")?;
-            }
-            "summary_csv" => seed_from(&d, &fx.join("fairvlmed/gpt-4_summarized_notes.csv"))?,
-            "metrics_csv" => {
-                std::fs::write(d.join("rich"), b"y,p,g,h,w,d\nyes,0.9,a,x,1.5,yes\nno,0.2,b,x,1,no\nyes,0.4,\"a, b\",y,2,no\n")?;
-                seed_from(&d, &root.join("crates/fair-metrics/tests/fixtures/parity/everybody_selected.csv"))?;
-            }
-            "experiment" => {
-                for f in ["benchmark-fairclip.toml", "benchmark-fair-moe.toml", "benchmark-multifair.toml", "example-clip.toml", "lora-fundus.toml"] {
-                    seed_from(&d, &root.join("configs").join(f))?;
-                }
-            }
-            "checkpoint" => {
-                let v = root.join("crates/vlm-backbone/tests/fixtures");
-                for (sel, f) in [(0u8, "peft/ours/adapter_config.json"), (2, "hf/bert/config.json")] {
-                    let mut bytes = vec![sel];
-                    bytes.extend(std::fs::read(v.join(f))?);
-                    std::fs::write(d.join(format!("sel{sel}")), bytes)?;
-                }
-            }
-            _ => {}
+/// Adds to `fuzz/corpus/<target>/` the queue entries of this run that found new coverage (and
+/// the seeds), evenly spaced in discovery order, up to [`CORPUS_CAP`] files of at most
+/// [`CORPUS_MAX_BYTES`]. Returns how many were added.
+fn save_corpus(queue: &Path, corpus: &Path) -> Result<usize> {
+    std::fs::create_dir_all(corpus)?;
+    let have = std::fs::read_dir(corpus)?.count();
+    let mut names: Vec<String> = std::fs::read_dir(queue)
+        .with_context(|| format!("reading {}", queue.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("+cov") || n.contains("orig:"))
+        .collect();
+    names.sort();
+    let mut fresh = Vec::new();
+    for n in names {
+        let path = queue.join(&n);
+        if std::fs::metadata(&path)?.len() > CORPUS_MAX_BYTES {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let name = content_name(&bytes);
+        if !corpus.join(&name).exists() && !fresh.iter().any(|(m, _): &(String, Vec<u8>)| *m == name) {
+            fresh.push((name, bytes));
         }
     }
-    Ok(())
+    let room = CORPUS_CAP.saturating_sub(have);
+    let take = fresh.len().min(room);
+    for k in 0..take {
+        let (name, bytes) = &fresh[k * fresh.len() / take];
+        std::fs::write(corpus.join(name), bytes)?;
+    }
+    Ok(take)
 }
 
 /// One line of `fuzzer_stats`.
@@ -99,13 +83,12 @@ fn stat(text: &str, key: &str) -> u64 {
     text.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == key).and_then(|(_, v)| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
 }
 
-pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
+pub fn fuzz(root: &Path, seconds: u64, only: &[String], keep: bool) -> Result<()> {
     ensure_tools()?;
     let targets: Vec<&str> = TARGETS.iter().copied().filter(|t| only.is_empty() || only.iter().any(|o| o == t)).collect();
     let dir = root.join("target/fuzz");
-    run(cargo().current_dir(root.join("fuzz")).args(["afl", "build", "--release", "--locked", "--target-dir"]).arg(&dir))?;
-    let seed_dir = dir.join("seeds");
-    seeds(root, &seed_dir)?;
+    run(cargo().current_dir(root).args(["afl", "build", "--release", "--locked", "-p", "fairvlm-fuzz", "--features", "afl", "--target-dir"]).arg(&dir))?;
+    let corpus = root.join("fuzz/corpus");
     std::fs::create_dir_all(dir.join("out"))?;
     let mut rows = Vec::new();
     for pair in targets.chunks(2) {
@@ -113,9 +96,12 @@ pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
             .iter()
             .map(|t| {
                 let out = dir.join("out").join(t);
+                // A resumed run carries on the counters of the earlier ones: keep them to count
+                // only this run's executions and findings.
+                let before = std::fs::read_to_string(out.join("default/fuzzer_stats")).unwrap_or_default();
                 let mut cmd = cargo();
                 cmd.args(["afl", "fuzz", "-i"])
-                    .arg(seed_dir.join(t))
+                    .arg(corpus.join(t))
                     .arg("-o")
                     .arg(&out)
                     .args(["-V", &seconds.to_string()])
@@ -124,20 +110,14 @@ pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null());
                 eprintln!("+ {cmd:?}");
-                cmd.spawn().with_context(|| format!("starting afl-fuzz on {t}")).map(|c| (t, out, c))
+                cmd.spawn().with_context(|| format!("starting afl-fuzz on {t}")).map(|c| (t, out, before, c))
             })
             .collect::<Result<_>>()?;
-        for (t, out, mut child) in children {
+        for (t, out, before, mut child) in children {
             child.wait()?;
             let stats = std::fs::read_to_string(out.join("default/fuzzer_stats")).with_context(|| format!("{t}: afl-fuzz wrote no fuzzer_stats (see {})", out.display()))?;
-            rows.push((
-                t.to_string(),
-                stat(&stats, "execs_done"),
-                stat(&stats, "execs_per_sec"),
-                stat(&stats, "corpus_count"),
-                stat(&stats, "saved_crashes"),
-                stat(&stats, "saved_hangs"),
-            ));
+            let delta = |key| stat(&stats, key).saturating_sub(stat(&before, key));
+            rows.push((t.to_string(), delta("execs_done"), stat(&stats, "execs_per_sec"), stat(&stats, "corpus_count"), delta("saved_crashes"), delta("saved_hangs")));
         }
     }
     let ledger = dir.join("ledger.csv");
@@ -150,6 +130,12 @@ pub fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
     std::fs::write(&ledger, &text)?;
     let total: u64 = text.lines().skip(1).filter_map(|l| l.split(',').nth(2)?.parse::<u64>().ok()).sum();
     println!("\nthis run: {} executions; all runs in {}: {total}", rows.iter().map(|r| r.1).sum::<u64>(), ledger.display());
+    if keep {
+        for (t, ..) in &rows {
+            let added = save_corpus(&dir.join("out").join(t).join("default/queue"), &corpus.join(t))?;
+            println!("{t}: {added} inputs added to fuzz/corpus/{t}");
+        }
+    }
     let found: Vec<&String> = rows.iter().filter(|r| r.4 > 0 || r.5 > 0).map(|r| &r.0).collect();
     if !found.is_empty() {
         bail!("crashes or hangs in {found:?}: see {}/out/<target>/default/crashes and hangs", dir.display());

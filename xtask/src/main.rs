@@ -82,6 +82,9 @@ enum Task {
         /// Only these targets (default: all).
         #[arg(long = "target")]
         targets: Vec<String>,
+        /// Add the inputs that found new coverage to the committed corpus (fuzz/corpus/).
+        #[arg(long)]
+        keep: bool,
     },
     /// Benchmarks against the Python peers.
     Bench {
@@ -197,6 +200,6 @@ fn main() -> Result<()> {
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device),
         Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device),
         Task::GpuSmoke { device, epochs } => train::gpu_smoke(&root, &device, epochs),
-        Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
+        Task::Fuzz { seconds, targets, keep } => fuzz::fuzz(&root, seconds, &targets, keep),
     }
 }

@@ -1,9 +1,4 @@
-//! numpy's `.npy` parser (and the image reader's npy path).
+//! AFL++ entry point of the `npy` target (`fairvlm_fuzz::npy`).
 fn main() {
-    afl::fuzz!(|data: &[u8]| {
-        let path = fairvlm_fuzz::file("x.npy", data);
-        let _ = fair_data::parse_npy(data, &path, "x");
-        let _ = fair_data::image_dimensions(&path);
-        let _ = fair_data::read_image(&path).map(|img| fair_data::clip_planes(&img, 16, false));
-    });
+    afl::fuzz!(|data: &[u8]| fairvlm_fuzz::npy(data));
 }

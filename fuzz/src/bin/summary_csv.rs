@@ -1,7 +1,4 @@
-//! FairCLIP's GPT-4 summary CSV.
+//! AFL++ entry point of the `summary_csv` target (`fairvlm_fuzz::summary_csv`).
 fn main() {
-    afl::fuzz!(|data: &[u8]| {
-        let path = fairvlm_fuzz::file("summary.csv", data);
-        let _ = fair_data::read_summary_csv(&path);
-    });
+    afl::fuzz!(|data: &[u8]| fairvlm_fuzz::summary_csv(data));
 }

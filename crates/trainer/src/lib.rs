@@ -29,6 +29,7 @@ mod lock;
 mod log;
 pub mod lora;
 mod optim;
+pub mod parity;
 pub mod recipes;
 mod report;
 mod run;

@@ -59,6 +59,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
 
     /// One update of `module` with learning rate `lr`.
     pub fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        tap::record(&module, &grads);
         match self {
             Optim::Adam(o) => o.step(lr, module, grads),
             Optim::AdamW(o) => o.step(lr, module, grads),
@@ -118,5 +119,53 @@ impl Schedule {
     /// same warm-up.
     pub fn scaled(&self, step: usize, base: f64) -> f64 {
         base * self.lr(step) / self.lr
+    }
+}
+
+/// The gradients every optimiser step receives, when a caller asks for them: the one place
+/// where every method's final gradients (after modulation, clipping, noise) pass, so
+/// [`crate::parity`] can compare them across backends.
+pub(crate) mod tap {
+    use std::cell::RefCell;
+
+    use burn::module::{AutodiffModule, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+    use burn::tensor::backend::AutodiffBackend;
+
+    thread_local! {
+        static TAPPED: RefCell<Option<Vec<Vec<f32>>>> = const { RefCell::new(None) };
+    }
+
+    /// Starts recording on this thread.
+    pub(crate) fn start() {
+        TAPPED.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Stops recording and returns the gradients recorded since [`start`], one per parameter in
+    /// the order the steps visited them (a parameter without a gradient gives an empty one).
+    pub(crate) fn take() -> Vec<Vec<f32>> {
+        TAPPED.with(|t| t.borrow_mut().take()).unwrap_or_default()
+    }
+
+    pub(super) fn record<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &GradientsParams) {
+        TAPPED.with(|t| {
+            if let Some(out) = t.borrow_mut().as_mut() {
+                module.visit(&mut Collect::<B> { grads, out, backend: std::marker::PhantomData });
+            }
+        });
+    }
+
+    struct Collect<'a, B> {
+        grads: &'a GradientsParams,
+        out: &'a mut Vec<Vec<f32>>,
+        backend: std::marker::PhantomData<B>,
+    }
+
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let g = self.grads.get::<B::InnerBackend, D>(param.id);
+            self.out.push(g.map(|g| g.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()).unwrap_or_default());
+        }
     }
 }

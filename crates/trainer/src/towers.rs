@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use vlm_backbone::{Clip, TextTransformer, VisionTransformer};
 
-use crate::checkpoint::{seeded, Materialize};
+use crate::checkpoint::{seeded, DrawBackend, Materialize};
 use crate::config::Experiment;
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
@@ -14,22 +14,25 @@ use crate::error::{Error, Result};
 /// The CLIP dual encoder of an experiment, seeded with its seed, towers loaded from their
 /// checkpoints; `with_moe` inserts the FO-MoE layers of `[moe]` (their experts are copies of
 /// the freshly initialised or pretrained MLPs). Seeding, creating and drawing happen under
-/// one lock (burn's generator is global and parameters are drawn lazily).
+/// one lock (burn's generator is global and parameters are drawn lazily); the parameters are
+/// drawn on the CPU whatever `B` is, so a seed gives the same model on every backend.
 pub fn init_clip<B: Backend>(exp: &Experiment, data: &ExperimentData, with_moe: bool, device: &B::Device) -> Result<Clip<B>> {
-    seeded::<B, _>(device, exp.seed, || {
-        let mut cfg = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
-        with_tokenizer_ids(&mut cfg.text, &data.tokenizer);
-        let mut model = load_pretrained(exp, cfg.init(device))?;
-        if with_moe {
-            model.visit(&mut Materialize);
-            let attribute = &exp.fairclip.attribute;
-            let groups = data.attribute_groups(attribute)?;
-            exp.moe.validate(groups, attribute).map_err(Error::Invalid)?;
-            model = model.with_fo_moe(&exp.moe.config(groups), device).map_err(|e| Error::Invalid(format!("[moe]: {e}")))?;
-        }
+    seeded(device, exp.seed, |d| build_clip::<B>(exp, data, with_moe, d), |d| build_clip::<DrawBackend>(exp, data, with_moe, d))
+}
+
+fn build_clip<B: Backend>(exp: &Experiment, data: &ExperimentData, with_moe: bool, device: &B::Device) -> Result<Clip<B>> {
+    let mut cfg = exp.model.clip_config(data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
+    with_tokenizer_ids(&mut cfg.text, &data.tokenizer);
+    let mut model = load_pretrained(exp, cfg.init(device))?;
+    if with_moe {
         model.visit(&mut Materialize);
-        Ok(model)
-    })
+        let attribute = &exp.fairclip.attribute;
+        let groups = data.attribute_groups(attribute)?;
+        exp.moe.validate(groups, attribute).map_err(Error::Invalid)?;
+        model = model.with_fo_moe(&exp.moe.config(groups), device).map_err(|e| Error::Invalid(format!("[moe]: {e}")))?;
+    }
+    model.visit(&mut Materialize);
+    Ok(model)
 }
 
 /// Sets the towers named in `[model.vision]` / `[model.text]` from their checkpoints; a

@@ -50,7 +50,7 @@ pub use pretrained::{Checkpoint, LoadReport};
 pub use classifier::{VitClassifier, VitClassifierConfig};
 pub use clip::{Clip, ClipConfig, Routing};
 pub use fomoe::{CapacityRule, FoMoeConfig, FoMoeSettings};
-pub use layers::{Activation, Attention, EncoderLayer, Mlp, TransformerEncoder, TransformerEncoderConfig};
+pub use layers::{gelu, Activation, Attention, EncoderLayer, Mlp, TransformerEncoder, TransformerEncoderConfig};
 pub use multimodal::{
     AuxiliaryHeads, ClassifierHead, Fusion, MultimodalClassifier, MultimodalClassifierConfig, MultimodalOutput, OctEncoder, PostNormEncoder, PostNormEncoderConfig, PostNormLayer,
     Projection, SecondInput, SecondModality,

@@ -9,7 +9,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
+
+use crate::layers::gelu;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 

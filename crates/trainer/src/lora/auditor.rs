@@ -16,7 +16,7 @@ use vlm_backbone::VitClassifier;
 
 use super::config::{AdvMode, LoraExperiment, LoraMethod};
 use super::model::{adapted, adapter_values, adapters_to_modules, classes_of, fit, image_batch, label_batch, shuffled, Adapters};
-use crate::checkpoint::{seeded, Materialize};
+use crate::checkpoint::{materialized, seeded, DrawBackend};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
 
@@ -54,11 +54,8 @@ impl<B: AutodiffBackend> Auditor<B> {
     pub fn new(exp: &LoraExperiment, base: VitClassifier<B>, data: LabelledImages, label: &str, device: &B::Device) -> Result<Self> {
         let labels = data.label(label)?.to_vec();
         let classes = classes_of(&labels, label)?;
-        let adversary = seeded::<B, _>(device, exp.seed ^ 0xad5e, || {
-            let a = LinearConfig::new(exp.model.width, classes).init::<B>(device);
-            a.visit(&mut Materialize);
-            Ok(a)
-        })?;
+        let head = LinearConfig::new(exp.model.width, classes);
+        let adversary = seeded(device, exp.seed ^ 0xad5e, |d| Ok(materialized(head.init::<B>(d))), |d| Ok(materialized(head.init::<DrawBackend>(d))))?;
         Ok(Auditor {
             exp: exp.clone(),
             base,

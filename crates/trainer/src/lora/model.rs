@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use vlm_backbone::VitClassifier;
 
 use super::config::LoraExperiment;
-use crate::checkpoint::{ckpt_err, io_err, load_safetensors, save_safetensors, seeded, Materialize};
+use crate::checkpoint::{ckpt_err, io_err, load_safetensors, materialized, save_safetensors, seeded, seeded_on_device, DrawBackend, Materialize};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
 use crate::run::{epochs, Epochs, Plan};
@@ -57,11 +57,12 @@ pub(crate) fn shuffled(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
 pub fn pretrain<B: AutodiffBackend>(exp: &LoraExperiment, set: &LabelledImages, label: &str, epochs: usize, device: &B::Device) -> Result<VitClassifier<B>> {
     let labels = set.label(label)?;
     let classes = classes_of(labels, label)?;
-    let model = seeded::<B, _>(device, exp.seed, || {
-        let m = exp.classifier(set.size, classes).init::<B>(device);
-        m.visit(&mut Materialize);
-        Ok(m)
-    })?;
+    let model = seeded(
+        device,
+        exp.seed,
+        |d| Ok(materialized(exp.classifier(set.size, classes).init::<B>(d))),
+        |d| Ok(materialized(exp.classifier(set.size, classes).init::<DrawBackend>(d))),
+    )?;
     let order = StreamShuffle::new(exp.seed);
     Ok(fit(model, set, labels, exp, epochs, |n, epoch| order.order(n, epoch), device)?.0)
 }
@@ -115,7 +116,7 @@ pub(crate) fn fit<B: AutodiffBackend>(
 
 /// The developer's or auditor's model: the frozen tower with fresh adapters and a new head.
 pub(crate) fn adapted<B: AutodiffBackend>(exp: &LoraExperiment, base: &VitClassifier<B>, classes: usize, seed: u64, device: &B::Device) -> Result<VitClassifier<B>> {
-    seeded::<B, _>(device, seed, || {
+    seeded_on_device::<B, _>(device, seed, || {
         let head = LinearConfig::new(exp.model.width, classes).init::<B>(device);
         let m = VitClassifier { vit: base.vit.clone(), classifier: head }
             .with_lora(&exp.lora.config(), &exp.lora.projections(), device)

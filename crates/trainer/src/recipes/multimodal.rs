@@ -17,7 +17,7 @@ use gradmod::{clip_global_norm, ParamSet};
 use vlm_backbone::{AuxiliaryHeads, MultimodalClassifier, SecondInput};
 
 use super::recipe::{check_finite, value, values, Recipe, Scores, StepInput, StepStats};
-use crate::checkpoint::{load_record, load_safetensors, reseed, save_record, save_safetensors, seeded, state_file, Materialize};
+use crate::checkpoint::{load_record, load_safetensors, reseed, save_record, save_safetensors, seeded, state_file, DrawBackend, Materialize};
 use crate::config::{at_least, Experiment, MultimodalConfig, PairingConfig};
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
@@ -213,6 +213,23 @@ impl<B: AutodiffBackend, M: Modulation> Multimodal<B, M> {
     }
 }
 
+/// The classifier (pretrained fundus and note encoders, MultiFair's ViT and BERT; the OCT slice
+/// encoder, at its own image size, starts from scratch) and the auxiliary heads, materialised.
+fn build<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<(MultimodalClassifier<B>, AuxiliaryHeads<B>)> {
+    let mm = &exp.multimodal;
+    let mut cfg = classifier_config(exp, data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
+    if let vlm_backbone::SecondModality::Text(text) = &mut cfg.second {
+        with_tokenizer_ids(text, &data.tokenizer);
+    }
+    let model: MultimodalClassifier<B> = cfg.init(device);
+    let (fundus_encoder, text_encoder) = load_towers(exp, model.fundus_encoder, model.text_encoder)?;
+    let model = MultimodalClassifier { fundus_encoder, text_encoder, ..model };
+    model.visit(&mut Materialize);
+    let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
+    heads.visit(&mut Materialize);
+    Ok((model, heads))
+}
+
 impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
     fn name(&self) -> &'static str {
         M::NAME
@@ -220,21 +237,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
 
     fn new(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Self> {
         let mm = &exp.multimodal;
-        let (model, heads) = seeded::<B, _>(device, exp.seed, || {
-            let mut cfg = classifier_config(exp, data.tokenizer.vocab_size(), data.tokenizer.context_length()).map_err(Error::Invalid)?;
-            if let vlm_backbone::SecondModality::Text(text) = &mut cfg.second {
-                with_tokenizer_ids(text, &data.tokenizer);
-            }
-            let model: MultimodalClassifier<B> = cfg.init(device);
-            // Pretrained fundus and note encoders (MultiFair's ViT and BERT); the OCT slice
-            // encoder, at its own image size, starts from scratch.
-            let (fundus_encoder, text_encoder) = load_towers(exp, model.fundus_encoder, model.text_encoder)?;
-            let model = MultimodalClassifier { fundus_encoder, text_encoder, ..model };
-            model.visit(&mut Materialize);
-            let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
-            heads.visit(&mut Materialize);
-            Ok((model, heads))
-        })?;
+        let (model, heads) = seeded(device, exp.seed, |d| build::<B>(exp, data, d), |d| build::<DrawBackend>(exp, data, d))?;
         let mut recipe = Self {
             exp: exp.clone(),
             model,

@@ -144,15 +144,6 @@ pub(crate) fn seeded<B: Backend, T: Module<B>, C: Module<DrawBackend>>(
     take_values(model, &drawn)
 }
 
-/// [`seeded`] for a model that can only be built on the run's backend: LoRA's adapters and
-/// head, added to a base tower that is already there. They are drawn by the backend's own
-/// generator (the base, created by [`seeded`], is the same on every backend).
-pub(crate) fn seeded_on_device<B: Backend, T>(device: &B::Device, seed: u64, build: impl FnOnce() -> Result<T>) -> Result<T> {
-    let _guard = init_lock();
-    B::seed(device, seed);
-    build()
-}
-
 /// `target` with every tensor of `source` (a module of the same structure on any backend).
 pub(crate) fn take_values<B: Backend, S: Backend, T: Module<B>, M: Module<S>>(mut target: T, source: &M) -> Result<T> {
     let result = target.apply(source.collect(None, None, false), None, None, false);

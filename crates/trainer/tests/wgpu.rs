@@ -145,3 +145,36 @@ fn two_epochs_on_wgpu_match_the_cpu() {
         std::fs::remove_dir_all(d).ok();
     }
 }
+
+/// LoRA too: the base, and the adapters and head the auditor adds to it, are drawn on the CPU,
+/// so after one epoch of the auditor's training on each backend its sensitive adapter is the
+/// CPU's within 1e-3 (from draws of the device's own generator they would differ entirely).
+#[test]
+fn lora_adapters_start_the_same_on_both_backends() {
+    use trainer::lora::{self, Auditor, LoraExperiment};
+    let Some(device) = device() else { return };
+    let mut set = fair_data::LabelledImages { size: 8, ..Default::default() };
+    let n = 32;
+    set.images = (0..n * 3 * 64).map(|i| ((i * 37 + (i / 64) * 11) % 256) as u8).collect();
+    let class: Vec<i64> = (0..n as i64).map(|i| i % 4).collect();
+    set.labels = [("class".to_string(), class.clone()), ("sensitive".to_string(), class.iter().map(|c| c / 2).collect())].into();
+    let text = "seed = 5\nmethod = \"adv\"\n[model]\npatch_size = 4\nwidth = 16\nlayers = 2\nheads = 2\n[lora]\nr = 4\nalpha = 8.0\ndropout = 0.0\n[optim]\nlr = 5e-3\nbatch_size = 16\nepochs = 1\n[fair]\nsensitive_epochs = 1\nauditor_batch = 16\n";
+    let exp = LoraExperiment::from_toml_str_with(text, "test", &[]).unwrap();
+    let sensitive = set.with_labels(&[("sensitive", "sensitive")]).unwrap();
+    let on_wgpu = {
+        let base = lora::pretrain::<W>(&exp, &set, "class", 1, &device).unwrap();
+        Auditor::new(&exp, base, sensitive.clone(), "sensitive", &device).unwrap().sensitive_adapter().unwrap()
+    };
+    let on_cpu = {
+        let cpu = Default::default();
+        let base = lora::pretrain::<Autodiff<Flex>>(&exp, &set, "class", 1, &cpu).unwrap();
+        Auditor::new(&exp, base, sensitive, "sensitive", &cpu).unwrap().sensitive_adapter().unwrap()
+    };
+    assert_eq!(on_wgpu.len(), on_cpu.len());
+    assert!(!on_cpu.is_empty());
+    for ((path, (a, _, b, _)), (_, (ca, _, cb, _))) in on_wgpu.iter().zip(&on_cpu) {
+        let (ra, rb) = (parity::relative(a, ca), parity::relative(b, cb));
+        println!("{path}: A {ra:.1e}, B {rb:.1e}");
+        assert!(ra < 1e-3 && rb < 1e-3, "{path}: A {ra}, B {rb}");
+    }
+}

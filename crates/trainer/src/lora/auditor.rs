@@ -74,7 +74,7 @@ impl<B: AutodiffBackend> Auditor<B> {
     /// cross-entropy of the last epoch.
     pub fn train_sensitive(&mut self) -> Result<f64> {
         let exp = &self.exp;
-        let model = adapted(exp, &self.base, self.classes, exp.seed ^ 0x5e45, &self.device)?;
+        let model = adapted(exp, &self.base, self.data.size, self.classes, exp.seed ^ 0x5e45, &self.device)?;
         // The auditor's one generator shuffles here and draws its gradient batches later.
         let rng = &mut self.rng;
         let (model, last) = fit(model, &self.data, &self.labels, exp, exp.fair.sensitive_epochs, |n, _| shuffled(n, rng), &self.device)?;

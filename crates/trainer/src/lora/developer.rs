@@ -162,7 +162,7 @@ pub fn train_developer<B: AutodiffBackend>(
         ),
         _ => None,
     };
-    let model = adapted(exp, &base, classes, exp.seed, device)?;
+    let model = adapted(exp, &base, data.size, classes, exp.seed, device)?;
     let total_parameters = model.num_params();
     let trainable_parameters =
         model.vit.lora_adapters().iter().map(|(_, a)| a.lora_a.lazy_shape().num_elements() + a.lora_b.lazy_shape().num_elements()).sum::<usize>() + model.classifier.num_params();

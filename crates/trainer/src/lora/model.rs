@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use vlm_backbone::VitClassifier;
 
 use super::config::LoraExperiment;
-use crate::checkpoint::{ckpt_err, io_err, load_safetensors, materialized, save_safetensors, seeded, seeded_on_device, DrawBackend, Materialize};
+use crate::checkpoint::{ckpt_err, io_err, load_safetensors, materialized, save_safetensors, seeded, take_values, DrawBackend};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
 use crate::run::{epochs, Epochs, Plan};
@@ -114,16 +114,37 @@ pub(crate) fn fit<B: AutodiffBackend>(
     Ok((f.model, f.last))
 }
 
-/// The developer's or auditor's model: the frozen tower with fresh adapters and a new head.
-pub(crate) fn adapted<B: AutodiffBackend>(exp: &LoraExperiment, base: &VitClassifier<B>, classes: usize, seed: u64, device: &B::Device) -> Result<VitClassifier<B>> {
-    seeded_on_device::<B, _>(device, seed, || {
-        let head = LinearConfig::new(exp.model.width, classes).init::<B>(device);
-        let m = VitClassifier { vit: base.vit.clone(), classifier: head }
-            .with_lora(&exp.lora.config(), &exp.lora.projections(), device)
-            .map_err(|e| Error::Invalid(format!("[lora]: {e}")))?;
-        m.visit(&mut Materialize);
-        Ok(m)
-    })
+/// The developer's or auditor's model: the frozen tower with fresh adapters and a new head,
+/// drawn on the CPU whatever `B` is (the base, of images of side `image_size`, is copied there
+/// first), so a seed gives the same adapters on every backend.
+pub(crate) fn adapted<B: AutodiffBackend>(
+    exp: &LoraExperiment,
+    base: &VitClassifier<B>,
+    image_size: usize,
+    classes: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<VitClassifier<B>> {
+    let base_classes = base.classifier.weight.dims()[1];
+    seeded(
+        device,
+        seed,
+        |d| with_adapters(exp, base.vit.clone(), classes, d),
+        |d| {
+            let on_cpu = take_values(exp.classifier(image_size, base_classes).init::<DrawBackend>(d), base)?;
+            // Copying the base may draw its skeleton's parameters first: the adapters' draws
+            // start from the seed, as on the CPU backend.
+            DrawBackend::seed(d, seed);
+            with_adapters(exp, on_cpu.vit, classes, d)
+        },
+    )
+}
+
+/// `vit` with fresh LoRA adapters and a new head of `classes`, materialised.
+fn with_adapters<B: Backend>(exp: &LoraExperiment, vit: vlm_backbone::VisionTransformer<B>, classes: usize, device: &B::Device) -> Result<VitClassifier<B>> {
+    let head = LinearConfig::new(exp.model.width, classes).init::<B>(device);
+    let m = VitClassifier { vit, classifier: head }.with_lora(&exp.lora.config(), &exp.lora.projections(), device).map_err(|e| Error::Invalid(format!("[lora]: {e}")))?;
+    Ok(materialized(m))
 }
 
 /// Adapter weights by module path: what travels between the parties.

@@ -21,10 +21,10 @@ pub fn test(root: &Path) -> Result<()> {
     test.current_dir(root).args(["test", "--workspace", "--locked"]).env("FAIRVLM_REQUIRE_ASSETS", "1");
     if vulkan()? {
         // The wgpu tests then fail, not skip, if the device cannot be opened.
-        let xdg = root.join("target/xdg-runtime");
-        std::fs::create_dir_all(&xdg)?;
         test.env("FAIRVLM_REQUIRE_WGPU", "1");
         if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            let xdg = root.join("target/xdg-runtime");
+            std::fs::create_dir_all(&xdg)?;
             test.env("XDG_RUNTIME_DIR", &xdg);
         }
     }
@@ -45,10 +45,15 @@ fn vulkan() -> Result<bool> {
         eprintln!("no apt-get here: the wgpu tests will be skipped (install Mesa's lavapipe Vulkan driver to run them)");
         return Ok(false);
     }
-    let install = || Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "mesa-vulkan-drivers", "libvulkan1"]).status();
-    if !install().is_ok_and(|s| s.success()) {
+    let install = || {
+        let mut apt = Command::new("apt-get");
+        apt.args(["install", "-y", "-q", "--no-install-recommends", "mesa-vulkan-drivers", "libvulkan1"]);
+        apt
+    };
+    // A fresh machine's package index may not know the package yet.
+    if !install().status().is_ok_and(|s| s.success()) {
         run(Command::new("apt-get").args(["update", "-q"]))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "mesa-vulkan-drivers", "libvulkan1"]))?;
+        run(&mut install())?;
     }
     ensure!(icd.is_file(), "mesa-vulkan-drivers installed no {}", icd.display());
     Ok(true)

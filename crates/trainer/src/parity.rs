@@ -265,22 +265,26 @@ fn worst(what: &str, a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], toleran
     if a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.0 != y.0) {
         return Difference { what: format!("{what}: the two backends' tensors differ in number or names"), relative: f64::INFINITY, tolerance };
     }
-    let mut maxima: Vec<f64> = b.iter().map(|(_, v)| v.iter().fold(0f64, |m, v| m.max((*v as f64).abs()))).collect();
-    maxima.sort_by(f64::total_cmp);
-    let typical = maxima.get(maxima.len() / 2).copied().unwrap_or(0.0);
-    let mut out = Difference { what: format!("{what} (none)"), relative: 0.0, tolerance };
-    for ((name, x), (_, y)) in a.iter().zip(b) {
-        let max = |v: &[f32]| v.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
+    let maxima: Vec<f64> = b.iter().map(|(_, v)| max_abs(v)).collect();
+    let mut sorted = maxima.clone();
+    sorted.sort_by(f64::total_cmp);
+    let typical = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let mut out: Option<Difference> = None;
+    for (((name, x), (_, y)), &max_y) in a.iter().zip(b).zip(&maxima) {
         // Zero on both backends, within rounding: see the module's doc.
-        let r = if max(x) < typical * 1e-5 && max(y) < typical * 1e-5 { 0.0 } else { relative_to(x, y, typical / 100.0) };
-        if r.is_nan() || r > out.relative || out.what.ends_with("(none)") {
-            out = Difference { what: format!("{what} (worst: {name}, {} values)", x.len()), relative: r, tolerance };
+        let r = if max_abs(x) < typical * 1e-5 && max_y < typical * 1e-5 { 0.0 } else { relative_to(x, y, typical / 100.0) };
+        if out.as_ref().is_none_or(|o| r.is_nan() || r > o.relative) {
+            out = Some(Difference { what: format!("{what} (worst: {name}, {} values)", x.len()), relative: r, tolerance });
             if r.is_nan() {
                 break;
             }
         }
     }
-    out
+    out.unwrap_or(Difference { what: format!("{what} (none)"), relative: 0.0, tolerance })
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0f64, |m, v| m.max((*v as f64).abs()))
 }
 
 /// The Sinkhorn divergence (FairCLIP's distance) and the MoE routing (top-k and expert

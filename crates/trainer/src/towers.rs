@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::prelude::*;
 use vlm_backbone::{Clip, TextTransformer, VisionTransformer};
 
-use crate::checkpoint::{seeded, DrawBackend, Materialize};
+use crate::checkpoint::{materialized, seeded, DrawBackend};
 use crate::config::Experiment;
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
@@ -25,14 +25,13 @@ fn build_clip<B: Backend>(exp: &Experiment, data: &ExperimentData, with_moe: boo
     with_tokenizer_ids(&mut cfg.text, &data.tokenizer);
     let mut model = load_pretrained(exp, cfg.init(device))?;
     if with_moe {
-        model.visit(&mut Materialize);
+        model = materialized(model);
         let attribute = &exp.fairclip.attribute;
         let groups = data.attribute_groups(attribute)?;
         exp.moe.validate(groups, attribute).map_err(Error::Invalid)?;
         model = model.with_fo_moe(&exp.moe.config(groups), device).map_err(|e| Error::Invalid(format!("[moe]: {e}")))?;
     }
-    model.visit(&mut Materialize);
-    Ok(model)
+    Ok(materialized(model))
 }
 
 /// Sets the towers named in `[model.vision]` / `[model.text]` from their checkpoints; a

@@ -10,10 +10,10 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-
-use crate::layers::gelu;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
+
+use crate::layers::gelu;
 
 use crate::layers::Attention;
 use crate::text::{TextTransformer, TextTransformerConfig};

@@ -17,7 +17,7 @@ use gradmod::{clip_global_norm, ParamSet};
 use vlm_backbone::{AuxiliaryHeads, MultimodalClassifier, SecondInput};
 
 use super::recipe::{check_finite, value, values, Recipe, Scores, StepInput, StepStats};
-use crate::checkpoint::{load_record, load_safetensors, reseed, save_record, save_safetensors, seeded, state_file, DrawBackend, Materialize};
+use crate::checkpoint::{load_record, load_safetensors, materialized, reseed, save_record, save_safetensors, seeded, state_file, DrawBackend};
 use crate::config::{at_least, Experiment, MultimodalConfig, PairingConfig};
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
@@ -223,11 +223,8 @@ fn build<B: Backend>(exp: &Experiment, data: &ExperimentData, device: &B::Device
     }
     let model: MultimodalClassifier<B> = cfg.init(device);
     let (fundus_encoder, text_encoder) = load_towers(exp, model.fundus_encoder, model.text_encoder)?;
-    let model = MultimodalClassifier { fundus_encoder, text_encoder, ..model };
-    model.visit(&mut Materialize);
-    let heads: AuxiliaryHeads<B> = AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device);
-    heads.visit(&mut Materialize);
-    Ok((model, heads))
+    let model = materialized(MultimodalClassifier { fundus_encoder, text_encoder, ..model });
+    Ok((model, materialized(AuxiliaryHeads::new(mm.proj_dim, 2, mm.dropout, device))))
 }
 
 impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {

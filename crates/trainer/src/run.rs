@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{auc, report, EpochMetrics};
 use crate::log::{EpochLog, MultimodalLog};
 use crate::optim::Schedule;
+use crate::parallel::{launch, Nodes, Replica};
 use crate::recipes::{self, Recipe, StepInput, StepStats, WithRecipe};
 use crate::report::FinalReport;
 
@@ -33,12 +34,14 @@ pub struct RunOptions {
     /// Stop after this many epochs of this invocation (tests of `--resume` use it to simulate a
     /// kill between epochs); `None` runs to the end.
     pub stop_after: Option<usize>,
+    /// This process's place in a run over several processes ([`Nodes`]); `None` for one.
+    pub nodes: Option<Nodes>,
 }
 
 impl RunOptions {
     /// A run in `out`, from the start, with progress bars.
     pub fn new(out: impl Into<PathBuf>) -> Self {
-        Self { out: out.into(), resume: false, progress: true, stop_after: None }
+        Self { out: out.into(), resume: false, progress: true, stop_after: None, nodes: None }
     }
 }
 
@@ -85,14 +88,30 @@ impl State {
 /// Trains `exp` in `opts.out` with its method's recipe, evaluating after every epoch, and
 /// writes the final reports.
 pub fn train<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
-    struct Train<'a, B: AutodiffBackend>(&'a Experiment, &'a RunOptions, &'a B::Device);
+    train_on::<B>(exp, opts, std::slice::from_ref(device))
+}
+
+/// [`train`] data-parallel over `devices` (and over the processes of `opts.nodes`): one
+/// replica per device, each computing its shard of every batch, their gradients averaged by
+/// burn-collective's all-reduce ([`Replica`]); the first replica evaluates and writes the run
+/// folder. The steps are those of one device with the same batch size.
+///
+/// ```no_run
+/// use burn::backend::{Autodiff, Flex};
+/// type B = Autodiff<Flex>;
+/// let exp = trainer::Experiment::from_file("configs/benchmark-clip.toml".as_ref())?;
+/// let outcome = trainer::train_on::<B>(&exp, &trainer::RunOptions::new("runs/clip-2"), &trainer::devices::<B>(2))?;
+/// # Ok::<(), trainer::Error>(())
+/// ```
+pub fn train_on<B: AutodiffBackend>(exp: &Experiment, opts: &RunOptions, devices: &[B::Device]) -> Result<TrainOutcome> {
+    struct Train<'a, B: AutodiffBackend>(&'a Experiment, &'a RunOptions, &'a [B::Device]);
     impl<B: AutodiffBackend> WithRecipe<B> for Train<'_, B> {
         type Output = Result<TrainOutcome>;
         fn with<R: Recipe<B>>(self) -> Self::Output {
-            run::<B, R>(self.0, self.1, self.2)
+            run_on::<B, R>(self.0, self.1, self.2)
         }
     }
-    recipes::dispatch::<B, _>(exp.method, Train(exp, opts, device))
+    recipes::dispatch::<B, _>(exp.method, Train(exp, opts, devices))
 }
 
 /// Opens a run folder: a new run writes its config and tokenizer; an existing one is refused
@@ -160,6 +179,7 @@ pub struct Trainer<B: AutodiffBackend, R: Recipe<B>> {
     schedule: Schedule,
     steps: usize,
     device: B::Device,
+    replica: Replica,
     /// This epoch's batches, decoded ahead by the pipeline.
     stream: Option<Batches>,
 }
@@ -172,7 +192,33 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
             Some((attribute, batch)) => Some(group_sampler(&data.train, attribute, batch, exp.seed)?),
             None => None,
         };
-        Ok(Self { recipe, data, groups, schedule: Schedule::of(&exp.optim), steps: 0, device: device.clone(), stream: None })
+        Ok(Self { recipe, data, groups, schedule: Schedule::of(&exp.optim), steps: 0, device: device.clone(), replica: Replica::single(), stream: None })
+    }
+
+    /// The same trainer as `replica` of a data-parallel run: it decodes and computes only its
+    /// shard of every batch.
+    pub fn with_replica(mut self, replica: Replica) -> Self {
+        self.replica = replica;
+        self
+    }
+
+    /// This replica's rows of the batch `rows`.
+    fn shard<'r>(&self, rows: &'r [usize]) -> &'r [usize] {
+        &rows[self.replica.shard(rows.len())]
+    }
+
+    /// The batch of `rows`, decoded for this replica: its shard's tensors, the whole batch's
+    /// labels and attributes (see [`StepInput::batch`]).
+    fn replica_batch(&self, rows: &[usize], decoded: Option<fair_data::Result<fair_data::ClipBatch<B>>>) -> Result<fair_data::ClipBatch<B>> {
+        let mut batch = match decoded {
+            Some(b) => b?,
+            None => self.data.train.batch::<B>(self.shard(rows), &self.device)?,
+        };
+        if self.replica.count() > 1 {
+            batch.labels = rows.iter().map(|&r| self.data.train.labels[r]).collect();
+            batch.attributes = self.data.train.attributes.select(rows);
+        }
+        Ok(batch)
     }
 
     /// The data.
@@ -183,27 +229,27 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
     /// Starts decoding `batches` (training rows, in the order the steps will ask for them)
     /// in the background; [`Trainer::step`] takes them from there.
     pub fn prefetch(&mut self, batches: Vec<Vec<usize>>) {
-        self.stream = Some(self.data.train.stream(batches));
+        let shards = batches.iter().map(|rows| self.shard(rows).to_vec()).collect();
+        self.stream = Some(self.data.train.stream(shards));
     }
 
     /// One training step on the training rows `rows` in (1-based) `epoch`: the batch (from
     /// the prefetched ones when they are these rows, else decoded now), a batch of every
     /// group where the recipe asks for them, and the recipe's step.
     pub fn step(&mut self, rows: &[usize], epoch: usize) -> Result<StepStats> {
-        let device = &self.device;
+        let shard = self.shard(rows).to_vec();
         let prefetched = match &mut self.stream {
-            Some(s) if s.peek_rows() == Some(rows) => s.next_batch::<B>(device),
+            Some(s) if s.peek_rows() == Some(&shard) => s.next_batch::<B>(&self.device),
             _ => None,
         };
-        let batch = match prefetched {
-            Some(b) => b?,
-            None => self.data.train.batch::<B>(rows, device)?,
-        };
+        let batch = self.replica_batch(rows, prefetched)?;
         let groups = match &mut self.groups {
-            Some(g) => g.next_all().iter().map(|rows| self.data.train.batch::<B>(rows, device)).collect::<fair_data::Result<Vec<_>>>()?,
+            Some(g) => g.next_all(),
             None => vec![],
         };
-        let stats = self.recipe.step(StepInput { batch, groups, epoch, step: self.steps, schedule: &self.schedule, device })?;
+        let groups = groups.iter().map(|rows| self.replica_batch(rows, None)).collect::<Result<Vec<_>>>()?;
+        let device = &self.device;
+        let stats = self.recipe.step(StepInput { batch, groups, replica: self.replica, epoch, step: self.steps, schedule: &self.schedule, device })?;
         self.steps += 1;
         Ok(stats)
     }
@@ -230,6 +276,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) batch_size: usize,
     pub(crate) epochs: usize,
     pub(crate) progress: bool,
+    /// Batches with fewer rows are left out (a data-parallel run needs a row per replica).
+    pub(crate) min_batch: usize,
 }
 
 /// The loop every training of the crate runs (the methods' runs, LoRA's developer, its base
@@ -241,7 +289,11 @@ pub(crate) fn epochs<E: Epochs>(driver: &mut E, plan: &Plan<'_>, done: usize, st
     let (mut done, mut ran) = (done, 0);
     while done < plan.epochs && stop_after.is_none_or(|k| ran < k) {
         let epoch = done + 1;
-        let batches: Vec<Vec<usize>> = order(plan.rows, epoch).chunks(plan.batch_size.max(1)).map(<[usize]>::to_vec).collect();
+        let mut batches: Vec<Vec<usize>> = order(plan.rows, epoch).chunks(plan.batch_size.max(1)).map(<[usize]>::to_vec).collect();
+        if batches.last().is_some_and(|b| b.len() < plan.min_batch) {
+            tracing::warn!("epoch {epoch}: the last batch has fewer rows than there are replicas ({}); it is left out", plan.min_batch);
+            batches.pop();
+        }
         driver.begin_epoch(epoch, &batches);
         let bar = progress_bar(plan.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", plan.name, plan.epochs));
         let start = Instant::now();
@@ -352,22 +404,106 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
 /// Trains `exp` with recipe `R` (whatever `exp.method` says): public so that a recipe
 /// defined outside this crate runs on the loop too.
 pub fn run<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device) -> Result<TrainOutcome> {
+    run_on::<B, R>(exp, opts, std::slice::from_ref(device))
+}
+
+/// [`run`] with a replica on each of `devices` (and on the processes of `opts.nodes`).
+pub fn run_on<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, devices: &[B::Device]) -> Result<TrainOutcome> {
+    if devices.is_empty() {
+        return Err(Error::Invalid("no device to train on".into()));
+    }
+    launch::<B, _>(
+        devices,
+        opts.nodes.as_ref(),
+        |replica, device| {
+            if replica.is_first() {
+                lead::<B, R>(exp, opts, device, replica)
+            } else {
+                follow::<B, R>(exp, opts, device, replica)
+            }
+        },
+    )
+}
+
+/// A replica other than the first: the same steps on its shards, nothing written. On a
+/// resume it reads the first replica's run folder (shared by every node of the run).
+fn follow<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device, replica: Replica) -> Result<TrainOutcome> {
+    let out = &opts.out;
+    let state = if opts.resume && out.join("state.json").is_file() {
+        let path = out.join("state.json");
+        Some(State::parse(&std::fs::read_to_string(&path).map_err(io_err(&path))?, &path)?)
+    } else {
+        None
+    };
+    let tokenizer = match &state {
+        Some(_) => Some(fair_data::TextTokenizer::from_file(&out.join("tokenizer.json"), exp.data.context_length)?),
+        None => None,
+    };
+    let data = ExperimentData::load(exp, tokenizer)?;
+    let mut t = Trainer::<B, R>::new(exp, data, device)?.with_replica(replica);
+    let done = match &state {
+        Some(st) => {
+            t.restore(out, st)?;
+            st.epochs_done
+        }
+        None => 0,
+    };
+    let plan = Plan { name: t.recipe.name(), rows: t.data.train.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: false, min_batch: replica.count() };
+    let shuffle = EpochShuffle::new(exp.seed);
+    epochs(&mut Follow { t: &mut t }, &plan, done, opts.stop_after, |n, epoch| shuffle.order(n, epoch))?;
+    Ok(TrainOutcome { history: vec![], best_epoch: 0, report: None })
+}
+
+/// A following replica's epochs: steps only.
+struct Follow<'a, B: AutodiffBackend, R: Recipe<B>> {
+    t: &'a mut Trainer<B, R>,
+}
+
+impl<B: AutodiffBackend, R: Recipe<B>> Epochs for Follow<'_, B, R> {
+    type Stats = StepStats;
+    fn loss(stats: &StepStats) -> f64 {
+        stats.loss
+    }
+    fn begin_epoch(&mut self, epoch: usize, batches: &[Vec<usize>]) {
+        self.t.recipe.begin_epoch(epoch, &self.t.device);
+        self.t.prefetch(batches.to_vec());
+    }
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<StepStats> {
+        self.t.step(rows, epoch)
+    }
+    fn end_epoch(&mut self, _epoch: usize, _stats: Vec<StepStats>, _seconds: f64) -> Result<()> {
+        self.t.stream = None;
+        Ok(())
+    }
+}
+
+impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
+    /// Restores the recipe, the group loaders and the step count of a run folder's state.
+    fn restore(&mut self, out: &Path, st: &State) -> Result<()> {
+        self.recipe.restore_state(out, st.epochs_done, &st.recipe, &self.device)?;
+        if let Some(g) = &mut self.groups {
+            g.set_cursors(&st.group_cursors).map_err(|e| ckpt_err(&out.join("state.json"), e))?;
+        }
+        self.steps = st.steps;
+        Ok(())
+    }
+}
+
+/// The first replica (the only one on one device): the run folder, the steps, evaluation,
+/// checkpoints and reports.
+fn lead<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device, replica: Replica) -> Result<TrainOutcome> {
     let out = &opts.out;
     let (state, data, _lock) = open_run(exp, opts)?;
-    let mut t = Trainer::<B, R>::new(exp, data, device)?;
+    let mut t = Trainer::<B, R>::new(exp, data, device)?.with_replica(replica);
     let mut st = match state {
         Some(st) => {
-            t.recipe.restore_state(out, st.epochs_done, &st.recipe, device)?;
-            if let Some(g) = &mut t.groups {
-                g.set_cursors(&st.group_cursors).map_err(|e| ckpt_err(&out.join("state.json"), e))?;
-            }
-            t.steps = st.steps;
+            t.restore(out, &st)?;
             st
         }
         None => State { epochs_done: 0, steps: 0, best_epoch: 0, best_auc: f64::NEG_INFINITY, group_cursors: cursors(&t.groups), recipe: serde_json::Value::Null, history: vec![] },
     };
     let name = t.recipe.name();
-    let plan = Plan { name, rows: t.data.train.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: opts.progress };
+    let plan = Plan { name, rows: t.data.train.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: opts.progress, min_batch: replica.count() };
     let shuffle = EpochShuffle::new(exp.seed);
     let done = st.epochs_done;
     let mut recipe_run = MethodRun { t: &mut t, st: &mut st, exp, out };

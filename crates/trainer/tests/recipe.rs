@@ -24,7 +24,7 @@ impl ContrastiveLoss for WeightedErm {
     }
 
     fn loss<Bk: AutodiffBackend>(&self, model: &vlm_backbone::Clip<Bk>, input: &StepInput<'_, Bk>) -> trainer::Result<Losses<Bk>> {
-        let f = Forward::of(model, &input.batch);
+        let f = Forward::of(model, input)?;
         let n = f.logits.dims()[0];
         let codes = &input.batch.attributes.column("race")?.codes;
         let count = |c: i64| codes.iter().filter(|&&d| d == c).count() as f32;

@@ -64,6 +64,30 @@ enum Command {
         /// Override a config value: --set optim.epochs=2 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Data-parallel replicas on this node: devices 0..N of the backend (the CPU backend's
+        /// replicas share its one device). Each computes its shard of every batch; gradients
+        /// are averaged with burn-collective's all-reduce (docs/scaling.md).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        devices: u16,
+        /// Processes (nodes) of a multi-node run; each runs this command with its own
+        /// --node-rank and --node-address, all with the same --orchestrator.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), requires_ifs = [("2..", "orchestrator")])]
+        nodes: u16,
+        /// This node's rank (0 writes the run folder).
+        #[arg(long, default_value_t = 0)]
+        node_rank: u16,
+        /// The orchestrator every node reaches (`fairvlm collective-orchestrator`), ws://host:port.
+        #[arg(long, requires = "node_address")]
+        orchestrator: Option<String>,
+        /// This node's address for the others, ws://host:port (its data port).
+        #[arg(long)]
+        node_address: Option<String>,
+    },
+    /// Serve burn-collective's orchestrator for a multi-node run (`train --nodes`) until stopped.
+    CollectiveOrchestrator {
+        /// The port the nodes reach it on.
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
     },
     /// Evaluate a run's checkpoint again.
     Eval {
@@ -315,14 +339,14 @@ macro_rules! with_backend {
         match $dev {
             DeviceArg::Cpu => {
                 type $b = Autodiff<Flex>;
-                let $device = Default::default();
+                let $device: burn::tensor::Device<$b> = Default::default();
                 $body
             }
             DeviceArg::Cuda => {
                 #[cfg(feature = "cuda")]
                 {
                     type $b = Autodiff<burn::backend::Cuda>;
-                    let $device = Default::default();
+                    let $device: burn::tensor::Device<$b> = Default::default();
                     $body
                 }
                 #[cfg(not(feature = "cuda"))]
@@ -332,7 +356,7 @@ macro_rules! with_backend {
                 #[cfg(feature = "wgpu")]
                 {
                     type $b = Autodiff<burn::backend::Wgpu>;
-                    let $device = Default::default();
+                    let $device: burn::tensor::Device<$b> = Default::default();
                     $body
                 }
                 #[cfg(not(feature = "wgpu"))]
@@ -358,14 +382,28 @@ fn run() -> Result<ExitCode> {
     init_logging(cli.quiet, cli.verbose);
     let quiet = cli.quiet;
     match cli.command {
-        Command::Train { config, device, out, resume, set } => {
+        Command::Train { config, device, out, resume, set, devices, nodes, node_rank, orchestrator, node_address } => {
             let exp = Experiment::from_file_with(&config, &set)?;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
-            let opts = RunOptions { out: out.clone(), resume, progress: !quiet, stop_after: None };
-            let outcome = with_backend!(device.unwrap_or_else(default_device), |B, device| trainer::train::<B>(&exp, &opts, &device)?);
+            let nodes = match (nodes, orchestrator, node_address) {
+                (1, None, _) => None,
+                (count, Some(orchestrator), Some(address)) => Some(trainer::Nodes { count: count.into(), rank: node_rank.into(), orchestrator, address }),
+                _ => bail!("--nodes > 1 needs --orchestrator and --node-address"),
+            };
+            let follower = nodes.as_ref().is_some_and(|n| n.rank > 0);
+            let opts = RunOptions { out: out.clone(), resume, progress: !quiet && !follower, stop_after: None, nodes };
+            let outcome = with_backend!(device.unwrap_or_else(default_device), |B, _device| trainer::train_on::<B>(&exp, &opts, &trainer::devices::<B>(devices.into()))?);
+            if follower {
+                println!("node {node_rank}: done; the reports are written by node 0");
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = outcome.report.context("the run stopped before its last epoch")?;
             println!("{}", report.markdown().split("\n## Training").next().unwrap_or_default());
             println!("reports in {}", out.display());
+        }
+        Command::CollectiveOrchestrator { port } => {
+            eprintln!("burn-collective orchestrator on port {port}; stop it with Ctrl-C");
+            trainer::serve_orchestrator(port)?;
         }
         Command::Eval { run, checkpoint, split, format, device } => {
             let ckpt = checkpoint.unwrap_or_else(|| run.join("best.safetensors"));

@@ -169,7 +169,7 @@ pub fn train_developer<B: AutodiffBackend>(
     let log = DeveloperLog { method: exp.method, task_loss: vec![], orth_penalty: vec![], trainable_parameters, total_parameters, seconds: 0.0 };
     let optim = Optim::<B, VitClassifier<B>>::adamw(None, exp.optim.weight_decay);
     let mut run = DeveloperRun { exp, data, labels, link, model, optim, orth_targets, round: 0, log, device };
-    let plan = Plan { name: exp.method.name(), rows: data.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: false };
+    let plan = Plan { name: exp.method.name(), rows: data.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: false, min_batch: 1 };
     let order = StreamShuffle::new(exp.seed ^ 0xde7e);
     epochs(&mut run, &plan, 0, None, |n, epoch| order.order(n, epoch))?;
     let DeveloperRun { model, mut log, link, .. } = run;

@@ -109,7 +109,7 @@ pub(crate) fn fit<B: AutodiffBackend>(
     }
     let optim = Optim::<B, VitClassifier<B>>::adamw(None, exp.optim.weight_decay);
     let mut f = Fit { model, optim, set, labels, lr: exp.optim.lr, last: 0.0, device };
-    let plan = Plan { name: "fit", rows: set.len(), batch_size: exp.optim.batch_size, epochs: epoch_count, progress: false };
+    let plan = Plan { name: "fit", rows: set.len(), batch_size: exp.optim.batch_size, epochs: epoch_count, progress: false, min_batch: 1 };
     epochs(&mut f, &plan, 0, None, order)?;
     Ok((f.model, f.last))
 }

@@ -21,7 +21,7 @@ impl ContrastiveLoss for Clip {
     }
 
     fn loss<B: AutodiffBackend>(&self, model: &vlm_backbone::Clip<B>, input: &StepInput<'_, B>) -> Result<Losses<B>> {
-        let f = Forward::of(model, &input.batch);
+        let f = Forward::of(model, input)?;
         let clip = clip_contrastive_loss(f.logits)?;
         let v = value(&clip);
         Ok(Losses { total: clip, clip: v, fair: None, fol: None })

@@ -19,6 +19,7 @@ use crate::config::Experiment;
 use crate::data::ExperimentData;
 use crate::error::Result;
 use crate::optim::Optim;
+use crate::parallel::Replica;
 use crate::towers::init_clip;
 
 /// The loss of one step.
@@ -57,9 +58,10 @@ pub trait ContrastiveLoss: Sized + 'static {
     fn loss<B: AutodiffBackend>(&self, model: &Clip<B>, input: &StepInput<'_, B>) -> Result<Losses<B>>;
 }
 
-/// One forward pass of the dual encoder on a batch: the joint embeddings, the scaled
+/// One forward pass of the dual encoder on a step's batch: the joint embeddings, the scaled
 /// image-text logits, and the routing weights of every MoE in FOL's order (image token MoE,
-/// text token MoE, image feature MoE, text feature MoE; absent ones are `None`).
+/// text token MoE, image feature MoE, text feature MoE; absent ones are `None`). With several
+/// replicas, each encodes its shard and these are the whole batch's ([`Replica::gather`]).
 pub struct Forward<B: Backend> {
     /// Image embeddings `[n, d]`.
     pub image: Tensor<B, 2>,
@@ -71,13 +73,23 @@ pub struct Forward<B: Backend> {
     pub routing: [Option<Tensor<B, 2>>; 4],
 }
 
-impl<B: Backend> Forward<B> {
-    /// The forward pass of `model` on `batch`.
-    pub fn of(model: &Clip<B>, batch: &ClipBatch<B>) -> Self {
+impl<B: AutodiffBackend> Forward<B> {
+    /// The forward pass of `model` on the step's batch.
+    pub fn of(model: &Clip<B>, input: &StepInput<'_, B>) -> Result<Self> {
+        Self::on(model, &input.batch, &input.replica)
+    }
+
+    /// The forward pass of `model` on `batch` (a replica's shard of a whole batch of
+    /// `batch.labels.len()` samples).
+    pub fn on(model: &Clip<B>, batch: &ClipBatch<B>, replica: &Replica) -> Result<Self> {
+        let whole = batch.labels.len();
         let (image, image_routing) = model.encode_image_routed(batch.images.clone());
         let (text, text_routing) = model.encode_text_routed(batch.tokens.clone());
+        let (image, text) = (replica.gather(image, whole)?, replica.gather(text, whole)?);
         let logits = image.clone().matmul(text.clone().transpose()) * model.scale();
-        Self { image, text, logits, routing: routings(image_routing, text_routing) }
+        let routing = routings(image_routing, text_routing).map(|r| r.map(|r| replica.gather(r, whole)));
+        let [a, b, c, d] = routing;
+        Ok(Self { image, text, logits, routing: [a.transpose()?, b.transpose()?, c.transpose()?, d.transpose()?] })
     }
 }
 
@@ -129,12 +141,12 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
             // Two steps of the same optimiser over disjoint parameter sets: its moments are kept
             // per parameter, so this is one step with two learning rates.
             Some(text_lr) => {
-                let text = GradientsParams::from_module(&mut grads, &model.text_model);
+                let text = input.replica.mean(GradientsParams::from_module(&mut grads, &model.text_model), &model.text_model)?;
                 self.optim.step(input.schedule.scaled(input.step, text_lr), model, text)
             }
             None => model,
         };
-        let grads = GradientsParams::from_grads(grads, &model);
+        let grads = input.replica.mean(GradientsParams::from_grads(grads, &model), &model)?;
         self.model = self.optim.step(lr, model, grads);
         Ok(StepStats { loss: total, task_loss: losses.clip, fair_loss: losses.fair, fol_loss: losses.fol, modulation: None })
     }

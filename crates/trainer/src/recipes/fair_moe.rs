@@ -40,10 +40,10 @@ impl ContrastiveLoss for FairMoe {
     }
 
     fn loss<B: AutodiffBackend>(&self, model: &Clip<B>, input: &StepInput<'_, B>) -> Result<Losses<B>> {
-        let f = Forward::of(model, &input.batch);
+        let f = Forward::of(model, input)?;
         let clip = clip_contrastive_loss(f.logits.clone())?;
         let clip_value = value(&clip);
-        let mut sims = self.fairclip.similarities(model, &f, input);
+        let mut sims = self.fairclip.similarities(model, &f, input)?;
         let group_routing = std::mem::take(&mut sims.group_routing);
         let (mut total, fair) = if self.fol.distance {
             let (reg, v) = self.fairclip.regularizer(sims)?;

@@ -51,7 +51,8 @@ impl FairClip {
     }
 
     /// The batch's similarities from its forward pass, then each group batch's.
-    pub(crate) fn similarities<B: AutodiffBackend>(&self, model: &Clip<B>, f: &Forward<B>, input: &StepInput<'_, B>) -> Similarities<B> {
+    pub(crate) fn similarities<B: AutodiffBackend>(&self, model: &Clip<B>, f: &Forward<B>, input: &StepInput<'_, B>) -> Result<Similarities<B>> {
+        let replica = &input.replica;
         let variant = self.settings.variant;
         let batch = match variant {
             FairClipVariant::Official => official_similarities(f.logits.clone()),
@@ -63,23 +64,26 @@ impl FairClip {
         // gradient through both sides.
         let frozen = (variant == FairClipVariant::Official).then(|| model.valid());
         for gb in &input.groups {
+            let whole = gb.labels.len();
             let (sims, routing) = match &frozen {
                 Some(m) => {
                     let ((gi, ri), (gt, rt)) = (m.encode_image_routed(gb.images.clone().inner()), m.encode_text_routed(gb.tokens.clone().inner()));
+                    let (gi, gt) = (replica.gather_values(gi, whole)?, replica.gather_values(gt, whole)?);
                     let sims = Tensor::<B, 1>::from_inner(official_similarities(gi.matmul(gt.transpose()) * m.scale()));
-                    (sims, routings(ri, rt).map(|r| r.map(Tensor::<B, 2>::from_inner)))
+                    (sims, routings(ri, rt).map(|r| r.map(|r| replica.gather_values(r, whole).map(Tensor::<B, 2>::from_inner))))
                 }
                 None => {
                     let ((gi, ri), (gt, rt)) = (model.encode_image_routed(gb.images.clone()), model.encode_text_routed(gb.tokens.clone()));
-                    ((gi * gt).sum_dim(1).flatten::<1>(0, 1), routings(ri, rt).map(|r| r.map(|t| t.detach())))
+                    let (gi, gt) = (replica.gather(gi, whole)?, replica.gather(gt, whole)?);
+                    ((gi * gt).sum_dim(1).flatten::<1>(0, 1), routings(ri, rt).map(|r| r.map(|t| replica.gather_values(t.detach(), whole))))
                 }
             };
             groups.push(sims);
             for (slot, r) in group_routing.iter_mut().zip(routing) {
-                slot.extend(r);
+                slot.extend(r.transpose()?);
             }
         }
-        Similarities { batch, groups, group_routing }
+        Ok(Similarities { batch, groups, group_routing })
     }
 
     /// `(λ · regulariser, its value before λ)`.
@@ -106,10 +110,10 @@ impl ContrastiveLoss for FairClip {
     }
 
     fn loss<B: AutodiffBackend>(&self, model: &Clip<B>, input: &StepInput<'_, B>) -> Result<Losses<B>> {
-        let f = Forward::of(model, &input.batch);
+        let f = Forward::of(model, input)?;
         let clip = clip_contrastive_loss(f.logits.clone())?;
         let clip_value = value(&clip);
-        let sims = self.similarities(model, &f, input);
+        let sims = self.similarities(model, &f, input)?;
         let (reg, fair) = self.regularizer(sims)?;
         Ok(Losses { total: clip + reg, clip: clip_value, fair: Some(fair), fol: None })
     }

@@ -17,7 +17,7 @@ use gradmod::{clip_global_norm, ParamSet};
 use vlm_backbone::{AuxiliaryHeads, MultimodalClassifier, SecondInput};
 
 use super::recipe::{check_finite, value, values, Recipe, Scores, StepInput, StepStats};
-use crate::checkpoint::{load_record, load_safetensors, materialized, reseed, save_record, save_safetensors, seeded, state_file, DrawBackend};
+use crate::checkpoint::{init_lock, load_record, load_safetensors, materialized, reseed, save_record, save_safetensors, seeded, state_file, DrawBackend};
 use crate::config::{at_least, Experiment, MultimodalConfig, PairingConfig};
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
@@ -266,26 +266,40 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         let labels = Tensor::<B, 1, Int>::from_ints(labels_vec.as_slice(), device);
 
         let outputs = model.forward(batch.images.clone(), second_input(batch.tokens.clone(), batch.oct.clone()));
+        // With several replicas: the whole batch's features and logits (each replica's own
+        // rows carry its gradient), so the losses and the modulation's statistics are the
+        // whole batch's.
+        let (replica, whole) = (&input.replica, batch.labels.len());
         let [f0, f1] = outputs.features.clone();
+        let (f0, f1, fused) = (replica.gather(f0, whole)?, replica.gather(f1, whole)?, replica.gather(outputs.logits, whole)?);
         // Auxiliary heads on detached features, with their own optimiser. (The code runs a
         // second, gradient-free forward for them; the training forward's features are the
         // same function of the weights, with other dropout draws.)
         let aux = self.heads.forward([f0.clone().detach(), f1.clone().detach()]);
         let unimodal: Vec<Vec<f64>> = aux.iter().map(|l| values(positive(l.clone()).inner())).collect();
         let aux_loss = ce.forward(aux[0].clone(), labels.clone()) + ce.forward(aux[1].clone(), labels.clone());
-        let g = GradientsParams::from_grads(aux_loss.backward(), &self.heads);
+        let g = replica.mean(GradientsParams::from_grads(aux_loss.backward(), &self.heads), &self.heads)?;
         self.heads = self.head_optim.step(mm.head_lr, self.heads.clone(), g);
 
-        let task = ce.forward(outputs.logits.clone(), labels.clone());
+        let task = ce.forward(fused.clone(), labels.clone());
         let task_loss = value(&task);
-        let before = Before { model: &model, heads: &self.heads, batch, features: [f0, f1], logits: outputs.logits, labels, unimodal: &unimodal, epoch: input.epoch, device };
+        let before = Before { model: &model, heads: &self.heads, batch, features: [f0, f1], logits: fused, labels, unimodal: &unimodal, epoch: input.epoch, device };
         let decision = self.modulation.before(before)?;
         let total = decision.extra_terms.iter().cloned().fold(task, |total, term| total + term);
         let loss = value(&total);
         check_finite(loss, input.epoch, input.step, &self.exp)?;
-        let mut grads = GradientsParams::from_grads(total.backward(), &model);
+        let mut grads = replica.mean(GradientsParams::from_grads(total.backward(), &model), &model)?;
         let [e0, e1] = &self.encoders;
-        self.modulation.after::<B>(&mut grads, [e0, e1], input.epoch, &decision)?;
+        {
+            // Gaussian enhancement draws noise: every replica draws the same (one seed per
+            // step, under the lock that keeps the replicas' draws apart).
+            let _draws = (replica.count() > 1).then(|| {
+                let guard = init_lock();
+                B::seed(device, self.exp.seed.wrapping_add(input.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                guard
+            });
+            self.modulation.after::<B>(&mut grads, [e0, e1], input.epoch, &decision)?;
+        }
         if mm.grad_clip > 0.0 {
             clip_global_norm::<B::InnerBackend>(&mut grads, &self.all, mm.grad_clip)?;
         }

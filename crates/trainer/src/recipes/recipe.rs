@@ -11,14 +11,21 @@ use crate::config::Experiment;
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
 use crate::optim::Schedule;
+use crate::parallel::Replica;
 
 /// What one training step receives from the run loop.
 pub struct StepInput<'a, B: AutodiffBackend> {
-    /// The step's batch of the training split.
+    /// The step's batch of the training split. With several replicas its tensors (images,
+    /// tokens, OCT) hold this replica's shard of the rows ([`Replica::shard`]) and its labels
+    /// and attributes are the whole batch's: a recipe [gathers](Replica::gather) its
+    /// per-sample outputs and computes the whole batch's loss.
     pub batch: ClipBatch<B>,
     /// One batch per group of the attribute the recipe asked for ([`Recipe::group_batches`]),
-    /// in the order of the group codes; empty otherwise.
+    /// in the order of the group codes, sharded as `batch`; empty otherwise.
     pub groups: Vec<ClipBatch<B>>,
+    /// This replica of a data-parallel run ([`Replica::single`] on one device): gathers
+    /// outputs and averages gradients ([`Replica::mean`]) before the optimiser steps.
+    pub replica: Replica,
     /// 1-based epoch.
     pub epoch: usize,
     /// 0-based index of this step in the whole run.

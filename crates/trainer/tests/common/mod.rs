@@ -48,7 +48,7 @@ batch_size = 64
 }
 
 pub fn quiet(out: PathBuf) -> RunOptions {
-    RunOptions { out, resume: false, progress: false, stop_after: None }
+    RunOptions { out, resume: false, progress: false, stop_after: None, nodes: None }
 }
 
 /// burn's random generator is global to the process: tests whose training draws random

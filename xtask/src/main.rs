@@ -10,6 +10,7 @@
 //!   class, and the memory of a training epoch at two dataset sizes.
 //! - `train`: CLIP and FairCLIP on the built-in synthetic benchmark (CPU), side by side.
 //! - `gpu-smoke`: a short training on the GPU backend, with samples per second.
+//! - `gpu-check`: the one-shot device check, one JSON (docs/gpu.md).
 //! - `reproduce fair-moe`: the Fair-MoE reproduction study on the synthetic benchmark.
 //! - `reproduce multifair`: late fusion, OGM-GE and MultiFair on the synthetic multimodal
 //!   benchmark.
@@ -60,6 +61,14 @@ enum Task {
         /// Extra `--set KEY=VALUE` overrides for both runs, e.g. optim.epochs=2.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+    /// The one-shot device check (`fairvlm gpu-check`): parity suite, smoke training, ViT-B/16
+    /// training throughput and MFU in f32 and bf16, input pipeline; writes
+    /// target/gpu-check-<device>.json. On wgpu (Mesa's software device here) with small sizes.
+    GpuCheck {
+        /// cuda or wgpu.
+        #[arg(long, default_value = "cuda")]
+        device: String,
     },
     /// A short training on the GPU backend (cuda by default), printing samples per second.
     GpuSmoke {
@@ -202,6 +211,7 @@ fn main() -> Result<()> {
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device),
         Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device),
         Task::GpuSmoke { device, epochs } => train::gpu_smoke(&root, &device, epochs),
+        Task::GpuCheck { device } => train::gpu_check(&root, &device),
         Task::Fuzz { seconds, targets, keep } => fuzz::fuzz(&root, seconds, &targets, keep),
     }
 }

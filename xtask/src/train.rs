@@ -42,6 +42,43 @@ pub fn train(root: &Path, device: &str, set: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `fairvlm gpu-check` on `device`. CUDA: the release build, with an H200's peak rates for the
+/// MFU. wgpu: the debug build (the software device, not the host code, sets the pace) with
+/// `--quick` sizes, Mesa's lavapipe as the device (`cargo xtask test` installs it).
+pub fn gpu_check(root: &Path, device: &str) -> Result<()> {
+    let out = root.join(format!("target/gpu-check-{device}.json"));
+    let cmd = match device {
+        "cuda" => {
+            let mut c = Command::new(build_fairvlm(root, device)?);
+            c.args(["--peak-f32-tflops", "67", "--peak-bf16-tflops", "989"]);
+            c
+        }
+        "wgpu" => {
+            run(crate::util::cargo().current_dir(root).args(["build", "--locked", "-p", "trainer", "--bin", "fairvlm", "--features", "wgpu"]))?;
+            let mut c = Command::new(root.join("target/debug/fairvlm"));
+            c.arg("--quick");
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+                let xdg = std::env::temp_dir().join("fairvlm-xdg");
+                std::fs::create_dir_all(&xdg)?;
+                c.env("XDG_RUNTIME_DIR", xdg);
+            }
+            c
+        }
+        other => anyhow::bail!("gpu-check runs on cuda or wgpu, not '{other}'"),
+    };
+    // The subcommand's own flags go after its name.
+    let mut full = Command::new(cmd.get_program());
+    full.current_dir(root).args(["gpu-check", "--device", device, "--out"]).arg(&out).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            full.env(k, v);
+        }
+    }
+    run(&mut full)?;
+    eprintln!("device check written to {}", out.display());
+    Ok(())
+}
+
 pub fn gpu_smoke(root: &Path, device: &str, epochs: usize) -> Result<()> {
     ensure!(device == "cuda" || device == "wgpu", "gpu-smoke runs on cuda or wgpu");
     let fairvlm = build_fairvlm(root, device)?;

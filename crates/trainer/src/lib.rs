@@ -21,6 +21,7 @@
 mod checkpoint;
 mod config;
 mod data;
+pub mod device_check;
 mod error;
 mod evaluate;
 mod experiment;

@@ -214,7 +214,7 @@ pub(crate) fn launch<B: AutodiffBackend, T: Send>(devices: &[B::Device], nodes: 
     if count == 1 {
         return body(replicas[0], &devices[0]);
     }
-    collective::start::<B::InnerBackend>(devices.len(), nodes)?;
+    collective::check(devices.len(), nodes)?;
     let run = |replica: Replica, device: &B::Device| -> Result<T> {
         let result = collective::register::<B::InnerBackend>(&replica, devices.len(), nodes, device).and_then(|()| body(replica, device));
         match &result {
@@ -263,17 +263,13 @@ mod collective {
         if let Some(n) = nodes {
             let global = n.orchestrator.parse().map_err(|e: String| Error::Invalid(format!("--orchestrator {}: {e}", n.orchestrator)))?;
             let node = n.address.parse().map_err(|e: String| Error::Invalid(format!("--node-address {}: {e}", n.address)))?;
-            c = c
-                .with_num_nodes(n.count as u32)
-                .with_global_address(global)
-                .with_node_address(node)
-                .with_data_service_port(n.data_port()?)
-                .with_global_all_reduce_strategy(AllReduceStrategy::Centralized);
+            c = c.with_num_nodes(n.count as u32).with_global_address(global).with_node_address(node).with_data_service_port(n.data_port()?);
         }
         Ok(c)
     }
 
-    pub(super) fn start<B: Backend>(devices: usize, nodes: Option<&Nodes>) -> Result<()> {
+    /// Checks the settings before any replica starts.
+    pub(super) fn check(devices: usize, nodes: Option<&Nodes>) -> Result<()> {
         config(devices, nodes).map(|_| ())
     }
 
@@ -292,10 +288,14 @@ mod collective {
     }
 
     pub(super) fn all_reduce_sum<B: Backend>(r: &Replica, t: B::FloatTensorPrimitive) -> Result<B::FloatTensorPrimitive> {
+        use burn::tensor::TensorMetadata;
+        tracing::debug!("replica {}: gathering {:?}", r.index(), t.shape());
         burn_collective::all_reduce::<B>(PeerId::from(r.index()), t, ReduceOperation::Sum).map_err(err("gathering the replicas' outputs"))
     }
 
     pub(super) fn all_reduce_mean<B: Backend>(r: &Replica, t: B::FloatTensorPrimitive) -> Result<B::FloatTensorPrimitive> {
+        use burn::tensor::TensorMetadata;
+        tracing::debug!("replica {}: averaging {:?}", r.index(), t.shape());
         burn_collective::all_reduce::<B>(PeerId::from(r.index()), t, ReduceOperation::Mean).map_err(err("averaging the replicas' gradients"))
     }
 
@@ -318,7 +318,7 @@ mod collective {
         Error::Invalid("several devices need the trainer's `collective` feature (on by default); this build left it out".into())
     }
 
-    pub(super) fn start<B: Backend>(_: usize, _: Option<&Nodes>) -> Result<()> {
+    pub(super) fn check(_: usize, _: Option<&Nodes>) -> Result<()> {
         Err(off())
     }
     pub(super) fn register<B: Backend>(_: &Replica, _: usize, _: Option<&Nodes>, _: &B::Device) -> Result<()> {

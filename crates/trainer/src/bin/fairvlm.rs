@@ -83,6 +83,27 @@ enum Command {
         #[arg(long)]
         node_address: Option<String>,
     },
+    /// The one-shot device check: the parity suite against the CPU, a short training, ViT-B/16
+    /// training throughput in f32 and bf16 with model FLOPs utilisation, the input pipeline's
+    /// feeding rate; writes one JSON (docs/gpu.md).
+    GpuCheck {
+        /// cuda or wgpu (default: the build's GPU backend).
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
+        /// The JSON to write.
+        #[arg(long, default_value = "gpu-check.json")]
+        out: PathBuf,
+        /// Sizes for the software device: a small ViT at batch 4 instead of ViT-B/16 at 64, a
+        /// tiny smoke training instead of an epoch of the benchmark, 4 pipeline batches.
+        #[arg(long)]
+        quick: bool,
+        /// The device's peak dense f32 TFLOPS, for the MFU (an H200's: 67).
+        #[arg(long)]
+        peak_f32_tflops: Option<f64>,
+        /// The device's peak dense bf16 TFLOPS (an H200's: 989).
+        #[arg(long)]
+        peak_bf16_tflops: Option<f64>,
+    },
     /// Serve burn-collective's orchestrator for a multi-node run (`train --nodes`) until stopped.
     CollectiveOrchestrator {
         /// The port the nodes reach it on.
@@ -401,6 +422,17 @@ fn run() -> Result<ExitCode> {
             println!("{}", report.markdown().split("\n## Training").next().unwrap_or_default());
             println!("reports in {}", out.display());
         }
+        Command::GpuCheck { device, out, quick, peak_f32_tflops, peak_bf16_tflops } => {
+            let arg = device.unwrap_or_else(default_device);
+            let name = device_name(arg);
+            let json = with_backend!(arg, |B, device| gpu_check::<B>(&device, name, quick, [peak_f32_tflops, peak_bf16_tflops])?);
+            std::fs::write(&out, serde_json::to_string_pretty(&json)? + "\n").with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            println!("wrote {}", out.display());
+            if json["parity"]["passed"] != serde_json::Value::Bool(true) || json.to_string().contains("\"error\"") {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::CollectiveOrchestrator { port } => {
             eprintln!("burn-collective orchestrator on port {port}; stop it with Ctrl-C");
             trainer::serve_orchestrator(port)?;
@@ -616,4 +648,61 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn device_name(d: DeviceArg) -> &'static str {
+    match d {
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+        DeviceArg::Wgpu => "wgpu",
+    }
+}
+
+/// `fairvlm gpu-check` on backend `B`: each part runs even when another failed, and a failure
+/// is recorded as `{"error": ...}` in its place.
+fn gpu_check<B: burn::tensor::backend::AutodiffBackend>(device: &burn::tensor::Device<B>, name: &str, quick: bool, peaks: [Option<f64>; 2]) -> Result<serde_json::Value> {
+    use serde_json::json;
+    use trainer::device_check as dc;
+    let start = std::time::Instant::now();
+    let scratch = std::env::temp_dir().join(format!("fairvlm-gpu-check-{}", std::process::id()));
+    let or_error = |r: trainer::Result<serde_json::Value>| r.unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    let benchmark = |sets: &[&str]| Experiment::from_file_with(std::path::Path::new("configs/benchmark-clip.toml"), &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    eprintln!("gpu-check on {name}: parity suite");
+    let parity = or_error(dc::parity_suite::<B>(device, &scratch));
+    eprintln!("gpu-check: smoke training");
+    let smoke = or_error(if quick {
+        trainer::parity::experiment("clip").and_then(|mut e| {
+            e.optim.epochs = 2;
+            dc::smoke::<B>(&e, device, &scratch)
+        })
+    } else {
+        benchmark(&["optim.epochs=1", "eval.bootstrap=0"]).and_then(|e| dc::smoke::<B>(&e, device, &scratch))
+    });
+    let (vit, batch) = if quick { (vlm_backbone::VisionTransformerConfig::new(32, 8, 64, 2, 4), 4) } else { (vlm_backbone::VisionTransformerConfig::vit_b16(), 64) };
+    eprintln!("gpu-check: image tower training throughput, f32");
+    let vit_f32 = dc::vit_training::<B>(&vit, batch, if quick { 3 } else { 10 }, peaks[0], device);
+    eprintln!("gpu-check: image tower training throughput, bf16");
+    let vit_bf16 = match name {
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            type H = Autodiff<burn::backend::Cuda<burn::tensor::bf16>>;
+            dc::vit_training::<H>(&vit, batch, if quick { 3 } else { 10 }, peaks[1], &Default::default())
+        }
+        _ => json!({ "skipped": "bf16 is measured on CUDA; wgpu's shading languages have no bf16 type" }),
+    };
+    eprintln!("gpu-check: input pipeline");
+    let pipeline = or_error(benchmark(&[]).and_then(|e| dc::pipeline_rate::<B>(&e, 64, if quick { 4 } else { 20 }, device)));
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(json!({
+        "device": name,
+        "quick": quick,
+        "fairvlm": env!("CARGO_PKG_VERSION"),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "parity": parity,
+        "smoke": smoke,
+        "vit_f32": vit_f32,
+        "vit_bf16": vit_bf16,
+        "pipeline": pipeline,
+        "seconds": start.elapsed().as_secs_f64(),
+    }))
 }

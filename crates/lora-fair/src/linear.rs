@@ -98,8 +98,9 @@ impl<B: Backend> LoraAdapter<B> {
 
     /// `scaling · B A dropout(x)` for `x [..., in]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = linear(self.dropout.forward(x), self.lora_a.val().transpose(), None);
-        linear(h, self.lora_b.val().transpose(), None) * self.scaling
+        let dtype = x.dtype();
+        let h = linear(self.dropout.forward(x), self.lora_a.val().transpose().cast(dtype), None);
+        linear(h, self.lora_b.val().transpose().cast(dtype), None) * self.scaling
     }
 }
 
@@ -165,8 +166,13 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     /// `x W + b`, plus the adapter's update unless it is merged.
+    ///
+    /// The weights take the input's float type: an f16 or bf16 input (mixed precision) runs
+    /// the product in half precision while the parameters stay f32 (the cast's gradient comes
+    /// back in f32).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = linear(x.clone(), self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        let dtype = x.dtype();
+        let y = linear(x.clone(), self.weight.val().cast(dtype), self.bias.as_ref().map(|b| b.val().cast(dtype)));
         match (&self.lora, self.merged) {
             (Some(l), false) => y + l.forward(x),
             _ => y,

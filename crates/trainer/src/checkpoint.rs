@@ -80,7 +80,7 @@ pub(crate) fn remove_older_states(out: &Path, epoch: usize) -> Result<()> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let old = state_epoch(&name).is_some_and(|e| e < epoch);
-        if old && name.ends_with(".bin") {
+        if old && (name.ends_with(".bin") || name.ends_with(".json")) {
             let p = entry.path();
             std::fs::remove_file(&p).map_err(io_err(&p))?;
         }

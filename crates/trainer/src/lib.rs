@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use evaluate::{attributes, report, AttributeMetrics, EpochMetrics};
 pub use lock::RunLock;
 pub use log::{EpochLog, MultimodalLog};
-pub use optim::{Optim, Schedule};
+pub use optim::{LossScaler, Optim, Schedule};
 pub use parallel::{devices, serve_orchestrator, Nodes, Replica};
 pub use report::{FinalReport, Roc};
 pub use run::{evaluate_run, run, train, train_on, RunOptions, TrainOutcome, Trainer};

@@ -122,6 +122,125 @@ impl Schedule {
     }
 }
 
+/// Dynamic loss scaling for f16 (PyTorch's `GradScaler`, with its defaults): the loss is
+/// multiplied by the scale before the backward pass so that small gradients survive f16, the
+/// gradients are divided by it before the step; a step whose gradients overflowed is skipped
+/// and the scale halved, and after 2,000 finite steps in a row the scale doubles. With f32 and
+/// bf16 the scale stays 1 and nothing is skipped.
+///
+/// ```
+/// use vlm_backbone::Precision;
+/// let mut s = trainer::LossScaler::new(Precision::F16);
+/// assert_eq!(s.scale(), 65536.0);
+/// s.update(false); // an overflow: skip, halve
+/// assert_eq!(s.scale(), 32768.0);
+/// assert_eq!(trainer::LossScaler::new(Precision::Bf16).scale(), 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScaler {
+    scale: f64,
+    growth_tracker: usize,
+    dynamic: bool,
+}
+
+impl LossScaler {
+    const GROWTH_INTERVAL: usize = 2000;
+
+    /// The scaler of a run in `precision`.
+    pub fn new(precision: vlm_backbone::Precision) -> Self {
+        let dynamic = precision == vlm_backbone::Precision::F16;
+        Self { scale: if dynamic { 65536.0 } else { 1.0 }, growth_tracker: 0, dynamic }
+    }
+
+    /// The current scale.
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// `loss` times the scale, for the backward pass.
+    pub fn scaled<B: burn::tensor::backend::Backend>(&self, loss: burn::tensor::Tensor<B, 1>) -> burn::tensor::Tensor<B, 1> {
+        if self.dynamic {
+            loss.mul_scalar(self.scale)
+        } else {
+            loss
+        }
+    }
+
+    /// Divides the gradients of `module` by the scale; returns whether they are all finite
+    /// (where not, the step must be skipped).
+    pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(&self, grads: &mut GradientsParams, module: &M) -> bool {
+        if !self.dynamic {
+            return true;
+        }
+        let mut v = unscale::Unscale::<B> { grads, factor: 1.0 / self.scale, finite: true, backend: std::marker::PhantomData };
+        module.visit(&mut v);
+        v.finite
+    }
+
+    /// Writes the scale and its growth count beside the epoch's records (f16 runs only), so a
+    /// resume continues with them.
+    pub(crate) fn save(&self, out: &Path, epoch: usize) -> Result<()> {
+        if !self.dynamic {
+            return Ok(());
+        }
+        let path = crate::checkpoint::state_file(out, epoch, "loss-scaler.json");
+        crate::checkpoint::write_atomic(&path, serde_json::to_string(self).unwrap_or_default().as_bytes())
+    }
+
+    /// Restores what [`LossScaler::save`] wrote, where it did.
+    pub(crate) fn load(&mut self, out: &Path, epoch: usize) -> Result<()> {
+        let path = crate::checkpoint::state_file(out, epoch, "loss-scaler.json");
+        if self.dynamic && path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(crate::checkpoint::io_err(&path))?;
+            *self = serde_json::from_str(&text).map_err(|e| crate::checkpoint::ckpt_err(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Records whether this step's gradients were finite, adjusting the scale.
+    pub fn update(&mut self, finite: bool) {
+        if !self.dynamic {
+            return;
+        }
+        if finite {
+            self.growth_tracker += 1;
+            if self.growth_tracker == Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.growth_tracker = 0;
+            }
+        } else {
+            tracing::debug!("f16 gradients overflowed at loss scale {}: step skipped, scale halved", self.scale);
+            self.scale *= 0.5;
+            self.growth_tracker = 0;
+        }
+    }
+}
+
+mod unscale {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+    use burn::tensor::backend::AutodiffBackend;
+
+    pub(super) struct Unscale<'a, B> {
+        pub(super) grads: &'a mut GradientsParams,
+        pub(super) factor: f64,
+        pub(super) finite: bool,
+        pub(super) backend: std::marker::PhantomData<B>,
+    }
+
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let g = g.mul_scalar(self.factor);
+                // A sum is finite only if every element is.
+                self.finite &= g.clone().sum().into_scalar().elem::<f64>().is_finite();
+                self.grads.register::<B::InnerBackend, D>(param.id, g);
+            }
+        }
+    }
+}
+
 /// The gradients every optimiser step receives, when a caller asks for them: the one place
 /// where every method's final gradients (after modulation, clipping, noise) pass, so
 /// [`crate::parity`] can compare them across backends.
@@ -167,5 +286,54 @@ pub(crate) mod tap {
             let g = self.grads.get::<B::InnerBackend, D>(param.id);
             self.out.push(g.map(|g| g.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()).unwrap_or_default());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+
+    use super::LossScaler;
+    use vlm_backbone::Precision;
+
+    type B = Autodiff<Flex>;
+
+    /// The gradients of `sum(layer(x))` under `scaler`, unscaled, and whether they were finite.
+    fn step(scaler: &LossScaler) -> (Vec<f32>, bool) {
+        let device = Default::default();
+        B::seed(&device, 1);
+        let layer: Linear<B> = LinearConfig::new(3, 2).init(&device);
+        let x = Tensor::<B, 2>::from_floats([[1.0, -2.0, 0.5]], &device);
+        let loss = layer.forward(x).sum();
+        let mut grads = GradientsParams::from_grads(scaler.scaled(loss).backward(), &layer);
+        let finite = scaler.unscale::<B, _>(&mut grads, &layer);
+        let g = grads.get::<Flex, 2>(layer.weight.id).map(|g| g.into_data().to_vec::<f32>().unwrap_or_default()).unwrap_or_default();
+        (g, finite)
+    }
+
+    #[test]
+    fn unscaled_gradients_equal_the_unscaled_loss_gradients() {
+        let (plain, ok_plain) = step(&LossScaler::new(Precision::F32));
+        let (scaled, ok_scaled) = step(&LossScaler::new(Precision::F16));
+        assert!(ok_plain && ok_scaled);
+        // A power-of-two scale divides back exactly.
+        assert_eq!(plain, scaled);
+        assert_eq!(plain, vec![1.0, 1.0, -2.0, -2.0, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn an_overflow_skips_the_step_and_halves_the_scale() {
+        let mut s: LossScaler = serde_json::from_str(r#"{"scale": 3e38, "growth_tracker": 5, "dynamic": true}"#).unwrap();
+        let (_, finite) = step(&s);
+        assert!(!finite, "3e38 x 2 overflows f32");
+        s.update(finite);
+        assert_eq!(s.scale(), 1.5e38);
+        for _ in 0..LossScaler::GROWTH_INTERVAL {
+            s.update(true);
+        }
+        assert_eq!(s.scale(), 3e38, "doubles after 2,000 finite steps");
     }
 }

@@ -428,6 +428,7 @@ pub fn run_on<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOpti
 /// A replica other than the first: the same steps on its shards, nothing written. On a
 /// resume it reads the first replica's run folder (shared by every node of the run).
 fn follow<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device, replica: Replica) -> Result<TrainOutcome> {
+    let _precision = vlm_backbone::autocast(exp.optim.precision);
     let out = &opts.out;
     let state = if opts.resume && out.join("state.json").is_file() {
         let path = out.join("state.json");
@@ -492,6 +493,8 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
 /// The first replica (the only one on one device): the run folder, the steps, evaluation,
 /// checkpoints and reports.
 fn lead<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, device: &B::Device, replica: Replica) -> Result<TrainOutcome> {
+    // Mixed precision for everything this replica's thread computes (training and evaluation).
+    let _precision = vlm_backbone::autocast(exp.optim.precision);
     let out = &opts.out;
     let (state, data, _lock) = open_run(exp, opts)?;
     let mut t = Trainer::<B, R>::new(exp, data, device)?.with_replica(replica);

@@ -115,14 +115,15 @@ impl Drop for Reaped {
 /// Two `fairvlm train` processes, each one node with one replica, through an orchestrator on
 /// localhost, against one device in this process.
 ///
-/// Ignored: with burn-collective 0.21's global mode the second all-reduce between the two
-/// nodes never completes (with each of its global strategies, centralised, tree and ring):
-/// both nodes wait for a tensor download. A likely cause, read in its source and not
-/// confirmed: its data service checks for an exposed tensor, releases the lock and then waits
-/// on a `tokio::sync::Notify` woken by `notify_waiters`, which keeps no permit, so an exposure
-/// between the check and the wait is missed (`TensorDataService::get_exposed_tensor_bytes`;
-/// `SyncService::sync` has the same shape). Run it with
-/// `cargo test -p trainer --test parallel -- --ignored` once burn fixes it.
+/// Ignored: burn-collective 0.21's global mode cannot complete a second operation. Every
+/// global all-reduce ends with `SyncService::sync` (src/global/node/sync.rs), a barrier that
+/// records each node's arrival in a shared `Vec<NodeId>` and returns when the list equals the
+/// node ids; on success it clears a *copy* of the list (`lock().unwrap().to_vec()`), never the
+/// list itself, so at the second barrier the list holds every id twice and no node ever leaves
+/// it. Seen here: with each global strategy (centralised, tree, ring) both processes finish the
+/// first gather, transfer the second one's tensors, open its barrier connection and wait forever.
+/// burn is pinned to 0.21.0; run this with `cargo test -p trainer --test parallel -- --ignored`
+/// on a burn whose barrier is fixed.
 #[test]
 #[ignore = "burn-collective 0.21's global mode hangs on the second all-reduce (see the comment)"]
 fn two_processes_match_one_device() {

@@ -9,6 +9,8 @@ use burn::tensor::activation::{relu, sigmoid, softmax};
 use lora_fair::{is_target, LoraAdapter, LoraConfig, LoraLinear};
 use moe_layers::TokenMoe;
 
+use crate::precision::to_half;
+
 /// The exact GELU, `x·Φ(x) = ½·x·(1 + erf(x/√2))`, built from `erf` so that its gradient is
 /// exact on every backend. burn 0.21's `gelu` is exact forward, but its default
 /// `gelu_backward`, which the GPU backends (cubecl: wgpu, CUDA) use, differentiates the tanh
@@ -75,16 +77,19 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3, Bool>>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let h = self.heads;
+        // Under mixed precision the products run in half, the masking and softmax in x's type.
+        let dtype = x.dtype();
+        let x = to_half(x);
         let split = |y: Tensor<B, 3>| y.reshape([b, t, h, d / h]).swap_dims(1, 2); // [b, h, t, dh]
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / ((d / h) as f64).sqrt(); // [b, h, t, t]
+        let mut scores = q.matmul(k.swap_dims(2, 3)).cast(dtype) / ((d / h) as f64).sqrt(); // [b, h, t, t]
         if let Some(m) = mask {
             scores = scores.mask_fill(m.unsqueeze_dim::<4>(1).expand([b, h, t, t]), -1.0e9);
         }
-        let out = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        self.out_proj.forward(out)
+        let out = to_half(softmax(scores, 3)).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.out_proj.forward(out).cast(dtype)
     }
 }
 
@@ -107,7 +112,10 @@ impl<B: Backend> Mlp<B> {
 
     /// Applies the block.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2.forward(self.activation.apply(self.fc1.forward(x)))
+        // Under mixed precision the products run in half, the activation in x's type.
+        let dtype = x.dtype();
+        let hidden = self.activation.apply(self.fc1.forward(to_half(x)).cast(dtype));
+        self.fc2.forward(to_half(hidden)).cast(dtype)
     }
 }
 

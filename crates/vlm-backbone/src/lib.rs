@@ -40,11 +40,13 @@ mod error;
 mod fomoe;
 mod layers;
 mod multimodal;
+mod precision;
 mod pretrained;
 mod text;
 mod vision;
 
 pub use error::{Error, Result};
+pub use precision::{autocast, precision, Autocast, Precision};
 pub use pretrained::{Checkpoint, LoadReport};
 
 pub use classifier::{VitClassifier, VitClassifierConfig};

@@ -36,10 +36,25 @@ pub struct OptimConfig {
     /// Learning rate of the text tower (CLIP methods), for a pretrained text encoder
     /// fine-tuned beside an image tower trained from scratch; unset: `lr`. Warm-up scales both.
     pub text_lr: Option<f64>,
+    /// The float type of the towers' matrix products: `f32`, or mixed precision with f32
+    /// weights and optimiser state, `bf16` or `f16` (with dynamic loss scaling). For GPUs;
+    /// the CPU backend computes half products through f32 and gains nothing.
+    pub precision: vlm_backbone::Precision,
 }
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        Self { optimizer: OptimizerKind::Adam, lr: 1e-5, betas: [0.1, 0.1], eps: 1e-6, weight_decay: 6e-5, batch_size: 32, epochs: 10, warmup_steps: 0, text_lr: None }
+        Self {
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-5,
+            betas: [0.1, 0.1],
+            eps: 1e-6,
+            weight_decay: 6e-5,
+            batch_size: 32,
+            epochs: 10,
+            warmup_steps: 0,
+            text_lr: None,
+            precision: vlm_backbone::Precision::F32,
+        }
     }
 }

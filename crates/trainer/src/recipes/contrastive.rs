@@ -18,7 +18,7 @@ use crate::checkpoint::{load_record, load_safetensors, save_record, save_safeten
 use crate::config::Experiment;
 use crate::data::ExperimentData;
 use crate::error::Result;
-use crate::optim::Optim;
+use crate::optim::{LossScaler, Optim};
 use crate::parallel::Replica;
 use crate::towers::init_clip;
 
@@ -103,6 +103,7 @@ pub struct Contrastive<B: AutodiffBackend, L: ContrastiveLoss> {
     exp: Experiment,
     model: Clip<B>,
     optim: Optim<B, Clip<B>>,
+    scaler: LossScaler,
     loss: L,
     prompt_tokens: Vec<i64>,
     _backend: PhantomData<B>,
@@ -123,7 +124,8 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
     fn new(exp: &Experiment, data: &ExperimentData, device: &B::Device) -> Result<Self> {
         let optim = Optim::new(&exp.optim);
         let model = init_clip(exp, data, L::MOE, device)?;
-        Ok(Self { exp: exp.clone(), model, optim, loss: L::new(exp)?, prompt_tokens: data.prompt_tokens.clone(), _backend: PhantomData })
+        let scaler = LossScaler::new(exp.optim.precision);
+        Ok(Self { exp: exp.clone(), model, optim, scaler, loss: L::new(exp)?, prompt_tokens: data.prompt_tokens.clone(), _backend: PhantomData })
     }
 
     fn group_batches(&self) -> Option<(&str, usize)> {
@@ -135,20 +137,27 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
         let total = value(&losses.total);
         check_finite(total, input.epoch, input.step, &self.exp)?;
         let lr = input.schedule.lr(input.step);
-        let mut grads = losses.total.backward();
+        let stats = StepStats { loss: total, task_loss: losses.clip, fair_loss: losses.fair, fol_loss: losses.fol, modulation: None };
+        let mut grads = self.scaler.scaled(losses.total).backward();
         let model = self.model.clone();
-        let model = match self.exp.optim.text_lr {
+        let mut text = match self.exp.optim.text_lr {
+            Some(_) => Some(input.replica.mean(GradientsParams::from_module(&mut grads, &model.text_model), &model.text_model)?),
+            None => None,
+        };
+        let mut rest = input.replica.mean(GradientsParams::from_grads(grads, &model), &model)?;
+        let finite = text.as_mut().is_none_or(|t| self.scaler.unscale(t, &model.text_model)) & self.scaler.unscale(&mut rest, &model);
+        self.scaler.update(finite);
+        if !finite {
+            return Ok(stats);
+        }
+        let model = match (self.exp.optim.text_lr, text) {
             // Two steps of the same optimiser over disjoint parameter sets: its moments are kept
             // per parameter, so this is one step with two learning rates.
-            Some(text_lr) => {
-                let text = input.replica.mean(GradientsParams::from_module(&mut grads, &model.text_model), &model.text_model)?;
-                self.optim.step(input.schedule.scaled(input.step, text_lr), model, text)
-            }
-            None => model,
+            (Some(text_lr), Some(text)) => self.optim.step(input.schedule.scaled(input.step, text_lr), model, text),
+            _ => model,
         };
-        let grads = input.replica.mean(GradientsParams::from_grads(grads, &model), &model)?;
-        self.model = self.optim.step(lr, model, grads);
-        Ok(StepStats { loss: total, task_loss: losses.clip, fair_loss: losses.fair, fol_loss: losses.fol, modulation: None })
+        self.model = self.optim.step(lr, model, rest);
+        Ok(stats)
     }
 
     fn predict(&self, split: &Prepared, device: &B::Device) -> Result<Scores> {
@@ -158,12 +167,14 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
     fn save_state(&self, out: &Path, epoch: usize) -> Result<serde_json::Value> {
         save_record::<B, _>(self.model.clone().into_record(), &state_file(out, epoch, "model"))?;
         self.optim.save(&state_file(out, epoch, "optim"))?;
+        self.scaler.save(out, epoch)?;
         Ok(serde_json::Value::Null)
     }
 
     fn restore_state(&mut self, out: &Path, epoch: usize, _state: &serde_json::Value, device: &B::Device) -> Result<()> {
         let record = load_record::<B, _>(&state_file(out, epoch, "model"), device)?;
         self.model = self.model.clone().load_record(record);
+        self.scaler.load(out, epoch)?;
         self.optim.load(&state_file(out, epoch, "optim"), device)
     }
 

@@ -21,7 +21,7 @@ use crate::checkpoint::{init_lock, load_record, load_safetensors, materialized, 
 use crate::config::{at_least, Experiment, MultimodalConfig, PairingConfig};
 use crate::data::ExperimentData;
 use crate::error::{Error, Result};
-use crate::optim::Optim;
+use crate::optim::{LossScaler, Optim};
 use crate::towers::{load_towers, with_tokenizer_ids};
 
 /// What a modulation sees of a step before the backward pass.
@@ -187,6 +187,7 @@ pub struct Multimodal<B: AutodiffBackend, M: Modulation> {
     heads: AuxiliaryHeads<B>,
     optim: Optim<B, MultimodalClassifier<B>>,
     head_optim: Optim<B, AuxiliaryHeads<B>>,
+    scaler: LossScaler,
     encoders: [ParamSet; 2],
     all: ParamSet,
     modulation: M,
@@ -241,6 +242,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
             heads,
             optim: Optim::new(&exp.optim),
             head_optim: Optim::adamw(Some(1e-8), mm.head_weight_decay),
+            scaler: LossScaler::new(exp.optim.precision),
             encoders: [ParamSet::default(), ParamSet::default()],
             all: ParamSet::default(),
             modulation: M::new(exp, data)?,
@@ -288,7 +290,13 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         let total = decision.extra_terms.iter().cloned().fold(task, |total, term| total + term);
         let loss = value(&total);
         check_finite(loss, input.epoch, input.step, &self.exp)?;
-        let mut grads = replica.mean(GradientsParams::from_grads(total.backward(), &model), &model)?;
+        let stats = StepStats { loss, task_loss, fair_loss: None, fol_loss: None, modulation: Some((decision.factors, decision.triggered)) };
+        let mut grads = replica.mean(GradientsParams::from_grads(self.scaler.scaled(total).backward(), &model), &model)?;
+        let finite = self.scaler.unscale(&mut grads, &model);
+        self.scaler.update(finite);
+        if !finite {
+            return Ok(stats);
+        }
         let [e0, e1] = &self.encoders;
         {
             // Gaussian enhancement draws noise: every replica draws the same (one seed per
@@ -304,7 +312,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
             clip_global_norm::<B::InnerBackend>(&mut grads, &self.all, mm.grad_clip)?;
         }
         self.model = self.optim.step(input.schedule.lr(input.step), model, grads);
-        Ok(StepStats { loss, task_loss, fair_loss: None, fol_loss: None, modulation: Some((decision.factors, decision.triggered)) })
+        Ok(stats)
     }
 
     fn predict(&self, split: &Prepared, device: &B::Device) -> Result<Scores> {
@@ -328,6 +336,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         save_record::<B, _>(self.heads.clone().into_record(), &state_file(out, epoch, "heads"))?;
         self.optim.save(&state_file(out, epoch, "optim"))?;
         self.head_optim.save(&state_file(out, epoch, "head-optim"))?;
+        self.scaler.save(out, epoch)?;
         Ok(self.modulation.state())
     }
 
@@ -338,6 +347,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         self.heads = self.heads.clone().load_record(record);
         self.optim.load(&state_file(out, epoch, "optim"), device)?;
         self.head_optim.load(&state_file(out, epoch, "head-optim"), device)?;
+        self.scaler.load(out, epoch)?;
         self.param_sets()?;
         self.modulation.restore(state)
     }

@@ -43,5 +43,5 @@ pub fn is_target<S: AsRef<str>>(path: &str, targets: &[S]) -> bool {
 }
 
 pub use error::{Error, Result};
-pub use linear::{LoraAdapter, LoraConfig, LoraLinear};
+pub use linear::{linear, LoraAdapter, LoraConfig, LoraLinear};
 pub use peft::{load_adapters, save_adapters, AdapterConfig};

@@ -6,10 +6,41 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::module::linear;
 use burn::tensor::Distribution;
 
 use crate::error::{Error, Result};
+
+/// `x · weight + bias` for `x [..., in]`, `weight [in, out]`, as one matrix product over every
+/// row of `x`.
+///
+/// burn's `linear` multiplies each leading index separately (`[b, t, in] x [1, in, out]` is `b`
+/// products of `t` rows), and its weight gradient makes one `[in, out]` matrix per leading index
+/// before summing them. Flattening to `[b·t, in]` first gives the CPU backend one large product
+/// forward and one per gradient (docs/benchmarks.md, "Training step against PyTorch"). The
+/// values are the same products, summed in another order.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use burn::prelude::*;
+/// let device = Default::default();
+/// let x = Tensor::<Flex, 3>::ones([2, 3, 4], &device);
+/// let w = Tensor::<Flex, 2>::ones([4, 5], &device);
+/// let y = lora_fair::linear(x, w, Some(Tensor::ones([5], &device)));
+/// assert_eq!(y.dims(), [2, 3, 5]);
+/// assert_eq!(y.into_data().to_vec::<f32>().unwrap(), vec![5.0; 30]);
+/// ```
+pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, D> {
+    if D <= 2 {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    let dims = x.dims();
+    let out = weight.dims()[1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let y = burn::tensor::module::linear(x.reshape([rows, dims[D - 1]]), weight, bias);
+    let mut shape = dims;
+    shape[D - 1] = out;
+    y.reshape(shape)
+}
 
 /// LoRA hyper-parameters (peft's `LoraConfig` names and defaults).
 #[derive(Config, Debug, PartialEq)]

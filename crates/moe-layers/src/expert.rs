@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 
 /// Expert and gate activations.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -19,7 +19,7 @@ impl ExpertActivation {
     pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             ExpertActivation::Relu => relu(x),
-            ExpertActivation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            ExpertActivation::QuickGelu => fused_ops::quick_gelu(x),
         }
     }
 }

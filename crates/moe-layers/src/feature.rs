@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use fused_ops::softmax;
 
 use crate::error::{Error, Result};
 use crate::expert::{Expert, ExpertActivation};

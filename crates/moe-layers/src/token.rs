@@ -5,8 +5,8 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::IndexingUpdateOp;
+use fused_ops::softmax;
 
 use crate::error::{Error, Result};
 use crate::expert::{Expert, ExpertActivation};

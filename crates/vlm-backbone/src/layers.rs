@@ -5,7 +5,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use burn::tensor::activation::{relu, sigmoid, softmax};
+use burn::tensor::activation::relu;
+use fused_ops::{quick_gelu, softmax};
 use lora_fair::{is_target, LoraAdapter, LoraConfig, LoraLinear};
 use moe_layers::TokenMoe;
 
@@ -43,7 +44,7 @@ impl Activation {
     /// Applies the activation.
     pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            Activation::QuickGelu => quick_gelu(x),
             Activation::Gelu => gelu(x),
             Activation::Relu => relu(x),
         }

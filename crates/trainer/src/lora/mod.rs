@@ -57,5 +57,5 @@ pub use developer::{train_developer, DeveloperLog};
 pub use exchange::{serve_files, FileLink};
 pub use model::{
     adapter_values, classes_of, image_batch, load_adapter_values, load_base, load_developer, negated_base, pretrain, save_adapter_values, save_base, save_developer, Adapters,
-    BaseInfo,
+    BaseInfo, Fit,
 };

@@ -67,9 +67,75 @@ pub fn pretrain<B: AutodiffBackend>(exp: &LoraExperiment, set: &LabelledImages, 
     Ok(fit(model, set, labels, exp, epochs, |n, epoch| order.order(n, epoch), device)?.0)
 }
 
-/// Trains every trainable weight of `model` on `set`'s `labels` with cross-entropy, AdamW at
-/// `optim.lr`, for `epoch_count` epochs in the order `order` gives: the base's pretraining and the
-/// auditor's sensitive adapter. Returns the model and the last epoch's mean loss.
+/// Full training of a classifier on one label column, one step at a time: cross-entropy and
+/// AdamW at `optim.lr` over every trainable weight. It is the step of the base's pretraining
+/// and of the auditor's sensitive adapter (and the one `benches/step_vs_torch.rs` times).
+///
+/// ```
+/// use burn::backend::{Autodiff, Flex};
+/// use fair_data::LabelledImages;
+/// use trainer::lora::{Fit, LoraExperiment};
+///
+/// let exp = LoraExperiment::from_toml_str_with("[model]\npatch_size = 8\nwidth = 16\nlayers = 1\nheads = 2", "example", &[])?;
+/// let set = LabelledImages { size: 16, images: vec![0; 4 * 3 * 16 * 16], labels: [("y".into(), vec![0, 1, 0, 1])].into() };
+/// let device = Default::default();
+/// let model = exp.classifier(16, 2).init::<Autodiff<Flex>>(&device);
+/// let mut fit = Fit::new(model, &set, set.label("y")?, &exp, &device);
+/// let loss = fit.step(&[0, 1, 2, 3], 1)?;
+/// assert!(loss.is_finite());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Fit<'a, B: AutodiffBackend> {
+    model: VitClassifier<B>,
+    optim: Optim<B, VitClassifier<B>>,
+    set: &'a LabelledImages,
+    labels: &'a [i64],
+    lr: f64,
+    last: f64,
+    device: &'a B::Device,
+}
+
+impl<'a, B: AutodiffBackend> Fit<'a, B> {
+    /// Trains `model` on `set` with the label column `labels` (one per row), as `exp` says.
+    pub fn new(model: VitClassifier<B>, set: &'a LabelledImages, labels: &'a [i64], exp: &LoraExperiment, device: &'a B::Device) -> Self {
+        let optim = Optim::<B, VitClassifier<B>>::adamw(None, exp.optim.weight_decay);
+        Fit { model, optim, set, labels, lr: exp.optim.lr, last: 0.0, device }
+    }
+
+    /// One step on the rows `rows` of (1-based) `epoch`; returns the batch's loss.
+    pub fn step(&mut self, rows: &[usize], epoch: usize) -> Result<f64> {
+        let ce = CrossEntropyLossConfig::new().init(self.device);
+        let loss = ce.forward(self.model.forward(image_batch(self.set, rows, self.device)), label_batch(self.labels, rows, self.device));
+        let v = loss.clone().into_scalar().elem::<f64>();
+        super::config::check_finite("the fit", v, epoch, &[("optim.lr", self.lr)])?;
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self.optim.step(self.lr, self.model.clone(), grads);
+        Ok(v)
+    }
+
+    /// The model as trained so far.
+    pub fn into_model(self) -> VitClassifier<B> {
+        self.model
+    }
+}
+
+impl<B: AutodiffBackend> Epochs for Fit<'_, B> {
+    type Stats = f64;
+    fn loss(stats: &f64) -> f64 {
+        *stats
+    }
+    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<f64> {
+        Fit::step(self, rows, epoch)
+    }
+    fn end_epoch(&mut self, _epoch: usize, stats: Vec<f64>, _seconds: f64) -> Result<()> {
+        self.last = stats.iter().sum::<f64>() / stats.len().max(1) as f64;
+        Ok(())
+    }
+}
+
+/// Trains every trainable weight of `model` on `set`'s `labels` ([`Fit`]) for `epoch_count`
+/// epochs in the order `order` gives: the base's pretraining and the auditor's sensitive
+/// adapter. Returns the model and the last epoch's mean loss.
 pub(crate) fn fit<B: AutodiffBackend>(
     model: VitClassifier<B>,
     set: &LabelledImages,
@@ -79,39 +145,11 @@ pub(crate) fn fit<B: AutodiffBackend>(
     order: impl FnMut(usize, usize) -> Vec<usize>,
     device: &B::Device,
 ) -> Result<(VitClassifier<B>, f64)> {
-    struct Fit<'a, B: AutodiffBackend> {
-        model: VitClassifier<B>,
-        optim: Optim<B, VitClassifier<B>>,
-        set: &'a LabelledImages,
-        labels: &'a [i64],
-        lr: f64,
-        last: f64,
-        device: &'a B::Device,
-    }
-    impl<B: AutodiffBackend> Epochs for Fit<'_, B> {
-        type Stats = f64;
-        fn loss(stats: &f64) -> f64 {
-            *stats
-        }
-        fn step(&mut self, rows: &[usize], epoch: usize) -> Result<f64> {
-            let ce = CrossEntropyLossConfig::new().init(self.device);
-            let loss = ce.forward(self.model.forward(image_batch(self.set, rows, self.device)), label_batch(self.labels, rows, self.device));
-            let v = loss.clone().into_scalar().elem::<f64>();
-            super::config::check_finite("the fit", v, epoch, &[("optim.lr", self.lr)])?;
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            self.model = self.optim.step(self.lr, self.model.clone(), grads);
-            Ok(v)
-        }
-        fn end_epoch(&mut self, _epoch: usize, stats: Vec<f64>, _seconds: f64) -> Result<()> {
-            self.last = stats.iter().sum::<f64>() / stats.len().max(1) as f64;
-            Ok(())
-        }
-    }
-    let optim = Optim::<B, VitClassifier<B>>::adamw(None, exp.optim.weight_decay);
-    let mut f = Fit { model, optim, set, labels, lr: exp.optim.lr, last: 0.0, device };
+    let mut f = Fit::new(model, set, labels, exp, device);
     let plan = Plan { name: "fit", rows: set.len(), batch_size: exp.optim.batch_size, epochs: epoch_count, progress: false, min_batch: 1 };
     epochs(&mut f, &plan, 0, None, order)?;
-    Ok((f.model, f.last))
+    let last = f.last;
+    Ok((f.into_model(), last))
 }
 
 /// The developer's or auditor's model: the frozen tower with fresh adapters and a new head,

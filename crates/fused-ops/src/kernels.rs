@@ -1,0 +1,146 @@
+//! The CPU kernels on plain f32 slices: vectorised by the compiler for the widest instruction set
+//! the CPU has (chosen at run time), and split across burn-flex's rayon pool.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::DType;
+use rayon::prelude::*;
+
+/// Elements per parallel task: below this a pass stays on the calling thread.
+const CHUNK: usize = 16 * 1024;
+
+/// `e^x` for f32 (Cephes' `expf`: `x = n ln 2 + r`, a degree-6 polynomial in `r`, `2^n` built
+/// from its bits), branch-free so that it vectorises. The input is clamped to [-87.3, 88]:
+/// below, the result is the smallest normal float instead of a denormal or 0; above, e^88.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1) * (r * r) + r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Defines `$name` to run `$body` compiled for AVX-512, else AVX2 with FMA, else the baseline,
+/// whichever the CPU has.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, checked on the line above.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA, checked on the line above.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+const K: f32 = 1.702;
+
+multiversion! {
+    /// `y = x · σ(1.702 x)`.
+    fn quick_gelu_forward(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x / (1.0 + exp(-K * x));
+        }
+    }
+}
+
+multiversion! {
+    /// `dx = g · (s + 1.702 x s (1 − s))`, `s = σ(1.702 x)`.
+    fn quick_gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            let s = 1.0 / (1.0 + exp(-K * x));
+            *dx = g * (s + K * x * s * (1.0 - s));
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax of each row of `x` (rows of `d`) into `y`.
+    fn softmax_rows(x: &[f32], y: &mut [f32], d: usize) {
+        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = exp(x - max);
+                sum += *y;
+            }
+            let inv = 1.0 / sum;
+            for y in y.iter_mut() {
+                *y *= inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax's backward on rows of `d`: `dx = y (g − Σ g y)`.
+    fn softmax_rows_backward(y: &[f32], g: &[f32], dx: &mut [f32], d: usize) {
+        for ((y, g), dx) in y.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+            let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                *dx = y * (g - dot);
+            }
+        }
+    }
+}
+
+/// The f32 values of `t` in row-major order (a copy only when `t` is a strided view).
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    let n = t.layout().num_elements();
+    if t.layout().is_contiguous() {
+        let start = t.layout().start_offset();
+        std::borrow::Cow::Borrowed(&t.storage::<f32>()[start..start + n])
+    } else {
+        std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>()[..n].to_vec())
+    }
+}
+
+/// A new contiguous f32 tensor of `shape` filled by `fill`.
+pub(crate) fn new_tensor(shape: burn::tensor::Shape, fill: impl FnOnce(&mut [f32])) -> FlexTensor {
+    let mut out = FlexTensor::empty(shape, DType::F32);
+    let n = out.layout().num_elements();
+    fill(&mut out.storage_mut::<f32>()[..n]);
+    out
+}
+
+/// Element-wise map of `x` into `y` in parallel chunks.
+pub(crate) fn par_map(x: &[f32], y: &mut [f32], f: fn(&[f32], &mut [f32])) {
+    if y.len() <= CHUNK {
+        return f(x, y);
+    }
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| f(x, y));
+}
+
+/// Element-wise map of `a` and `b` into `y` in parallel chunks.
+pub(crate) fn par_map2(a: &[f32], b: &[f32], y: &mut [f32], f: fn(&[f32], &[f32], &mut [f32])) {
+    if y.len() <= CHUNK {
+        return f(a, b, y);
+    }
+    y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((y, a), b)| f(a, b, y));
+}
+
+/// Rows per parallel task for rows of `d`.
+pub(crate) fn rows_per_task(d: usize) -> usize {
+    (CHUNK / d.max(1)).max(1)
+}

@@ -1,10 +1,11 @@
 //! Benchmarks live in the bench targets; see `cargo bench -p fairvlm-benches`. This library
-//! holds what they share: an allocator that counts live and peak heap bytes.
+//! holds what they share: the `fairvlm` binary's allocator (mimalloc, freed memory kept mapped),
+//! counting live and peak heap bytes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The system allocator, counting live and peak bytes; install it in a bench with
+/// mimalloc, as the `fairvlm` binary uses it, counting live and peak bytes; install it in a bench with
 /// `#[global_allocator] static ALLOC: fairvlm_benches::Counting = fairvlm_benches::Counting;`.
 pub struct Counting;
 
@@ -13,10 +14,10 @@ pub static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// The most bytes live at once since the last reset ([`reset_peak`]).
 pub static PEAK: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: forwards to the system allocator; the counters do not affect the memory handed out.
+// SAFETY: forwards to mimalloc; the counters do not affect the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
         if !p.is_null() {
             let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(now, Ordering::Relaxed);
@@ -24,7 +25,7 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 }
@@ -44,4 +45,12 @@ pub fn reset_peak() -> usize {
 /// The peak since [`reset_peak`].
 pub fn peak() -> usize {
     PEAK.load(Ordering::Relaxed)
+}
+
+/// What the `fairvlm` binary sets at start: mimalloc keeps freed memory mapped for the next
+/// step (`purge_delay` -1, position 15 of mimalloc v3's `mi_option_t`).
+pub fn keep_freed_memory() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets one of mimalloc's integer options.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }

@@ -33,6 +33,7 @@ fn images() -> LabelledImages {
 }
 
 fn main() {
+    fairvlm_benches::keep_freed_memory();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = root.join("configs/lora-fashion-mnist.toml");
     let device = Default::default();

@@ -33,7 +33,7 @@ use trainer::{Experiment, ExperimentData, Trainer};
 type B = Autodiff<Flex>;
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: fairvlm_benches::Counting = fairvlm_benches::Counting;
 
 /// One side's step.
 trait Step {
@@ -193,6 +193,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    fairvlm_benches::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let which = args.first().map_or("clip", String::as_str);
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);

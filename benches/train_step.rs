@@ -67,6 +67,7 @@ fn step_of(method: &str) -> Box<dyn Step> {
 const METHODS: [&str; 7] = ["clip", "fo-moe", "fairclip", "fair-moe", "late-fusion", "ogm-ge", "multifair"];
 
 fn train_step(c: &mut Criterion) {
+    fairvlm_benches::keep_freed_memory();
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     let mut steps: Vec<(&str, Box<dyn Step>)> = Vec::new();
     for method in METHODS {

@@ -34,6 +34,27 @@ pub(crate) enum Cpu<B: Backend, const D: usize> {
     Other(Tensor<B, D>),
 }
 
+impl<B: Backend, const D: usize> Cpu<B, D> {
+    /// Back to a tensor of `B`.
+    pub(crate) fn into_tensor(self) -> Tensor<B, D> {
+        match self {
+            Cpu::Autodiff(t) => from_autodiff(t),
+            Cpu::Plain(t) => from_plain(t),
+            Cpu::Other(t) => t,
+        }
+    }
+}
+
+/// A boolean tensor of the CPU backend (with or without autodiff, which share it) as a
+/// contiguous one, else the tensor back.
+pub(crate) fn mask_of<B: Backend, const D: usize>(m: Tensor<B, D, Bool>) -> Result<FlexTensor, Tensor<B, D, Bool>> {
+    let m = match cast::<Tensor<B, D, Bool>, Tensor<Autodiff<Flex>, D, Bool>>(m) {
+        Ok(m) => m.into_primitive(),
+        Err(m) => cast::<Tensor<B, D, Bool>, Tensor<Flex, D, Bool>>(m)?.into_primitive(),
+    };
+    Ok(if m.layout().is_contiguous() && m.layout().start_offset() == 0 { m } else { m.to_contiguous() })
+}
+
 /// Which kind of tensor `x` is.
 pub(crate) fn classify<B: Backend, const D: usize>(x: Tensor<B, D>) -> Cpu<B, D> {
     if x.dtype() != DType::F32 {

@@ -22,6 +22,63 @@ pub(crate) fn exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// Lanes of the reductions: independent partial results that the compiler keeps in one vector
+/// register (a sequential float sum cannot be vectorised), combined at the end.
+const LANES: usize = 16;
+
+/// `Σ x` in `LANES` partial sums.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// `Σ a b` in `LANES` partial sums.
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *acc += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// `max x` in `LANES` partial maxima.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    acc.iter().fold(rest, |m, &v| m.max(v))
+}
+
+/// `e^(x − max)` of each element of a row, 0 where `x − max < −87` (a masked score, which the
+/// composition's `exp` underflows to 0); returns the row's sum.
+#[inline(always)]
+fn exp_shifted(x: &mut [f32], max: f32) -> f32 {
+    for x in x.iter_mut() {
+        let z = *x - max;
+        *x = if z < -87.0 { 0.0 } else { exp(z) };
+    }
+    lane_sum(x)
+}
+
 /// Defines `$name` to run `$body` compiled for AVX-512, else AVX2 with FMA, else the baseline,
 /// whichever the CPU has.
 macro_rules! multiversion {
@@ -76,18 +133,25 @@ multiversion! {
 }
 
 multiversion! {
-    /// Softmax of each row of `x` (rows of `d`) into `y`.
+    /// Softmax of each row of `x` (rows of `d`) into `y` (see `softmax_rows_inplace`).
     fn softmax_rows(x: &[f32], y: &mut [f32], d: usize) {
         for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0;
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = exp(x - max);
-                sum += *y;
-            }
-            let inv = 1.0 / sum;
+            y.copy_from_slice(x);
+            let sum = exp_shifted(y, lane_max(x));
             for y in y.iter_mut() {
-                *y *= inv;
+                *y /= sum;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax of each row of `x` (rows of `d`) in place.
+    fn softmax_rows_inplace(x: &mut [f32], d: usize) {
+        for x in x.chunks_exact_mut(d) {
+            let sum = exp_shifted(x, lane_max(x));
+            for x in x.iter_mut() {
+                *x /= sum;
             }
         }
     }
@@ -97,9 +161,57 @@ multiversion! {
     /// Softmax's backward on rows of `d`: `dx = y (g − Σ g y)`.
     fn softmax_rows_backward(y: &[f32], g: &[f32], dx: &mut [f32], d: usize) {
         for ((y, g), dx) in y.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
-            let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+            let dot = lane_dot(y, g);
             for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
                 *dx = y * (g - dot);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Layer norm of rows of `d`: `y = (x − μ) / √(σ² + ε) · γ + β`; writes each row's mean to
+    /// `mean` and `1 / √(σ² + ε)` to `rstd`.
+    fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
+        let d = gamma.len();
+        for (((x, y), m), r) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(mean.iter_mut()).zip(rstd.iter_mut()) {
+            let mu = lane_sum(x) / d as f32;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x - mu;
+            }
+            let inv = 1.0 / (lane_dot(y, y) / d as f32 + eps).sqrt();
+            for ((y, &g), &b) in y.iter_mut().zip(gamma).zip(beta) {
+                *y = *y * inv * g + b;
+            }
+            *m = mu;
+            *r = inv;
+        }
+    }
+}
+
+multiversion! {
+    /// Layer norm's backward for rows of `d`: `dx = rstd (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))` with
+    /// `ĝ = g γ`, `x̂ = (x − μ) rstd`; adds `Σ g x̂` to `dgamma` and `Σ g` to `dbeta`.
+    fn layer_norm_rows_backward(x: &[f32], g: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+        let d = gamma.len();
+        for ((((x, g), dx), &mu), &inv) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).zip(mean).zip(rstd) {
+            // dx holds x̂ first, then the gradient.
+            for (dx, &x) in dx.iter_mut().zip(x) {
+                *dx = (x - mu) * inv;
+            }
+            for (((dg, db), &g), &xh) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(g).zip(dx.iter()) {
+                *dg += g * xh;
+                *db += g;
+            }
+            let (mut sum_g, mut sum_gx) = ([0.0f32; LANES], [0.0f32; LANES]);
+            for (i, ((&g, &w), &xh)) in g.iter().zip(gamma).zip(dx.iter()).enumerate() {
+                sum_g[i % LANES] += g * w;
+                sum_gx[i % LANES] += g * w * xh;
+            }
+            let mg = sum_g.iter().sum::<f32>() / d as f32;
+            let mgx = sum_gx.iter().sum::<f32>() / d as f32;
+            for ((dx, &g), &w) in dx.iter_mut().zip(g).zip(gamma) {
+                *dx = inv * (g * w - mg - *dx * mgx);
             }
         }
     }
@@ -143,4 +255,22 @@ pub(crate) fn par_map2(a: &[f32], b: &[f32], y: &mut [f32], f: fn(&[f32], &[f32]
 /// Rows per parallel task for rows of `d`.
 pub(crate) fn rows_per_task(d: usize) -> usize {
     (CHUNK / d.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp;
+
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let exact = (x as f64).exp();
+            let ulp = f32::from_bits((exact as f32).to_bits() + 1) as f64 - exact as f32 as f64;
+            worst = worst.max((exp(x) as f64 - exact).abs() / ulp);
+            x += 0.000_37;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+    }
 }

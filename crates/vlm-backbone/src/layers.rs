@@ -1,12 +1,14 @@
 //! Transformer building blocks with Hugging Face CLIP's names.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
+use burn::nn::LinearConfig;
+
+use crate::norm::{LayerNorm, LayerNormConfig};
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use fused_ops::{quick_gelu, softmax};
+use fused_ops::{attention, quick_gelu};
 use lora_fair::{is_target, LoraAdapter, LoraConfig, LoraLinear};
 use moe_layers::TokenMoe;
 
@@ -85,11 +87,8 @@ impl<B: Backend> Attention<B> {
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).cast(dtype) / ((d / h) as f64).sqrt(); // [b, h, t, t]
-        if let Some(m) = mask {
-            scores = scores.mask_fill(m.unsqueeze_dim::<4>(1).expand([b, h, t, t]), -1.0e9);
-        }
-        let out = to_half(softmax(scores, 3)).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        // softmax(q kᵀ / √d_h, masked) v, the scores and softmax in f32 (fused on the CPU).
+        let out = attention(q, k, v, mask).swap_dims(1, 2).reshape([b, t, d]);
         self.out_proj.forward(out).cast(dtype)
     }
 }

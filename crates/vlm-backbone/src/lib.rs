@@ -40,6 +40,7 @@ mod error;
 mod fomoe;
 mod layers;
 mod multimodal;
+mod norm;
 mod precision;
 mod pretrained;
 mod text;
@@ -57,5 +58,6 @@ pub use multimodal::{
     AuxiliaryHeads, ClassifierHead, Fusion, MultimodalClassifier, MultimodalClassifierConfig, MultimodalOutput, OctEncoder, PostNormEncoder, PostNormEncoderConfig, PostNormLayer,
     Projection, SecondInput, SecondModality,
 };
+pub use norm::{LayerNorm, LayerNormConfig};
 pub use text::{Pooling, TextTransformer, TextTransformerConfig};
 pub use vision::{VisionTransformer, VisionTransformerConfig};

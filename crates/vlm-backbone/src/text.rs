@@ -2,7 +2,9 @@
 //! MiniLM) with [`TextTransformerConfig::bert`].
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+
+use crate::norm::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
 

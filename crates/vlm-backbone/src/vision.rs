@@ -2,7 +2,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+
+use crate::norm::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
 use burn::tensor::Distribution;

@@ -640,7 +640,24 @@ fn input_throughput(config: &std::path::Path, set: &[String], split: &str, batch
     Ok(())
 }
 
+/// mimalloc instead of glibc's malloc: the CPU backend allocates every tensor of a step afresh,
+/// and glibc hands the large blocks back to the kernel, which then faults them in again page
+/// by page on the next step (docs/benchmarks.md, "Training step against PyTorch").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Keeps freed memory mapped for the next step: mimalloc's `purge_delay` (position 15 of
+/// mimalloc v3's `mi_option_t`, which libmimalloc-sys does not name) to -1, "never purge"; its
+/// default, 10 ms, returned a step's memory to the kernel between steps (the benchmark's CLIP
+/// step took 110 ms instead of 70).
+fn keep_freed_memory() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets one of mimalloc's integer options before any thread but this one exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     match run() {
         Ok(code) => code,
         Err(e) => {

@@ -30,7 +30,17 @@ use safetensors::{serialize_to_file, Dtype, View};
 use trainer::recipes::{dispatch, Recipe, WithRecipe};
 use trainer::{Experiment, ExperimentData, Trainer};
 
-type B = Autodiff<Flex>;
+/// The CPU backend under test: Flex (fairvlm's), or another of burn's by the bench's features.
+#[cfg(not(any(feature = "ndarray", feature = "candle", feature = "tch")))]
+type Cpu = Flex;
+#[cfg(feature = "ndarray")]
+type Cpu = burn::backend::NdArray;
+#[cfg(feature = "candle")]
+type Cpu = burn::backend::Candle;
+#[cfg(feature = "tch")]
+type Cpu = burn::backend::LibTorch;
+
+type B = Autodiff<Cpu>;
 
 #[global_allocator]
 static ALLOC: fairvlm_benches::Counting = fairvlm_benches::Counting;
@@ -234,7 +244,7 @@ fn main() {
     }
     let (a, b) = (median(ours), median(theirs));
     let torch_rss = peer.as_mut().and_then(|p| p.ask("rss")["peak_rss_mib"].as_f64()).unwrap_or(f64::NAN);
-    println!("{which}, batch {batch}, {threads} threads, {rounds} rounds of {steps} steps each:");
+    println!("{which}, batch {batch}, {threads} threads, {rounds} rounds of {steps} steps each, backend {}:", std::any::type_name::<Cpu>());
     println!("  fairvlm: {a:.1} ms per step, {:.2} samples/s, peak RSS {:.0} MiB", batch as f64 * 1e3 / a, peak_rss_mib());
     println!("  torch:   {b:.1} ms per step, {:.2} samples/s, peak RSS {torch_rss:.0} MiB", batch as f64 * 1e3 / b);
     println!("  ratio (fairvlm samples/s over torch's): {:.2}", b / a);

@@ -71,6 +71,7 @@ def main():
     p.add_argument("--model", choices=["clip-small", "vit-b16"], required=True)
     p.add_argument("--batch", required=True, help="safetensors file with the batch (images, and tokens or labels)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--parts", action="store_true", help="time forward, backward and the optimiser separately over 5 steps (2 warm-up), then exit")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -84,6 +85,20 @@ def main():
         loss.backward()
         opt.step()
         return loss.item()
+
+    if a.parts:
+        for i in range(5):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_of(batch)
+            loss.item()
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            t3 = time.perf_counter()
+            print(f"{'warm-up' if i < 2 else 'step'}: forward {(t1 - t0) * 1e3:.0f} ms, backward {(t2 - t1) * 1e3:.0f} ms, optimiser {(t3 - t2) * 1e3:.0f} ms")
+        return
 
     print(json.dumps({"ready": f"torch {torch.__version__}, {torch.get_num_threads()} threads, {sum(t.numel() for t in model.parameters())} parameters"}), flush=True)
     for line in sys.stdin:

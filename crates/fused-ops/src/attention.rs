@@ -23,8 +23,9 @@ use crate::kernels::{new_tensor, softmax_rows_backward, softmax_rows_inplace};
 
 /// `softmax(q kᵀ / √d_h) v` for `q`, `k`, `v` of `[batch, heads, tokens, d_h]`; `mask`
 /// (`[batch, tokens, tokens]`, `true` where a query may not attend to a key) sets those scores
-/// to −10⁹ before the softmax. The scores and the softmax are computed in f32 (a half-precision
-/// `q` has its scores cast up and its probabilities cast back before the second product).
+/// to −10⁹ before the softmax. The scores and the softmax are computed in f32 at least (a
+/// half-precision `q` has its scores cast up and its probabilities cast back before the second
+/// product).
 ///
 /// On the CPU backend (f32) one fused pass each way (see the module's documentation); on
 /// other backends burn's composition.
@@ -58,7 +59,9 @@ fn composed<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask:
     let [b, h, t, dh] = q.dims();
     let s = k.dims()[2];
     let dtype = q.dtype();
-    let mut scores = q.matmul(k.swap_dims(2, 3)).cast(DType::F32) / (dh as f64).sqrt();
+    // Half-precision products give f32 scores; f32 and f64 keep their own type.
+    let score_type = if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype };
+    let mut scores = q.matmul(k.swap_dims(2, 3)).cast(score_type) / (dh as f64).sqrt();
     if let Some(m) = mask {
         scores = scores.mask_fill(m.unsqueeze_dim::<4>(1).expand([b, h, t, s]), -1.0e9);
     }

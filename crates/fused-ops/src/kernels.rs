@@ -18,8 +18,23 @@ pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1) * (r * r) + r + 1.0;
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5) * (r * r) + r + 1.0;
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `e^x` for f64 (Cephes' `exp`: `x = n ln 2 + r`, a Padé form in `r`, `2^n` from its bits),
+/// branch-free; clamped to [-708, 709].
+#[inline(always)]
+pub(crate) fn exp64(x: f64) -> f64 {
+    const C1: f64 = 6.931_457_519_531_25e-1;
+    const C2: f64 = 1.428_606_820_309_417_2e-6;
+    let x = x.clamp(-708.0, 709.0);
+    let n = (x * std::f64::consts::LOG2_E + 0.5).floor();
+    let r = x - n * C1 - n * C2;
+    let rr = r * r;
+    let p = r * ((1.261_771_930_748_105_9e-4 * rr + 3.029_944_077_074_419_6e-2) * rr + 1.0);
+    let q = ((3.001_985_051_386_644_5e-6 * rr + 2.524_483_403_496_841e-3) * rr + 2.272_655_482_081_550_3e-1) * rr + 2.0;
+    (1.0 + 2.0 * p / (q - p)) * f64::from_bits(((n as i64 + 1023) as u64) << 52)
 }
 
 /// Lanes of the reductions: independent partial results that the compiler keeps in one vector
@@ -84,16 +99,20 @@ fn exp_shifted(x: &mut [f32], max: f32) -> f32 {
 macro_rules! multiversion {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name($($arg: $ty),*) {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 fn v4($($arg: $ty),*) {
                     body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 fn v3($($arg: $ty),*) {
                     body($($arg),*)
                 }
@@ -113,21 +132,37 @@ macro_rules! multiversion {
 
 const K: f32 = 1.702;
 
+// QuickGELU takes the composition's f32 steps (`t = 1.702 x`, burn-flex's two-sided sigmoid,
+// `x · s`; backward `g s + ((g x) s (1 − s)) 1.702`) with a correctly rounded `exp` (f64, rounded
+// once), so it rounds as burn does: a bias gradient of the tiny CLIP, sensitive to every
+// rounding, differed from the wgpu backend's by 1.1e-4 with an f32 polynomial `exp`.
+
+/// burn-flex's sigmoid of `t`: `1 / (1 + e^−t)` for `t ≥ 0`, `e^t / (1 + e^t)` below.
+#[inline(always)]
+fn sigmoid(t: f32) -> f32 {
+    let e = exp64(-(t.abs() as f64)) as f32;
+    if t >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
 multiversion! {
     /// `y = x · σ(1.702 x)`.
     fn quick_gelu_forward(x: &[f32], y: &mut [f32]) {
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = x / (1.0 + exp(-K * x));
+            *y = x * sigmoid(K * x);
         }
     }
 }
 
 multiversion! {
-    /// `dx = g · (s + 1.702 x s (1 − s))`, `s = σ(1.702 x)`.
+    /// `dx = g σ(1.702 x) + 1.702 g x σ'(1.702 x)`.
     fn quick_gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
         for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-            let s = 1.0 / (1.0 + exp(-K * x));
-            *dx = g * (s + K * x * s * (1.0 - s));
+            let s = sigmoid(K * x);
+            *dx = g * s + g * x * s * (1.0 - s) * K;
         }
     }
 }
@@ -192,24 +227,25 @@ multiversion! {
 multiversion! {
     /// Layer norm's backward for rows of `d`: `dx = rstd (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))` with
     /// `ĝ = g γ`, `x̂ = (x − μ) rstd`; adds `Σ g x̂` to `dgamma` and `Σ g` to `dbeta`.
-    fn layer_norm_rows_backward(x: &[f32], g: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+    fn layer_norm_rows_backward(x: &[f32], g: &[f32], gamma: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32], dgamma: &mut [f64], dbeta: &mut [f64]) {
         let d = gamma.len();
         for ((((x, g), dx), &mu), &inv) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).zip(mean).zip(rstd) {
             // dx holds x̂ first, then the gradient.
             for (dx, &x) in dx.iter_mut().zip(x) {
                 *dx = (x - mu) * inv;
             }
+            // The weight's and bias's gradients sum over every row, where terms cancel: in f64.
             for (((dg, db), &g), &xh) in dgamma.iter_mut().zip(dbeta.iter_mut()).zip(g).zip(dx.iter()) {
-                *dg += g * xh;
-                *db += g;
+                *dg += (g * xh) as f64;
+                *db += g as f64;
             }
-            let (mut sum_g, mut sum_gx) = ([0.0f32; LANES], [0.0f32; LANES]);
+            let (mut sum_g, mut sum_gx) = ([0.0f64; LANES], [0.0f64; LANES]);
             for (i, ((&g, &w), &xh)) in g.iter().zip(gamma).zip(dx.iter()).enumerate() {
-                sum_g[i % LANES] += g * w;
-                sum_gx[i % LANES] += g * w * xh;
+                sum_g[i % LANES] += (g * w) as f64;
+                sum_gx[i % LANES] += (g * w * xh) as f64;
             }
-            let mg = sum_g.iter().sum::<f32>() / d as f32;
-            let mgx = sum_gx.iter().sum::<f32>() / d as f32;
+            let mg = (sum_g.iter().sum::<f64>() / d as f64) as f32;
+            let mgx = (sum_gx.iter().sum::<f64>() / d as f64) as f32;
             for ((dx, &g), &w) in dx.iter_mut().zip(g).zip(gamma) {
                 *dx = inv * (g * w - mg - *dx * mgx);
             }
@@ -260,6 +296,19 @@ pub(crate) fn rows_per_task(d: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::exp;
+
+    #[test]
+    fn exp64_is_within_two_ulp() {
+        // Against f32-rounded exact values would hide its error: compare with std's f64 exp.
+        let mut worst = 0.0f64;
+        let mut x = -700.0f64;
+        while x < 700.0 {
+            let exact = x.exp();
+            worst = worst.max((super::exp64(x) - exact).abs() / (exact * f64::EPSILON));
+            x += 0.0137;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+    }
 
     #[test]
     fn exp_is_within_two_ulp() {

@@ -72,37 +72,34 @@ impl Backward<Flex, 3> for LayerNormBackward {
         let d = gamma.layout().shape()[0];
         let (xv, gv, wv) = (values(&x), values(&g), values(&gamma));
         let per = rows_per_task(d);
-        let mut sums: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+        let mut sums: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
         let dx = new_tensor(x.layout().shape().clone(), |dx| {
             sums = dx
                 .par_chunks_mut(per * d)
                 .zip(xv.par_chunks(per * d).zip(gv.par_chunks(per * d)))
                 .zip(mean.par_chunks(per).zip(rstd.par_chunks(per)))
                 .map(|((dx, (x, g)), (m, r))| {
-                    let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+                    let (mut dgamma, mut dbeta) = (vec![0.0f64; d], vec![0.0f64; d]);
                     layer_norm_rows_backward(x, g, &wv, m, r, dx, &mut dgamma, &mut dbeta);
                     (dgamma, dbeta)
                 })
                 .collect();
         });
-        let total = |part: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
-            new_tensor(Shape::new([d]), |out| {
-                out.fill(0.0);
-                for s in &sums {
-                    for (o, v) in out.iter_mut().zip(part(s)) {
-                        *o += v;
-                    }
-                }
-            })
-        };
+        // The tasks' partial sums, added in task order (deterministic).
+        let (mut dgamma, mut dbeta) = (vec![0.0f64; d], vec![0.0f64; d]);
+        for (sg, sb) in &sums {
+            dgamma.iter_mut().zip(sg).for_each(|(o, v)| *o += v);
+            dbeta.iter_mut().zip(sb).for_each(|(o, v)| *o += v);
+        }
+        let tensor = |v: &[f64]| new_tensor(Shape::new([d]), |out| out.iter_mut().zip(v).for_each(|(o, &v)| *o = v as f32));
         if let Some(node) = px {
             grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = pg {
-            grads.register::<Flex>(node.id, total(|s| &s.0));
+            grads.register::<Flex>(node.id, tensor(&dgamma));
         }
         if let Some(node) = pb {
-            grads.register::<Flex>(node.id, total(|s| &s.1));
+            grads.register::<Flex>(node.id, tensor(&dbeta));
         }
     }
 }

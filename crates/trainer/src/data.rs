@@ -6,6 +6,7 @@ use std::path::Path;
 
 use fair_data::{load_split, LoadOptions, OnError, Prepared, Sample, Split, TextTokenizer, VisionSample, ATTRIBUTES};
 
+use crate::checkpoint::write_atomic;
 use crate::config::{DataSource, Experiment, OnErrorConfig};
 use crate::error::{Error, Result};
 
@@ -220,4 +221,26 @@ pub fn write_synthetic(exp: &Experiment, out: &Path) -> Result<[usize; 3]> {
     let splits = exp.data.synthetic.generate()?;
     fair_data::write_fairvlmed(out, &splits)?;
     Ok([splits[0].len(), splits[1].len(), splits[2].len()])
+}
+
+impl ExperimentData {
+    /// Says which files `on_error = "skip"` left out: a warning per file (the first 20, then a
+    /// count) and `skipped.csv` in the run folder `out`.
+    pub(crate) fn report_skipped(&self, out: &Path) -> Result<()> {
+        let data = self;
+        if data.skipped.is_empty() {
+            return Ok(());
+        }
+        for [split, file, why] in data.skipped.iter().take(20) {
+            tracing::warn!("skipped {file} ({split}): {why}");
+        }
+        if data.skipped.len() > 20 {
+            tracing::warn!("... and {} more skipped files", data.skipped.len() - 20);
+        }
+        let quote = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
+        let csv: String =
+            std::iter::once("split,file,reason\n".to_string()).chain(data.skipped.iter().map(|r| r.iter().map(|v| quote(v)).collect::<Vec<_>>().join(",") + "\n")).collect();
+        tracing::warn!("{} unreadable file(s) skipped (on_error = \"skip\"); listed in {}", data.skipped.len(), out.join("skipped.csv").display());
+        write_atomic(&out.join("skipped.csv"), csv.as_bytes())
+    }
 }

@@ -68,3 +68,18 @@ pub(crate) fn auc(labels: &[u8], scores: &[f64]) -> Option<f64> {
     let l: Vec<bool> = labels.iter().map(|&v| v == 1).collect();
     fair_metrics::roc_auc(&l, scores).ok().flatten()
 }
+
+/// Whether a model gave every sample the same score (more than one sample).
+pub(crate) fn collapsed(scores: &[f64]) -> bool {
+    scores.len() > 1 && scores.iter().all(|&s| s == scores[0])
+}
+
+#[cfg(test)]
+mod collapse_tests {
+    #[test]
+    fn constant_scores_are_a_collapse() {
+        assert!(super::collapsed(&[0.5, 0.5, 0.5]));
+        assert!(!super::collapsed(&[0.5, 0.5, 0.5000001]));
+        assert!(!super::collapsed(&[0.3]));
+    }
+}

@@ -38,7 +38,7 @@ impl RunLock {
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
         if !try_lock(&file) {
-            let holder = if previous.trim().is_empty() { "another process (starting)".to_string() } else { previous.trim().to_string() };
+            let holder = holder_of(&path).unwrap_or_else(|| "another process (starting)".to_string());
             return Err(ckpt_err(dir, format!("is in use by {holder}; wait for it to finish or choose another --out")));
         }
         if !previous.trim().is_empty() {
@@ -55,6 +55,18 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Who holds the lock at `path`: its owner writes its name just after taking the lock, so a
+/// process that lost the race may read the file before that; it waits up to a second for it.
+fn holder_of(path: &Path) -> Option<String> {
+    for _ in 0..20 {
+        match std::fs::read_to_string(path) {
+            Ok(name) if !name.trim().is_empty() => return Some(name.trim().to_string()),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    None
 }
 
 impl Drop for RunLock {

@@ -4,18 +4,17 @@
 //! final reports. What differs between methods is the [`Recipe`].
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use fair_data::{Batches, EpochShuffle, GroupSampler, Prepared};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{ckpt_err, io_err, remove_older_states, write_atomic};
 use crate::config::{Experiment, SelectOn};
 use crate::data::ExperimentData;
+use crate::epochs::{epochs, Epochs, Plan};
 use crate::error::{Error, Result};
-use crate::evaluate::{auc, report, EpochMetrics};
+use crate::evaluate::{auc, collapsed, report, EpochMetrics};
 use crate::log::{EpochLog, MultimodalLog};
 use crate::optim::Schedule;
 use crate::parallel::{launch, Nodes, Replica};
@@ -142,31 +141,12 @@ fn open_run(exp: &Experiment, opts: &RunOptions) -> Result<(Option<State>, Exper
         None => None,
     };
     let data = ExperimentData::load(exp, tokenizer)?;
-    report_skipped(&data, out)?;
+    data.report_skipped(out)?;
     if state.is_none() {
         write_atomic(&out.join("config.toml"), exp.to_toml().as_bytes())?;
         data.tokenizer.save(&out.join("tokenizer.json"))?;
     }
     Ok((state, data, lock))
-}
-
-/// Says which files `on_error = "skip"` left out: a warning per file (the first 20, then a
-/// count) and `skipped.csv` in the run folder.
-fn report_skipped(data: &ExperimentData, out: &Path) -> Result<()> {
-    if data.skipped.is_empty() {
-        return Ok(());
-    }
-    for [split, file, why] in data.skipped.iter().take(20) {
-        tracing::warn!("skipped {file} ({split}): {why}");
-    }
-    if data.skipped.len() > 20 {
-        tracing::warn!("... and {} more skipped files", data.skipped.len() - 20);
-    }
-    let quote = |v: &str| format!("\"{}\"", v.replace('"', "\"\""));
-    let csv: String =
-        std::iter::once("split,file,reason\n".to_string()).chain(data.skipped.iter().map(|r| r.iter().map(|v| quote(v)).collect::<Vec<_>>().join(",") + "\n")).collect();
-    tracing::warn!("{} unreadable file(s) skipped (on_error = \"skip\"); listed in {}", data.skipped.len(), out.join("skipped.csv").display());
-    write_atomic(&out.join("skipped.csv"), csv.as_bytes())
 }
 
 /// A recipe with the training data, the group sampler and the schedule: what one training
@@ -253,63 +233,6 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
         self.steps += 1;
         Ok(stats)
     }
-}
-
-/// What a training does per batch and per epoch: [`epochs`] drives it.
-pub(crate) trait Epochs {
-    /// What a step reports.
-    type Stats;
-    /// The loss in a step's report (the progress bar shows it).
-    fn loss(stats: &Self::Stats) -> f64;
-    /// Before the first step of (1-based) `epoch`, with the rows of its batches in order.
-    fn begin_epoch(&mut self, _epoch: usize, _batches: &[Vec<usize>]) {}
-    /// One step on the training rows `rows` of (1-based) `epoch`.
-    fn step(&mut self, rows: &[usize], epoch: usize) -> Result<Self::Stats>;
-    /// After the last step of `epoch`, with its steps' reports and its seconds of training.
-    fn end_epoch(&mut self, epoch: usize, stats: Vec<Self::Stats>, seconds: f64) -> Result<()>;
-}
-
-/// The shape of a training: its name (for the progress bar), its rows, batches and epochs.
-pub(crate) struct Plan<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) rows: usize,
-    pub(crate) batch_size: usize,
-    pub(crate) epochs: usize,
-    pub(crate) progress: bool,
-    /// Batches with fewer rows are left out (a data-parallel run needs a row per replica).
-    pub(crate) min_batch: usize,
-}
-
-/// The loop every training of the crate runs (the methods' runs, LoRA's developer, its base
-/// pretraining and the auditor's sensitive adapter): from epoch `done + 1` to the plan's last,
-/// at most `stop_after` of them, each epoch's rows in the order `order(rows, epoch)` gives,
-/// in batches; returns the epochs done.
-pub(crate) fn epochs<E: Epochs>(driver: &mut E, plan: &Plan<'_>, done: usize, stop_after: Option<usize>, mut order: impl FnMut(usize, usize) -> Vec<usize>) -> Result<usize> {
-    let steps_per_epoch = plan.rows.div_ceil(plan.batch_size.max(1));
-    let (mut done, mut ran) = (done, 0);
-    while done < plan.epochs && stop_after.is_none_or(|k| ran < k) {
-        let epoch = done + 1;
-        let mut batches: Vec<Vec<usize>> = order(plan.rows, epoch).chunks(plan.batch_size.max(1)).map(<[usize]>::to_vec).collect();
-        if batches.last().is_some_and(|b| b.len() < plan.min_batch) {
-            tracing::warn!("epoch {epoch}: the last batch has fewer rows than there are replicas ({}); it is left out", plan.min_batch);
-            batches.pop();
-        }
-        driver.begin_epoch(epoch, &batches);
-        let bar = progress_bar(plan.progress, steps_per_epoch as u64, &format!("{} epoch {epoch}/{}", plan.name, plan.epochs));
-        let start = Instant::now();
-        let mut stats = Vec::with_capacity(steps_per_epoch);
-        for rows in &batches {
-            let s = driver.step(rows, epoch)?;
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", E::loss(&s)));
-            stats.push(s);
-        }
-        bar.finish_and_clear();
-        driver.end_epoch(epoch, stats, start.elapsed().as_secs_f64())?;
-        done = epoch;
-        ran += 1;
-    }
-    Ok(done)
 }
 
 /// A method's run on the loop: steps through the [`Trainer`], then per epoch the evaluation,
@@ -565,11 +488,6 @@ fn evaluate<B: AutodiffBackend, R: Recipe<B>>(recipe: &R, exp: &Experiment, spli
     Ok((EpochMetrics::from_report(&report(exp, split, scores.positive, None)?), unimodal, constant))
 }
 
-/// Whether a model gave every sample the same score (more than one sample).
-fn collapsed(scores: &[f64]) -> bool {
-    scores.len() > 1 && scores.iter().all(|&s| s == scores[0])
-}
-
 /// FairCLIP's per-group loaders over the training split's values of `attribute`.
 fn group_sampler(train: &Prepared, attribute: &str, batch: usize, seed: u64) -> Result<GroupSampler> {
     let codes = &train.attributes.column(attribute)?.codes;
@@ -586,52 +504,4 @@ pub(crate) fn write_reports(r: &FinalReport, dir: &Path) -> Result<()> {
     write_atomic(&dir.join("report.md"), r.markdown().as_bytes())?;
     write_atomic(&dir.join("report.html"), crate::html::render(r).as_bytes())?;
     write_atomic(&dir.join("predictions.csv"), r.predictions.as_bytes())
-}
-
-fn progress_bar(enabled: bool, len: u64, prefix: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix.to_owned());
-    bar
-}
-
-/// Evaluates a finished run's checkpoint (`best.safetensors`, `last.safetensors` or any file
-/// with the same model) on a split (`test` or `validation`), with the run's own config and
-/// tokenizer.
-pub fn evaluate_run<B: AutodiffBackend>(run: &Path, checkpoint: &Path, split: &str, device: &B::Device) -> Result<fair_metrics::Report> {
-    let exp = Experiment::from_file(&run.join("config.toml"))?;
-    let tokenizer = fair_data::TextTokenizer::from_file(&run.join("tokenizer.json"), exp.data.context_length)?;
-    let data = ExperimentData::load(&exp, Some(tokenizer))?;
-    let prepared = match split {
-        "test" => &data.test,
-        "validation" => &data.validation,
-        other => return Err(Error::Invalid(format!("split '{other}': expected test or validation"))),
-    };
-    struct Eval<'a, B: AutodiffBackend>(&'a Experiment, &'a ExperimentData, &'a Prepared, &'a Path, &'a B::Device);
-    impl<B: AutodiffBackend> WithRecipe<B> for Eval<'_, B> {
-        type Output = Result<Vec<f64>>;
-        fn with<R: Recipe<B>>(self) -> Self::Output {
-            let Eval(exp, data, split, checkpoint, device) = self;
-            let mut recipe = R::new(exp, data, device)?;
-            recipe.load_weights(checkpoint, device)?;
-            Ok(recipe.predict(split, device)?.positive)
-        }
-    }
-    let scores = recipes::dispatch::<B, _>(exp.method, Eval(&exp, &data, prepared, checkpoint, device))?;
-    report(&exp, prepared, scores, exp.eval.bootstrap(exp.seed))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn constant_scores_are_a_collapse() {
-        assert!(super::collapsed(&[0.5, 0.5, 0.5]));
-        assert!(!super::collapsed(&[0.5, 0.5, 0.5000001]));
-        assert!(!super::collapsed(&[0.3]));
-    }
 }

@@ -16,9 +16,9 @@ use vlm_backbone::VitClassifier;
 use super::auditor::{AdapterGrads, AuditorLink};
 use super::config::{LoraExperiment, LoraMethod};
 use super::model::{adapted, adapter_values, classes_of, image_batch, label_batch, negated_base, Adapters};
+use crate::epochs::{epochs, Epochs, Plan};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
-use crate::run::{epochs, Epochs, Plan};
 
 /// What a developer's run produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]

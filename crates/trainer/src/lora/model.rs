@@ -19,9 +19,9 @@ use vlm_backbone::VitClassifier;
 
 use super::config::LoraExperiment;
 use crate::checkpoint::{ckpt_err, io_err, load_safetensors, materialized, save_safetensors, seeded, take_values, DrawBackend};
+use crate::epochs::{epochs, Epochs, Plan};
 use crate::error::{Error, Result};
 use crate::optim::Optim;
-use crate::run::{epochs, Epochs, Plan};
 
 /// Normalised images `[n, 3, s, s]` of the rows `idx`.
 pub fn image_batch<B: Backend>(set: &LabelledImages, idx: &[usize], device: &B::Device) -> Tensor<B, 4> {

@@ -31,12 +31,10 @@ use trainer::recipes::{dispatch, Recipe, WithRecipe};
 use trainer::{Experiment, ExperimentData, Trainer};
 
 /// The CPU backend under test: Flex (fairvlm's), or another of burn's by the bench's features.
-#[cfg(not(any(feature = "ndarray", feature = "candle", feature = "tch")))]
+#[cfg(not(any(feature = "ndarray", feature = "tch")))]
 type Cpu = Flex;
 #[cfg(feature = "ndarray")]
 type Cpu = burn::backend::NdArray;
-#[cfg(feature = "candle")]
-type Cpu = burn::backend::Candle;
 #[cfg(feature = "tch")]
 type Cpu = burn::backend::LibTorch;
 

@@ -43,6 +43,7 @@ pub struct Nodes {
 
 impl Nodes {
     /// The data port of [`Nodes::address`].
+    #[cfg(feature = "collective")]
     fn data_port(&self) -> Result<u16> {
         self.address
             .rsplit(':')

@@ -184,19 +184,6 @@ multiversion! {
 }
 
 multiversion! {
-    /// Softmax of each row of `x` (rows of `d`) into `y` (see `softmax_rows_inplace`).
-    fn softmax_rows(x: &[f32], y: &mut [f32], d: usize) {
-        for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            y.copy_from_slice(x);
-            let sum = exp_shifted(y, lane_max(x));
-            for y in y.iter_mut() {
-                *y /= sum;
-            }
-        }
-    }
-}
-
-multiversion! {
     /// Softmax of each row of `x` (rows of `d`) in place.
     fn softmax_rows_inplace(x: &mut [f32], d: usize) {
         for x in x.chunks_exact_mut(d) {

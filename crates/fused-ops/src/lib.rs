@@ -32,6 +32,7 @@ mod kernels;
 mod layer_norm;
 mod quick_gelu;
 mod softmax;
+mod unary;
 
 pub use attention::attention;
 pub use layer_norm::layer_norm;

@@ -1,16 +1,12 @@
 //! QuickGELU, `x · σ(1.702 x)` (OpenAI CLIP's activation).
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::cast::{classify, from_autodiff, from_plain, AdTensor, Cpu};
+use crate::cast::{classify, from_autodiff, from_plain, Cpu};
 use crate::kernels::{new_tensor, par_map, par_map2, quick_gelu_backward, quick_gelu_forward, values};
+use crate::unary::{unary, Keep};
 
 /// `x · σ(1.702 x)`, one pass each way on the CPU backend (see the crate's documentation).
 ///
@@ -26,7 +22,7 @@ use crate::kernels::{new_tensor, par_map, par_map2, quick_gelu_backward, quick_g
 /// ```
 pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match classify(x) {
-        Cpu::Autodiff(x) => from_autodiff(autodiff(x)),
+        Cpu::Autodiff(x) => from_autodiff(unary(x, forward, backward, Keep::Input)),
         Cpu::Plain(x) => from_plain(forward(&x)),
         Cpu::Other(x) => x.clone() * sigmoid(x * 1.702),
     }
@@ -37,30 +33,8 @@ fn forward(x: &FlexTensor) -> FlexTensor {
     new_tensor(x.layout().shape().clone(), |y| par_map(&v, y, quick_gelu_forward))
 }
 
-#[derive(Debug)]
-struct QuickGeluBackward;
-
-impl Backward<Flex, 1> for QuickGeluBackward {
-    /// The input.
-    type State = FlexTensor;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(parent) = parent {
-            let (x, g) = (values(&ops.state), values(&g));
-            let dx = new_tensor(ops.state.layout().shape().clone(), |dx| par_map2(&x, &g, dx, quick_gelu_backward));
-            grads.register::<Flex>(parent.id, dx);
-        }
-    }
-}
-
-fn autodiff(x: AdTensor) -> AdTensor {
-    match QuickGeluBackward.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let y = forward(&x.primitive);
-            prep.finish(x.primitive, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive)),
-    }
+/// The input's gradient from the input and the output's gradient.
+fn backward(x: &FlexTensor, g: &FlexTensor) -> FlexTensor {
+    let (xv, gv) = (values(x), values(g));
+    new_tensor(x.layout().shape().clone(), |dx| par_map2(&xv, &gv, dx, quick_gelu_backward))
 }

@@ -5,7 +5,7 @@
 //! `cargo bench -p fairvlm-benches --bench step_parts`
 
 use burn::backend::{Autodiff, Flex};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use std::time::Instant;
 #[global_allocator]
@@ -20,7 +20,8 @@ fn main() {
     let d = Default::default();
     let cfg = vlm_backbone::VitClassifierConfig::new(vlm_backbone::VisionTransformerConfig::vit_b16(), 2);
     let mut model = cfg.init::<B>(&d);
-    let mut opt = AdamWConfig::new().with_weight_decay(0.01).init::<B, vlm_backbone::VitClassifier<B>>();
+    // The trainer's optimiser (burn's AdamW, one fused pass per parameter).
+    let mut opt = trainer::Optim::<B, vlm_backbone::VitClassifier<B>>::adamw(None, 0.01);
     let x = Tensor::<B, 4>::random([8, 3, 224, 224], burn::tensor::Distribution::Default, &d);
     let y = Tensor::<B, 1, Int>::from_ints([0, 1, 0, 1, 0, 1, 0, 1], &d);
     // Two warm-up steps (the allocator grows to the step's peak), then three timed.

@@ -19,7 +19,7 @@ use burn::tensor::{DType, Shape};
 use rayon::prelude::*;
 
 use crate::cast::{classify, from_autodiff, from_plain, mask_of, AdTensor, Cpu};
-use crate::kernels::{new_tensor, softmax_rows_backward, softmax_rows_inplace};
+use crate::kernels::{new_tensor, softmax_rows_backward, softmax_rows_inplace, zeros};
 
 /// `softmax(q kᵀ / √d_h) v` for `q`, `k`, `v` of `[batch, heads, tokens, d_h]`; `mask`
 /// (`[batch, tokens, tokens]`, `true` where a query may not attend to a key) sets those scores
@@ -130,7 +130,7 @@ fn forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: Option<&FlexTen
     let scale = 1.0 / (dh as f32).sqrt();
     let (qv, kv, vv) = (View::of(q), View::of(k), View::of(v));
     let mask = mask.map(|m| m.storage::<u8>());
-    let mut out = FlexTensor::empty(Shape::new([b, t, h, dh]), DType::F32);
+    let mut out = zeros(Shape::new([b, t, h, dh]));
     let o = Out(out.storage_mut::<f32>().as_mut_ptr());
     let probs = new_tensor(Shape::new([b, h, t, s]), |p| {
         p.par_chunks_mut(t * s).enumerate().for_each(|(bh, p)| {
@@ -159,7 +159,7 @@ fn forward(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: Option<&FlexTen
 
 /// A gradient of `[b, h, rows, d_h]` laid out as `[b, rows, h, d_h]`, filled by `f(bh, dst, row_stride)`.
 fn grad_tensor(b: usize, h: usize, rows: usize, dh: usize, f: impl Fn(usize, *mut f32, isize) + Sync) -> FlexTensor {
-    let mut g = FlexTensor::empty(Shape::new([b, rows, h, dh]), DType::F32);
+    let mut g = zeros(Shape::new([b, rows, h, dh]));
     let out = Out(g.storage_mut::<f32>().as_mut_ptr());
     (0..b * h).into_par_iter().for_each(|bh| {
         let (bi, hi) = (bh / h, bh % h);

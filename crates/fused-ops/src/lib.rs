@@ -1,5 +1,6 @@
 //! Fused kernels for burn: QuickGELU, softmax over the last dimension, layer norm and scaled
-//! dot-product attention, each as one pass forward and one backward.
+//! dot-product attention, each as one pass forward and one backward; and Adam and AdamW, each
+//! update one pass over the parameters.
 //!
 //! burn's CPU backend (`Flex`) runs every element-wise operation as its own single-threaded
 //! pass with a scalar `exp`, and burn composes QuickGELU (`x · σ(1.702 x)`) from several such operations (and, under
@@ -26,6 +27,7 @@
 //! assert!((y[0] + 0.154_204).abs() < 1e-5 && y[1] == 0.0 && (y[2] - 1.935_659).abs() < 1e-5);
 //! ```
 
+mod adam;
 mod attention;
 mod cast;
 mod kernels;
@@ -34,6 +36,7 @@ mod quick_gelu;
 mod softmax;
 mod unary;
 
+pub use adam::{Adam, AdamW};
 pub use attention::attention;
 pub use layer_norm::layer_norm;
 pub use quick_gelu::quick_gelu;

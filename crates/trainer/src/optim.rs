@@ -5,9 +5,9 @@ use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use fused_ops::{Adam, AdamW};
 
 use crate::checkpoint::{load_record, save_record};
 use crate::config::{OptimConfig, OptimizerKind};
@@ -15,6 +15,8 @@ use crate::error::Result;
 
 /// The optimiser of a module: PyTorch's `Adam` (L2 weight decay added to the gradient, the
 /// papers' choice) or `AdamW` (decoupled weight decay), with `[optim]`'s betas, ε and decay.
+/// Both are burn's, computed as one pass per parameter on the CPU backend (`fused_ops`), with
+/// burn's records.
 pub enum Optim<B: AutodiffBackend, M: AutodiffModule<B>> {
     /// Adam.
     Adam(OptimizerAdaptor<Adam, M, B>),
@@ -33,28 +35,15 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
     /// ```
     pub fn new(o: &OptimConfig) -> Self {
         match o.optimizer {
-            OptimizerKind::Adam => Optim::Adam(
-                AdamConfig::new()
-                    .with_beta_1(o.betas[0] as f32)
-                    .with_beta_2(o.betas[1] as f32)
-                    .with_epsilon(o.eps as f32)
-                    .with_weight_decay((o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32)))
-                    .init(),
-            ),
-            OptimizerKind::Adamw => Optim::AdamW(
-                AdamWConfig::new().with_beta_1(o.betas[0] as f32).with_beta_2(o.betas[1] as f32).with_epsilon(o.eps as f32).with_weight_decay(o.weight_decay as f32).init(),
-            ),
+            OptimizerKind::Adam => Optim::Adam(Adam::new(o.betas[0] as f32, o.betas[1] as f32, o.eps as f32, o.weight_decay as f32).init()),
+            OptimizerKind::Adamw => Optim::AdamW(AdamW::new(o.betas[0] as f32, o.betas[1] as f32, o.eps as f32, o.weight_decay as f32).init()),
         }
     }
 
     /// AdamW with `weight_decay`, ε where given, and burn's other defaults (the auxiliary
     /// heads', the LoRA parties').
     pub fn adamw(epsilon: Option<f32>, weight_decay: f64) -> Self {
-        let cfg = AdamWConfig::new().with_weight_decay(weight_decay as f32);
-        Optim::AdamW(match epsilon {
-            Some(eps) => cfg.with_epsilon(eps).init(),
-            None => cfg.init(),
-        })
+        Optim::AdamW(AdamW::new(0.9, 0.999, epsilon.unwrap_or(1e-5), weight_decay as f32).init())
     }
 
     /// One update of `module` with learning rate `lr`.

@@ -64,7 +64,7 @@ impl<B: AutodiffBackend> Auditor<B> {
             classes,
             sensitive: None,
             adversary,
-            adversary_optim: Optim::AdamW(burn::optim::AdamWConfig::new().init()),
+            adversary_optim: Optim::adamw(None, 1e-4),
             rng: ChaCha8Rng::seed_from_u64(exp.seed ^ 0xa0d1),
             device: device.clone(),
         })

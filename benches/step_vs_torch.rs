@@ -202,12 +202,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     fairvlm_benches::keep_freed_memory();
+    let threads: usize = std::env::var("FAIRVLM_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    // burn-flex parallelises through rayon's global pool; as in the `fairvlm` binary, every
+    // step runs on one of its threads.
+    rayon_pool(threads);
+    fused_ops::on_pool(|| run(threads));
+}
+
+fn run(threads: usize) {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let which = args.first().map_or("clip", String::as_str);
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
-    let threads: usize = std::env::var("FAIRVLM_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
-    // burn-flex parallelises through rayon's global pool.
-    rayon_pool(threads);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let (mut step, tensors, batch, peer_model, steps) = match which {
         "clip" => {
@@ -224,7 +229,7 @@ fn main() {
     serialize_to_file(tensors.iter().map(|(n, r)| (*n, r)), None, &batch_file).unwrap_or_else(|e| panic!("{}: {e}", batch_file.display()));
     // Without the peer (`FAIRVLM_BENCH_NO_PEER=1`) only fairvlm's step runs: for profiling.
     let mut peer = std::env::var_os("FAIRVLM_BENCH_NO_PEER").is_none().then(|| Peer::start(&root, peer_model, &batch_file, threads));
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut paired) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=rounds {
         let mine: Vec<f64> = (0..steps)
             .map(|_| {
@@ -236,6 +241,7 @@ fn main() {
         let peer_ms = peer.as_mut().map_or_else(Vec::new, |p| p.steps(steps));
         println!("round {round}{}: fairvlm {:.1} ms, torch {:.1} ms (median step)", if round == 0 { " (warm-up)" } else { "" }, median(mine.clone()), median(peer_ms.clone()));
         if round > 0 {
+            paired.push(median(peer_ms.clone()) / median(mine.clone()));
             ours.extend(mine);
             theirs.extend(peer_ms);
         }
@@ -246,6 +252,10 @@ fn main() {
     println!("  fairvlm: {a:.1} ms per step, {:.2} samples/s, peak RSS {:.0} MiB", batch as f64 * 1e3 / a, peak_rss_mib());
     println!("  torch:   {b:.1} ms per step, {:.2} samples/s, peak RSS {torch_rss:.0} MiB", batch as f64 * 1e3 / b);
     println!("  ratio (fairvlm samples/s over torch's): {:.2}", b / a);
+    // The machine's speed drifts over minutes; each round's two medians are taken a few seconds
+    // apart, so their ratio is the paired comparison.
+    let (lo, hi) = (paired.iter().copied().fold(f64::INFINITY, f64::min), paired.iter().copied().fold(0.0, f64::max));
+    println!("  ratio per round: median {:.2}, range {lo:.2} to {hi:.2}", median(paired));
 }
 
 fn rayon_pool(threads: usize) {

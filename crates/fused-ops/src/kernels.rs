@@ -283,37 +283,66 @@ pub(crate) enum AdamRule {
     AdamW { bias_1: f32, bias_2: f32, eps: f32, keep: Option<f32> },
 }
 
-multiversion! {
-    /// One Adam(W) update of a chunk in place: the parameters `p`, their gradients `g`, the
-    /// moments `m` and `v`. Every operation is burn's, in burn's order, so the result is bit for
-    /// bit burn's (no fused multiply-add: Rust does not contract).
-    fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = if s.l2 != 0.0 { *p * s.l2 + g } else { g };
-            if s.first {
-                *m = g * s.factor_1;
-                *v = g * g * s.factor_2;
-            } else {
-                *m = *m * s.beta_1 + g * s.factor_1;
-                *v = *v * s.beta_2 + g * g * s.factor_2;
-            }
-            *p = match s.rule {
-                AdamRule::Adam { combined, eps } => *p - (*m * combined) / (v.sqrt() + eps) * s.lr,
-                AdamRule::AdamW { bias_1, bias_2, eps, keep } => {
-                    let delta = (*m / bias_1) / ((*v / bias_2).sqrt() + eps);
-                    keep.map_or(*p, |k| *p * k) - delta * s.lr
-                }
-            };
+/// One Adam(W) update of one parameter `p` with gradient `g` and moments `m`, `v`; returns the
+/// new parameter. Every operation is burn's, in burn's order, so the result is bit for bit
+/// burn's (no fused multiply-add: Rust does not contract).
+#[inline(always)]
+fn adam_one(p: f32, g: f32, m: &mut f32, v: &mut f32, s: &AdamStep) -> f32 {
+    let g = if s.l2 != 0.0 { p * s.l2 + g } else { g };
+    if s.first {
+        *m = g * s.factor_1;
+        *v = g * g * s.factor_2;
+    } else {
+        *m = *m * s.beta_1 + g * s.factor_1;
+        *v = *v * s.beta_2 + g * g * s.factor_2;
+    }
+    match s.rule {
+        AdamRule::Adam { combined, eps } => p - (*m * combined) / (v.sqrt() + eps) * s.lr,
+        AdamRule::AdamW { bias_1, bias_2, eps, keep } => {
+            let delta = (*m / bias_1) / ((*v / bias_2).sqrt() + eps);
+            keep.map_or(p, |k| p * k) - delta * s.lr
         }
     }
 }
 
-/// [`adam_update`] over whole tensors' values, in parallel chunks.
+multiversion! {
+    /// Adam(W) on a chunk, the parameters updated in place.
+    fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *p = adam_one(*p, g, m, v, s);
+        }
+    }
+}
+
+multiversion! {
+    /// Adam(W) on a chunk, the new parameters written to `out` (the old ones are shared).
+    fn adam_update_into(p: &[f32], out: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
+        for ((((o, &p), &g), m), v) in out.iter_mut().zip(p).zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *o = adam_one(p, g, m, v, s);
+        }
+    }
+}
+
+/// [`adam_update`] over whole tensors' values, in parallel chunks; with `out`, the new
+/// parameters go there and `p` is only read.
 pub(crate) fn par_adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
     if p.len() <= CHUNK {
         return adam_update(p, g, m, v, s);
     }
     p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).for_each(|(((p, g), m), v)| adam_update(p, g, m, v, s));
+}
+
+/// [`adam_update_into`] over whole tensors' values, in parallel chunks.
+pub(crate) fn par_adam_update_into(p: &[f32], out: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
+    if p.len() <= CHUNK {
+        return adam_update_into(p, out, g, m, v, s);
+    }
+    out.par_chunks_mut(CHUNK)
+        .zip(p.par_chunks(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .for_each(|((((out, p), g), m), v)| adam_update_into(p, out, g, m, v, s));
 }
 
 /// The f32 values of `t` in row-major order (a copy only when `t` is a strided view).

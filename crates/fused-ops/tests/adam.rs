@@ -1,5 +1,6 @@
 //! The fused Adam and AdamW against burn's: the same weights and moments bit for bit, over
-//! several steps, with and without weight decay, through burn's records both ways.
+//! several steps, with and without weight decay, with the weights owned or shared, through
+//! burn's records both ways.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
@@ -57,10 +58,18 @@ fn weights(net: &Net<B>) -> Vec<Vec<f32>> {
 }
 
 /// `steps` updates of a fresh network with `optim`, at a learning rate that changes per step.
-fn train<O: Optimizer<Net<B>, B>>(mut optim: O, steps: usize, mut net: Net<B>) -> (Net<B>, O) {
+fn train<O: Optimizer<Net<B>, B>>(optim: O, steps: usize, net: Net<B>) -> (Net<B>, O) {
+    train_sharing(optim, steps, net, false)
+}
+
+/// [`train`]; with `shared`, a clone of the network is alive during each update (as in the
+/// recipes, which step a clone of the model they hold), so its weights cannot be updated in place.
+fn train_sharing<O: Optimizer<Net<B>, B>>(mut optim: O, steps: usize, mut net: Net<B>, shared: bool) -> (Net<B>, O) {
     for step in 0..steps {
         let g = grads(&net, step);
+        let kept = shared.then(|| net.clone());
         net = optim.step(1e-2 / (step + 1) as f64, net, g);
+        drop(kept);
     }
     (net, optim)
 }
@@ -71,9 +80,11 @@ fn adam_matches_burn_bit_for_bit() {
     for decay in [0.0, 0.05] {
         let burn = AdamConfig::new().with_beta_1(0.85).with_epsilon(1e-8).with_weight_decay((decay > 0.0).then(|| WeightDecayConfig::new(decay)));
         let (expected, _) = train(burn.init::<B, Net<B>>(), 4, net());
-        let (got, _) = train(fused_ops::Adam::new(0.85, 0.999, 1e-8, decay).init::<B, Net<B>>(), 4, net());
-        assert_same(&weights(&got), &weights(&expected), &format!("weight decay {decay}"));
-        assert_ne!(weights(&got), weights(&net()), "the weights moved");
+        for shared in [false, true] {
+            let (got, _) = train_sharing(fused_ops::Adam::new(0.85, 0.999, 1e-8, decay).init::<B, Net<B>>(), 4, net(), shared);
+            assert_same(&weights(&got), &weights(&expected), &format!("weight decay {decay}, shared weights {shared}"));
+        }
+        assert_ne!(weights(&expected), weights(&net()), "the weights moved");
     }
 }
 
@@ -83,8 +94,10 @@ fn adamw_matches_burn_bit_for_bit() {
     for decay in [0.0, 0.1] {
         let burn = AdamWConfig::new().with_beta_2(0.98).with_epsilon(1e-6).with_weight_decay(decay);
         let (expected, _) = train(burn.init::<B, Net<B>>(), 4, net());
-        let (got, _) = train(fused_ops::AdamW::new(0.9, 0.98, 1e-6, decay).init::<B, Net<B>>(), 4, net());
-        assert_same(&weights(&got), &weights(&expected), &format!("weight decay {decay}"));
+        for shared in [false, true] {
+            let (got, _) = train_sharing(fused_ops::AdamW::new(0.9, 0.98, 1e-6, decay).init::<B, Net<B>>(), 4, net(), shared);
+            assert_same(&weights(&got), &weights(&expected), &format!("weight decay {decay}, shared weights {shared}"));
+        }
     }
 }
 

@@ -34,9 +34,15 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DeviceArg {
+    /// burn's CPU backend, Flex, with fairvlm's fused kernels (the fastest on the CPU).
     Cpu,
     Cuda,
     Wgpu,
+    /// burn's NdArray CPU backend (`--features ndarray` or `openblas`; slower, see
+    /// docs/benchmarks.md).
+    Ndarray,
+    /// LibTorch on the CPU through burn-tch (`--features tch`, PyTorch 2.9.0's libtorch).
+    Libtorch,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,7 +58,8 @@ enum Command {
         /// The experiment (TOML).
         #[arg(long)]
         config: PathBuf,
-        /// Backend: cpu (default unless built with cuda or wgpu), cuda, wgpu.
+        /// Backend: cpu (default unless built with cuda or wgpu), cuda, wgpu; ndarray and
+        /// libtorch where built with their features.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
         /// Run folder (default runs/<config name>).
@@ -383,6 +390,26 @@ macro_rules! with_backend {
                 #[cfg(not(feature = "wgpu"))]
                 bail!("this fairvlm was built without wgpu: rebuild with --features wgpu")
             }
+            DeviceArg::Ndarray => {
+                #[cfg(feature = "ndarray")]
+                {
+                    type $b = Autodiff<burn::backend::NdArray>;
+                    let $device: burn::tensor::Device<$b> = Default::default();
+                    $body
+                }
+                #[cfg(not(feature = "ndarray"))]
+                bail!("this fairvlm was built without NdArray: rebuild with --features ndarray")
+            }
+            DeviceArg::Libtorch => {
+                #[cfg(feature = "tch")]
+                {
+                    type $b = Autodiff<burn::backend::LibTorch>;
+                    let $device: burn::tensor::Device<$b> = Default::default();
+                    $body
+                }
+                #[cfg(not(feature = "tch"))]
+                bail!("this fairvlm was built without LibTorch: rebuild with --features tch")
+            }
         }
     };
 }
@@ -658,7 +685,9 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    match run() {
+    // On a thread of the CPU backend's pool: its parallel passes then start without a
+    // hand-off to the pool and back (fused_ops::on_pool).
+    match fused_ops::on_pool(run) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -672,6 +701,8 @@ fn device_name(d: DeviceArg) -> &'static str {
         DeviceArg::Cpu => "cpu",
         DeviceArg::Cuda => "cuda",
         DeviceArg::Wgpu => "wgpu",
+        DeviceArg::Ndarray => "ndarray",
+        DeviceArg::Libtorch => "libtorch",
     }
 }
 

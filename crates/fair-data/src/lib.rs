@@ -69,5 +69,5 @@ pub use parties::{prepare_faces, prepare_fashion_mnist, prepare_folder, prepare_
 pub use preprocess::{clip_grey, clip_preprocess, normalize, resize_bicubic, resized_size, CLIP_MEAN, CLIP_STD};
 pub use sampler::{EpochShuffle, GroupSampler, StreamShuffle};
 pub use stream::{ImageSource, InMemory, Item, Pipeline};
-pub use synth::{write_fairvision, write_fairvlmed, GroupEffect, OctSynth, SynthConfig};
+pub use synth::{oracle_score, write_fairvision, write_fairvlmed, GroupEffect, OctSynth, Oversample, Shortcut, ShortcutModality, Sign, SynthConfig, WithOracle};
 pub use text::{TextTokenizer, END, PAD, START};

@@ -29,6 +29,10 @@ pub struct ExperimentData {
     pub filtered_unknown: [usize; 3],
     /// What the data loader warned about (an attribute with a single value...).
     pub warnings: Vec<String>,
+    /// The synthetic benchmark's oracle scores of the test split, in its order (the best
+    /// any image model can do: [`fair_data::SynthConfig::generate_with_oracle`]); `None` for
+    /// real data.
+    pub oracle: Option<Vec<f64>>,
 }
 
 /// The tokenizer of a run: its own (`given`: resume, eval) over the config's file, over one
@@ -51,14 +55,16 @@ fn on_error(c: OnErrorConfig) -> OnError {
     c.into()
 }
 
-fn keep_known(samples: Vec<Sample>, filter: bool) -> (Vec<Sample>, usize) {
+/// The samples (and their oracle scores) whose attributes are all known, with `filter`; the
+/// number dropped.
+fn keep_known(samples: Vec<Sample>, oracle: Vec<f64>, filter: bool) -> (Vec<Sample>, Vec<f64>, usize) {
     if !filter {
-        return (samples, 0);
+        return (samples, oracle, 0);
     }
     let before = samples.len();
-    let kept: Vec<Sample> = samples.into_iter().filter(|s| ATTRIBUTES.iter().all(|a| s.attribute(a).unwrap_or(-1) >= 0)).collect();
+    let (kept, oracle): (Vec<Sample>, Vec<f64>) = samples.into_iter().zip(oracle).filter(|(s, _)| ATTRIBUTES.iter().all(|a| s.attribute(a).unwrap_or(-1) >= 0)).unzip();
     let dropped = before - kept.len();
-    (kept, dropped)
+    (kept, oracle, dropped)
 }
 
 impl ExperimentData {
@@ -71,6 +77,7 @@ impl ExperimentData {
         let d = &exp.data;
         let mut skipped = Vec::new();
         let mut filtered_unknown = [0; 3];
+        let mut oracle = None;
         if exp.oct_pairing() {
             return Self::load_vision(exp, tokenizer);
         }
@@ -80,13 +87,15 @@ impl ExperimentData {
         let mut indexed: Option<[fair_data::Loaded; 3]> = None;
         let splits: [Vec<Sample>; 3] = match d.source {
             DataSource::Synthetic => {
-                let [tr, va, te] = d.synthetic.generate()?;
-                let mut out = [tr, va, te];
-                for (i, s) in out.iter_mut().enumerate() {
+                let (mut out, scores) = exp.synthetic().generate_with_oracle()?;
+                for ((i, s), scores) in out.iter_mut().enumerate().zip(scores) {
                     let filter = d.filter_unknown.unwrap_or(i > 0);
-                    let (kept, dropped) = keep_known(std::mem::take(s), filter);
+                    let (kept, scores, dropped) = keep_known(std::mem::take(s), scores, filter);
                     *s = kept;
                     filtered_unknown[i] = dropped;
+                    if i == 2 {
+                        oracle = Some(scores);
+                    }
                 }
                 out
             }
@@ -119,7 +128,7 @@ impl ExperimentData {
             None => [0, 1, 2].map(|i| Prepared::new(&splits[i], image_size, &tokenizer, d.note_chars)),
         };
         let pipe = |p: Prepared| p.with_pipeline(d.pipeline);
-        Ok(Self { train: pipe(train?), validation: pipe(validation?), test: pipe(test?), prompt_tokens, tokenizer, skipped, filtered_unknown, warnings: vec![] })
+        Ok(Self { train: pipe(train?), validation: pipe(validation?), test: pipe(test?), prompt_tokens, tokenizer, skipped, filtered_unknown, warnings: vec![], oracle })
     }
 
     /// A dataset in the generic format (`[data.folder]`): texts tokenised, images streamed.
@@ -146,6 +155,7 @@ impl ExperimentData {
             skipped,
             filtered_unknown: [0, 1, 2].map(|i| data.splits[i].filtered_unknown),
             warnings: data.warnings,
+            oracle: None,
         })
     }
 
@@ -175,7 +185,7 @@ impl ExperimentData {
         let mut skipped = Vec::new();
         let mut indexed: Option<[fair_data::LoadedVision; 3]> = None;
         let splits: [Vec<VisionSample>; 3] = match d.source {
-            DataSource::Synthetic => d.synthetic.generate_vision(&d.oct)?,
+            DataSource::Synthetic => exp.synthetic().generate_vision(&d.oct)?,
             DataSource::Fairvision => {
                 let root = d.root.as_deref().ok_or_else(|| Error::Invalid("data.root is required for source fairvision".into()))?;
                 let mut loaded: [fair_data::LoadedVision; 3] = Default::default();
@@ -205,7 +215,17 @@ impl ExperimentData {
             None => [0, 1, 2].map(|i| Prepared::from_vision(&splits[i], image_size, mm.oct_slices, mm.oct_size)),
         }
         .map(|p| p.with_pipeline(d.pipeline));
-        Ok(Self { train, validation, test, prompt_tokens: tokenizer.encode_batch(&exp.eval.prompts)?, tokenizer, skipped, filtered_unknown: [0; 3], warnings: vec![] })
+        Ok(Self {
+            train,
+            validation,
+            test,
+            prompt_tokens: tokenizer.encode_batch(&exp.eval.prompts)?,
+            tokenizer,
+            skipped,
+            filtered_unknown: [0; 3],
+            warnings: vec![],
+            oracle: None,
+        })
     }
 }
 
@@ -214,11 +234,11 @@ impl ExperimentData {
 /// Harvard-FairVision's format.
 pub fn write_synthetic(exp: &Experiment, out: &Path) -> Result<[usize; 3]> {
     if exp.oct_pairing() {
-        let splits = exp.data.synthetic.generate_vision(&exp.data.oct)?;
+        let splits = exp.synthetic().generate_vision(&exp.data.oct)?;
         fair_data::write_fairvision(out, &splits)?;
         return Ok([splits[0].len(), splits[1].len(), splits[2].len()]);
     }
-    let splits = exp.data.synthetic.generate()?;
+    let splits = exp.synthetic().generate()?;
     fair_data::write_fairvlmed(out, &splits)?;
     Ok([splits[0].len(), splits[1].len(), splits[2].len()])
 }

@@ -84,11 +84,38 @@ pub struct FinalReport {
     pub test: Report,
     /// Per attribute and group, the test ROC curve (`overall` under the key `""`).
     pub roc: IndexMap<String, IndexMap<String, Roc>>,
+    /// The synthetic benchmark's oracle on the test split (the best any image model can reach:
+    /// [`fair_data::SynthConfig::generate_with_oracle`]): AUC overall (key `""`) and per
+    /// attribute and group, next to the model's. `None` for real data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<IndexMap<String, IndexMap<String, Option<f64>>>>,
     /// The training log.
     pub history: Vec<EpochLog>,
     /// `predictions.csv` of the test split.
     #[serde(skip)]
     pub predictions: String,
+}
+
+/// The AUC of `scores` on the test split overall (attribute `""`, group `overall`) and per
+/// attribute and group.
+fn group_aucs(data: &Prepared, scores: &[f64]) -> Result<IndexMap<String, IndexMap<String, Option<f64>>>> {
+    let labels: Vec<bool> = data.labels.iter().map(|&l| l == 1).collect();
+    let mut out = IndexMap::new();
+    out.insert(String::new(), IndexMap::from([("overall".to_string(), fair_metrics::roc_auc(&labels, scores)?)]));
+    for column in data.attributes.columns() {
+        let mut codes = column.codes.clone();
+        codes.sort_unstable();
+        codes.dedup();
+        let mut per = IndexMap::new();
+        for c in codes.into_iter().filter(|&c| c >= 0) {
+            let rows: Vec<usize> = (0..data.len()).filter(|&i| column.codes[i] == c).collect();
+            let s: Vec<f64> = rows.iter().map(|&i| scores[i]).collect();
+            let l: Vec<bool> = rows.iter().map(|&i| labels[i]).collect();
+            per.insert(column.label(c).to_string(), fair_metrics::roc_auc(&l, &s)?);
+        }
+        out.insert(column.name.clone(), per);
+    }
+    Ok(out)
 }
 
 /// Per attribute, per group (and `""` for everyone), the ROC curve.
@@ -131,6 +158,7 @@ impl FinalReport {
             skipped: data.skipped.clone(),
             test,
             roc: roc_curves(&data.test, &scores),
+            oracle: data.oracle.as_ref().map(|o| group_aucs(&data.test, o)).transpose()?,
             history: history.to_vec(),
             predictions: predictions_csv(&data.test, &scores),
         })
@@ -171,6 +199,14 @@ impl FinalReport {
         for (name, a) in &self.test.attributes {
             let groups: Vec<String> = a.groups.iter().map(|(g, m)| format!("{g} {}", f(m.auc))).collect();
             let _ = writeln!(s, "| {name} | {} | {} | {} | {} | {} |", f(a.dpd), f(a.eod), f(self.test.overall.auc), f(a.es_auc), groups.join(", "));
+        }
+        if let Some(oracle) = &self.oracle {
+            let overall = oracle.get("").and_then(|o| o.get("overall").copied().flatten());
+            let _ = writeln!(s, "\nThe benchmark's oracle (the best AUC any image model can reach, from the latent sign): overall {}", f(overall));
+            for (name, groups) in oracle.iter().filter(|(n, _)| !n.is_empty()) {
+                let g: Vec<String> = groups.iter().map(|(g, v)| format!("{g} {}", f(*v))).collect();
+                let _ = writeln!(s, "- {name}: {}", g.join(", "));
+            }
         }
         let _ = writeln!(s, "\n## Training\n\n| epoch | loss | val AUC | test AUC | s |\n|---|---|---|---|---|");
         for l in &self.history {

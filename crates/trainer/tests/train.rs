@@ -30,6 +30,11 @@ fn clip_training_lowers_the_loss_and_writes_reports() {
     // The report's AUC is the fair-metrics AUC of predictions.csv.
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json")).expect("parse");
     assert_eq!(json["test"]["overall"]["auc"].as_f64(), report.test.overall.auc);
+    // The synthetic benchmark's oracle, per group, beside the model's AUCs.
+    let oracle = report.oracle.as_ref().expect("the synthetic benchmark reports its oracle");
+    // (A group of the tiny test split with one class has no AUC.)
+    assert!(oracle["race"]["White"].is_some_and(|a| a > 0.9) && oracle["race"].values().all(|a| a.is_none_or(|a| a > 0.5)), "{oracle:?}");
+    assert!(json["oracle"]["race"]["White"].is_number());
     // `eval` of the best checkpoint reproduces the final report.
     let again = trainer::evaluate_run::<B>(&out, &out.join("best.safetensors"), "test", &Default::default()).expect("eval");
     assert_eq!(again.overall.auc, report.test.overall.auc);
@@ -248,4 +253,33 @@ fn a_non_finite_loss_names_the_likely_causes_of_this_config() {
     }
     assert!(!e.contains("fol.lambda_moe") && !e.contains("multimodal"), "{e}");
     std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn every_seed_draws_its_own_subjects_and_every_method_the_same() {
+    let load = |method: &str, seed: u64| {
+        let mut exp = tiny(method, 1);
+        exp.seed = seed;
+        let data = trainer::ExperimentData::load(&exp, None).expect("data");
+        (data.train.labels.clone(), data.test.labels.clone(), data.train.attributes.column("race").expect("race").codes.clone())
+    };
+    let (a, b) = (load("clip", 1), load("clip", 2));
+    assert_ne!(a, b, "seeds 1 and 2 drew the same subjects");
+    assert_eq!(load("fairclip", 1), a, "another method with the same seed sees the same subjects");
+    // `data.synthetic.seed` picks another draw: run seed 1 with 3 draws seed 2's subjects.
+    let mut shifted = tiny("clip", 1);
+    shifted.seed = 1;
+    shifted.data.synthetic.seed = 3;
+    let data = trainer::ExperimentData::load(&shifted, None).expect("data");
+    assert_eq!(data.train.labels, b.0);
+}
+
+#[test]
+fn benchmark_v2_as_docs_datasets_writes_it() {
+    // The TOML of docs/datasets.md, "Benchmark v2", is `SynthConfig::benchmark_v2()`.
+    let docs = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/datasets.md")).expect("docs/datasets.md");
+    let section = &docs[docs.find("### Benchmark v2").expect("section")..];
+    let toml = section.split("```toml\n").nth(1).and_then(|t| t.split("```").next()).expect("a toml block");
+    let exp = Experiment::from_toml_str(toml, "docs/datasets.md").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(exp.data.synthetic, fair_data::SynthConfig::benchmark_v2());
 }

@@ -96,7 +96,11 @@ fn mean_std(v: &[f64]) -> String {
     }
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let s = if v.len() > 1 { (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    if v.len() == 1 {
+        // One seed has no spread to show: "± 0.00" would claim one.
+        return format!("{:.2} (1 seed)", 100.0 * m);
+    }
+    let s = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt();
     format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
 }
 

@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Experiment {
-    /// Seed of the data order, the initialisation and the synthetic data.
+    /// Seed of the data order, the initialisation and the synthetic data
+    /// ([`Experiment::synthetic`]).
     pub seed: u64,
     /// The method.
     pub method: Method,
@@ -179,6 +180,22 @@ impl Experiment {
             DataSource::Folder => self.data.folder.order.get(attribute).map(Vec::len),
             _ => fair_data::ATTRIBUTES.iter().position(|a| *a == attribute).map(|i| fair_data::ATTRIBUTE_VALUES[i].len()),
         }
+    }
+
+    /// The synthetic benchmark this run draws: `[data.synthetic]` with the seed
+    /// `seed XOR data.synthetic.seed`, so that every run seed draws its own subjects (and
+    /// `data.synthetic.seed`, 0 by default, picks another draw under the same run seeds; equal
+    /// to `seed`, it pins the draw of seed 0).
+    ///
+    /// ```
+    /// let mut exp = trainer::Experiment::default();
+    /// exp.seed = 3;
+    /// assert_eq!(exp.synthetic().seed, 3);
+    /// exp.data.synthetic.seed = 3;
+    /// assert_eq!(exp.synthetic().seed, 0);
+    /// ```
+    pub fn synthetic(&self) -> fair_data::SynthConfig {
+        fair_data::SynthConfig { seed: self.seed ^ self.data.synthetic.seed, ..self.data.synthetic.clone() }
     }
 
     /// The multimodal methods' OCT pairing (FairVision data) rather than fundus + note.

@@ -22,6 +22,8 @@ pub enum Optim<B: AutodiffBackend, M: AutodiffModule<B>> {
     Adam(OptimizerAdaptor<Adam, M, B>),
     /// AdamW.
     AdamW(OptimizerAdaptor<AdamW, M, B>),
+    /// SGD with momentum (burn's, without dampening: PyTorch's).
+    Sgd(OptimizerAdaptor<burn::optim::Sgd<B::InnerBackend>, M, B>),
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
@@ -37,6 +39,12 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
         match o.optimizer {
             OptimizerKind::Adam => Optim::Adam(Adam::new(o.betas[0] as f32, o.betas[1] as f32, o.eps as f32, o.weight_decay as f32).init()),
             OptimizerKind::Adamw => Optim::AdamW(AdamW::new(o.betas[0] as f32, o.betas[1] as f32, o.eps as f32, o.weight_decay as f32).init()),
+            OptimizerKind::Sgd => Optim::Sgd(
+                burn::optim::SgdConfig::new()
+                    .with_momentum(Some(burn::optim::momentum::MomentumConfig::new().with_momentum(o.momentum).with_dampening(0.0)))
+                    .with_weight_decay((o.weight_decay != 0.0).then(|| burn::optim::decay::WeightDecayConfig::new(o.weight_decay as f32)))
+                    .init(),
+            ),
         }
     }
 
@@ -52,6 +60,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
         match self {
             Optim::Adam(o) => o.step(lr, module, grads),
             Optim::AdamW(o) => o.step(lr, module, grads),
+            Optim::Sgd(o) => o.step(lr, module, grads),
         }
     }
 
@@ -60,6 +69,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
         match self {
             Optim::Adam(o) => save_record::<B, _>(o.to_record(), path),
             Optim::AdamW(o) => save_record::<B, _>(o.to_record(), path),
+            Optim::Sgd(o) => save_record::<B, _>(o.to_record(), path),
         }
     }
 
@@ -68,6 +78,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
         *self = match self {
             Optim::Adam(o) => Optim::Adam(o.clone().load_record(load_record::<B, _>(path, device)?)),
             Optim::AdamW(o) => Optim::AdamW(o.clone().load_record(load_record::<B, _>(path, device)?)),
+            Optim::Sgd(o) => Optim::Sgd(o.clone().load_record(load_record::<B, _>(path, device)?)),
         };
         Ok(())
     }
@@ -301,6 +312,26 @@ mod tests {
         let finite = scaler.unscale::<B, _>(&mut grads, &layer);
         let g = grads.get::<Flex, 2>(layer.weight.id).map(|g| g.into_data().to_vec::<f32>().unwrap_or_default()).unwrap_or_default();
         (g, finite)
+    }
+
+    #[test]
+    fn sgd_is_pytorchs_sgd_with_momentum() {
+        // PyTorch's SGD(lr 0.1, momentum 0.9, weight_decay 0.1, dampening 0) on w·x with x = 2:
+        // d = g + λw, v = d on the first step and 0.9 v + d after, w ← w − lr·v.
+        let device = Default::default();
+        let cfg = crate::OptimConfig { optimizer: crate::config::OptimizerKind::Sgd, momentum: 0.9, weight_decay: 0.1, ..Default::default() };
+        let mut optim = super::Optim::<B, Linear<B>>::new(&cfg);
+        let mut layer: Linear<B> = LinearConfig::new(1, 1).with_bias(false).init(&device);
+        layer.weight = burn::module::Param::from_tensor(Tensor::ones([1, 1], &device));
+        let mut weights = vec![];
+        for _ in 0..2 {
+            let loss = layer.forward(Tensor::<B, 2>::from_floats([[2.0]], &device)).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &layer);
+            layer = optim.step(0.1, layer, grads);
+            weights.push(layer.weight.val().into_scalar());
+        }
+        // w1 = 1 − 0.1·2.1 = 0.79; v2 = 0.9·2.1 + (2 + 0.079) = 3.969; w2 = 0.79 − 0.3969.
+        assert!((weights[0] - 0.79).abs() < 1e-6 && (weights[1] - 0.3931).abs() < 1e-6, "{weights:?}");
     }
 
     #[test]

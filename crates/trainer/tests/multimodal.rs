@@ -14,6 +14,8 @@ fn multimodal_methods_train_modulate_and_reload() {
     for (method, extra) in [
         ("late-fusion", ""),
         ("ogm-ge", "[multimodal]\nfusion = \"concat\"\nproj_dim = 16\nfusion_heads = 2\nfusion_layers = 1\n"),
+        // OGM-GE's own optimiser, a control of the reproduction study.
+        ("ogm-ge", "[multimodal]\nfusion = \"concat\"\n[optim]\noptimizer = \"sgd\"\nlr = 1e-2\nweight_decay = 1e-4\n"),
         ("multifair", "[multifair]\nmode = \"code-exact\"\nthreshold = 0.0\n"),
         ("multifair", "[multifair]\nmode = \"faithful\"\nthreshold = 0.0\n"),
         (

@@ -8,6 +8,26 @@ use anyhow::{ensure, Context, Result};
 use super::{epochs_flag, list, publish, push_epochs, row, seed_list, study_run, Columns};
 use crate::util::{build_fairvlm, test_metric};
 
+/// The study's rows: run-folder key, config (`configs/benchmark-<config>.toml`), label, and the
+/// settings that make the variant. After the three methods, the controls that separate what
+/// OGM-GE's configuration changes at once: its concatenation head (late fusion has the
+/// transformer fusion), its modulation, its Gaussian noise, and its paper's optimiser.
+const VARIANTS: &[(&str, &str, &str, &[&str])] = &[
+    ("late-fusion", "late-fusion", "late fusion", &[]),
+    ("ogm-ge", "ogm-ge", "OGM-GE", &[]),
+    ("multifair", "multifair", "MultiFair (code)", &[]),
+    ("multifair-faithful", "multifair", "MultiFair (faithful)", &["multifair.mode=\"faithful\""]),
+    ("late-fusion-concat", "late-fusion", "control: late fusion, OGM-GE's concat head", &["multimodal.fusion=\"concat\""]),
+    ("ogm-no-noise", "ogm-ge", "control: OGM-GE without its noise (OGM)", &["ogm.gaussian_enhancement=false"]),
+    ("ogm-noise-only", "ogm-ge", "control: OGM-GE's noise alone (α = 0: no scaling)", &["ogm.alpha=0.0"]),
+    (
+        "ogm-sgd",
+        "ogm-ge",
+        "control: OGM-GE under its paper's SGD (lr 1e-3, momentum 0.9, weight decay 1e-4)",
+        &["optim.optimizer=\"sgd\"", "optim.lr=1e-3", "optim.weight_decay=1e-4"],
+    ),
+];
+
 pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Option<usize>, device: &str) -> Result<()> {
     ensure!(seeds > 0, "at least one seed");
     let fairvlm = build_fairvlm(root, device)?;
@@ -25,17 +45,14 @@ pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Opti
             seed_list(seeds)
         ));
         md.push_str("| method | AUC | ES-AUC | DPD | DEOdds | fundus AUC | second AUC | encoder factors (fundus, second) |\n|---|---|---|---|---|---|---|---|\n");
-        for (method, label) in [("late-fusion", "late fusion"), ("ogm-ge", "OGM-GE"), ("multifair", "MultiFair (code)"), ("multifair-faithful", "MultiFair (faithful)")] {
+        for &(key, config, label, extra) in VARIANTS {
             let mut cols = Columns::<6>::new();
             let mut factors: Vec<[f64; 2]> = Vec::new();
             for seed in 0..seeds {
-                let config = if method == "multifair-faithful" { "multifair" } else { method };
                 let mut sets = vec![format!("seed={seed}"), format!("multimodal.pairing=\"{pairing}\""), "eval.bootstrap=0".to_string()];
-                if method == "multifair-faithful" {
-                    sets.push("multifair.mode=\"faithful\"".into());
-                }
+                sets.extend(extra.iter().map(|s| s.to_string()));
                 push_epochs(&mut sets, epochs);
-                let out = dir.join(format!("{method}-{pairing}-s{seed}"));
+                let out = dir.join(format!("{key}-{pairing}-s{seed}"));
                 let j = study_run(&fairvlm, root, &out, &format!("configs/benchmark-{config}.toml"), device, &sets)?;
                 let best = j["best_epoch"].as_u64().unwrap_or(1).max(1) as usize;
                 let log = &j["history"][best - 1]["multimodal"];

@@ -219,6 +219,9 @@ impl Experiment {
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
             return Err(format!("optim.weight_decay = {}: expected a number >= 0", o.weight_decay));
         }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(format!("optim.momentum = {}: expected a value in [0, 1)", o.momentum));
+        }
         at_least("optim.batch_size", o.batch_size, 2)?;
         at_least("optim.epochs", o.epochs, 1)?;
         let d = &self.data;

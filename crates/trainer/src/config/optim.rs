@@ -10,6 +10,9 @@ pub enum OptimizerKind {
     Adam,
     /// AdamW (decoupled weight decay).
     Adamw,
+    /// SGD with momentum `optim.momentum` (no dampening) and L2 weight decay added to the
+    /// gradient: PyTorch's `SGD(momentum=0.9, weight_decay=1e-4)`, OGM-GE's optimiser.
+    Sgd,
 }
 
 /// `[optim]`. Defaults: FairCLIP's `finetune_*.sh` (Adam, lr 1e-5, betas (0.1, 0.1), eps 1e-6,
@@ -17,7 +20,7 @@ pub enum OptimizerKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
-    /// Adam or AdamW.
+    /// Adam, AdamW or SGD.
     pub optimizer: OptimizerKind,
     /// Learning rate.
     pub lr: f64,
@@ -27,6 +30,8 @@ pub struct OptimConfig {
     pub eps: f64,
     /// Weight decay.
     pub weight_decay: f64,
+    /// SGD's momentum (0.9); the other optimisers ignore it.
+    pub momentum: f64,
     /// Samples per step.
     pub batch_size: usize,
     /// Passes over the training split.
@@ -50,6 +55,7 @@ impl Default for OptimConfig {
             betas: [0.1, 0.1],
             eps: 1e-6,
             weight_decay: 6e-5,
+            momentum: 0.9,
             batch_size: 32,
             epochs: 10,
             warmup_steps: 0,

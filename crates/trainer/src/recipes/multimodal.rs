@@ -130,8 +130,8 @@ pub fn validate<M: Modulation>(exp: &Experiment) -> std::result::Result<(), Stri
     if !(mm.head_weight_decay >= 0.0 && mm.grad_clip >= 0.0 && mm.grad_clip.is_finite()) {
         return Err(format!("multimodal.head_weight_decay = {}, multimodal.grad_clip = {}: expected numbers >= 0", mm.head_weight_decay, mm.grad_clip));
     }
-    if exp.optim.optimizer != crate::config::OptimizerKind::Adamw {
-        return Err("optim.optimizer: the multimodal methods train with AdamW, as MultiFair; set optim.optimizer = \"adamw\"".into());
+    if exp.optim.optimizer == crate::config::OptimizerKind::Adam {
+        return Err("optim.optimizer: the multimodal methods train with AdamW, as MultiFair, or SGD with momentum, as OGM-GE; set optim.optimizer = \"adamw\" or \"sgd\"".into());
     }
     M::validate(exp)
 }

@@ -40,7 +40,8 @@ fn write_parties(out: &Path, pretrain: &LabelledImages, train: &LabelledImages, 
 
 /// Fashion-MNIST (the IDX files in `root`, e.g. Debian's `/usr/share/datasets/fashion-mnist`)
 /// with an injected sensitive attribute: pretraining on the classes outside the task, the
-/// tinted task on the training split for the parties and on the test split for the audit.
+/// tinted task on the training split for the parties (tint agreeing with the label at
+/// `tint.correlation`) and on the test split for the audit (at `tint.audit_correlation`).
 pub fn prepare_fashion_mnist(root: &Path, out: &Path, tint: &crate::TintConfig, auditor_fraction: f64, max_pretrain: Option<usize>) -> Result<PreparedSizes> {
     let read = |name: &str| -> Result<(Vec<usize>, Vec<u8>)> {
         let gz = root.join(format!("{name}.gz"));
@@ -63,7 +64,7 @@ pub fn prepare_fashion_mnist(root: &Path, out: &Path, tint: &crate::TintConfig, 
         pretrain = pretrain.subset(&idx);
     }
     let train = crate::tinted_fashion_mnist(&train_x, &train_y, tint)?;
-    let audit = crate::tinted_fashion_mnist(&test_x, &test_y, &crate::TintConfig { seed: tint.seed ^ 0x7e57, ..tint.clone() })?;
+    let audit = crate::tinted_fashion_mnist(&test_x, &test_y, &crate::TintConfig { seed: tint.seed ^ 0x7e57, correlation: tint.audit_correlation, ..tint.clone() })?;
     write_parties(out, &pretrain, &train, &audit, auditor_fraction, tint.seed)
 }
 
@@ -72,7 +73,8 @@ pub fn prepare_fashion_mnist(root: &Path, out: &Path, tint: &crate::TintConfig, 
 /// attribute `sensitive` on the default benchmark's training split (parties) and test split
 /// (audit).
 pub fn prepare_fundus(out: &Path, synth: &crate::SynthConfig, sensitive: &str, size: usize, auditor_fraction: f64) -> Result<PreparedSizes> {
-    let clean = crate::SynthConfig { seed: synth.seed ^ 0x9e37, effects: vec![], ..synth.clone() };
+    // Pretraining sees glaucoma without any bias: no group effects, shortcut or oversampling.
+    let clean = crate::SynthConfig { seed: synth.seed ^ 0x9e37, effects: vec![], shortcut: None, test_oversample: None, ..synth.clone() };
     let [p0, p1, p2] = clean.generate()?;
     let pre: Vec<_> = p0.into_iter().chain(p1).chain(p2).collect();
     let mut pretrain = crate::fundus_images(&pre, size);

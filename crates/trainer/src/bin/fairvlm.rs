@@ -46,6 +46,12 @@ enum DeviceArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum BenchmarkArg {
+    V1,
+    V2,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Md,
     Json,
@@ -262,9 +268,16 @@ enum LoraCommand {
         /// name; folder: an attribute column).
         #[arg(long, default_value = "race")]
         sensitive: String,
-        /// Fashion-MNIST: P(tint = task label).
+        /// Fashion-MNIST: P(tint = task label) in the training pools.
         #[arg(long, default_value_t = 0.8)]
         correlation: f64,
+        /// Fashion-MNIST: P(tint = task label) in the audit split (0.5: independent).
+        #[arg(long, default_value_t = 0.5)]
+        audit_correlation: f64,
+        /// Fundus: the synthetic benchmark, v1 (the default one) or v2 (docs/datasets.md,
+        /// "Benchmark v2": a shortcut and a group-specific sign).
+        #[arg(long, value_enum, default_value = "v1")]
+        benchmark: BenchmarkArg,
         /// Image side.
         #[arg(long, default_value_t = 32)]
         size: usize,
@@ -274,7 +287,7 @@ enum LoraCommand {
         /// Cap on the pretraining images.
         #[arg(long)]
         max_pretrain: Option<usize>,
-        /// Seed of the tint draw and of the pools.
+        /// Seed of the tint draw, the fundus benchmark's draw and the pools.
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -505,14 +518,20 @@ fn lora(command: LoraCommand) -> Result<()> {
     use trainer::lora;
     let read = |p: &PathBuf| LabelledImages::read(p).with_context(|| format!("reading {}", p.display()));
     match command {
-        LoraCommand::Prepare { source, root, config, out, task, sensitive, correlation, size, auditor_fraction, max_pretrain, seed } => {
+        LoraCommand::Prepare { source, root, config, out, task, sensitive, correlation, audit_correlation, benchmark, size, auditor_fraction, max_pretrain, seed } => {
             let need_root = || root.clone().context("--root: the dataset folder is needed for this source");
             let sizes = match source {
                 SourceArg::FashionMnist => {
-                    let tint = fair_data::TintConfig { correlation, size, seed, ..Default::default() };
+                    let tint = fair_data::TintConfig { correlation, audit_correlation, size, seed, ..Default::default() };
                     fair_data::prepare_fashion_mnist(&need_root()?, &out, &tint, auditor_fraction, max_pretrain)?
                 }
-                SourceArg::Fundus => fair_data::prepare_fundus(&out, &fair_data::SynthConfig::default(), &sensitive, size, auditor_fraction)?,
+                SourceArg::Fundus => {
+                    let synth = match benchmark {
+                        BenchmarkArg::V1 => fair_data::SynthConfig::default(),
+                        BenchmarkArg::V2 => fair_data::SynthConfig::benchmark_v2(),
+                    };
+                    fair_data::prepare_fundus(&out, &fair_data::SynthConfig { seed, ..synth }, &sensitive, size, auditor_fraction)?
+                }
                 SourceArg::Utkface => fair_data::prepare_faces(&fair_data::load_utkface(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
                 SourceArg::Celeba => fair_data::prepare_faces(&fair_data::load_celeba(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
                 SourceArg::Folder => {

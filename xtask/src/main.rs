@@ -15,6 +15,7 @@
 //! - `reproduce multifair`: late fusion, OGM-GE and MultiFair on the synthetic multimodal
 //!   benchmark.
 //! - `reproduce lora`: fairness-aware LoRA on tinted Fashion-MNIST and the synthetic fundus set.
+//! - `reproduce all`: every study, in that order.
 //!
 //! This file is the command line and its dispatch; each task lives in its own module, the
 //! helpers they share in `util`.
@@ -165,6 +166,17 @@ enum Reproduce {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Every study, in the order the CPU budget favours (docs/reproduction.md): Fair-MoE and
+    /// FairCLIP, then the OGM-GE/MultiFair controls, then LoRA. Resumable: finished runs whose
+    /// stamp matches are kept.
+    All {
+        /// Seeds (0, 1, ...).
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// Backend: cpu, cuda or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +222,11 @@ fn main() -> Result<()> {
         }
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device),
         Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device),
+        Task::Reproduce { which: Reproduce::All { seeds, device } } => {
+            reproduce::reproduce_fair_moe(&root, seeds, "race,gender,ethnicity,language", None, &device, true, Some(seeds))?;
+            reproduce::reproduce_multifair(&root, seeds, "text,oct", None, &device)?;
+            reproduce::reproduce_lora(&root, seeds, "fashion-mnist,fundus", None, &device)
+        }
         Task::GpuSmoke { device, epochs } => train::gpu_smoke(&root, &device, epochs),
         Task::GpuCheck { device } => train::gpu_check(&root, &device),
         Task::Fuzz { seconds, targets, keep } => fuzz::fuzz(&root, seconds, &targets, keep),

@@ -55,7 +55,8 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
             prepared.push((data, base));
         }
         // The stamp carries the pretraining epochs too: a run on another base is retrained.
-        let head = format!("{config}\npretrain epochs {pretrain_epochs}, per-seed parties and base");
+        let text = std::fs::read_to_string(root.join(&config)).with_context(|| config.clone())?;
+        let head = format!("{config}\npretrain epochs {pretrain_epochs}, per-seed parties and base\nstudy format {}\n{text}", super::STUDY_FORMAT);
         for (method, label) in [("erm", "Erm"), ("unl", "Unl"), ("adv", "Adv"), ("orth", "Orth"), ("ent", "Ent")] {
             let mut cols = Columns::<7>::new();
             for (seed, (data, base)) in prepared.iter().enumerate() {

@@ -8,6 +8,7 @@
 mod fair_moe;
 mod lora;
 mod multifair;
+mod paired;
 
 pub use fair_moe::reproduce_fair_moe;
 pub use lora::reproduce_lora;
@@ -61,11 +62,17 @@ fn resumable_run(out: &Path, result: &str, head: &str, sets: &[String], mut cmd:
     read_json(&result)
 }
 
-/// One `fairvlm train` run of a study (see [`resumable_run`]); returns its report.json.
+/// What a finished run's stamp must also match besides its arguments: bumped when the same
+/// arguments come to mean another run (2: the synthetic benchmark follows the run's seed).
+const STUDY_FORMAT: u32 = 2;
+
+/// One `fairvlm train` run of a study (see [`resumable_run`]); returns its report.json. The
+/// stamp holds the config file's text, so editing a config retrains its runs.
 fn study_run(fairvlm: &Path, root: &Path, out: &Path, config: &str, device: &str, sets: &[String]) -> Result<serde_json::Value> {
     let mut cmd = Command::new(fairvlm);
     cmd.current_dir(root).args(["train", "--quiet", "--device", device, "--config"]).arg(root.join(config)).arg("--out").arg(out);
-    resumable_run(out, "report.json", config, sets, cmd)
+    let text = std::fs::read_to_string(root.join(config)).with_context(|| config.to_string())?;
+    resumable_run(out, "report.json", &format!("{config}\nstudy format {STUDY_FORMAT}\n{text}"), sets, cmd)
 }
 
 /// The values of a table row's metric columns, collected over seeds.

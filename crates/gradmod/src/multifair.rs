@@ -211,6 +211,19 @@ mod tests {
     }
 
     #[test]
+    fn the_group_level_up_weights_the_worse_groups_batches() {
+        // Head 0 ranks group 1 worse (its average AUC 0.55 against 0.75): a batch of group 1
+        // scales head 0's gradient up, a batch of group 0 down; head 1 is fair and untouched.
+        let mut m = MultiFairSettings::default().group_modulation(2, 2).unwrap();
+        m.set_ema(vec![vec![0.75, 0.55], vec![0.7, 0.7]]).unwrap();
+        let worse = m.factors(&[0.0, 1.0]).unwrap();
+        let better = m.factors(&[1.0, 0.0]).unwrap();
+        // 1 ± fm · 0.1 / τ = 1 ± 0.5 · 0.1 / 0.07.
+        assert!((worse[0] - (1.0 + 0.5 * 0.1 / 0.07)).abs() < 1e-12 && (better[0] - (1.0 - 0.5 * 0.1 / 0.07)).abs() < 1e-12, "{worse:?} {better:?}");
+        assert_eq!((worse[1], better[1]), (1.0, 1.0));
+    }
+
+    #[test]
     fn validation_names_the_key() {
         assert_eq!(MultiFairSettings::default().validate(), Ok(()));
         let d = MultiFairSettings::default();

@@ -284,6 +284,14 @@ fn benchmark_v2_as_docs_datasets_writes_it() {
     assert_eq!(exp.data.synthetic, fair_data::SynthConfig::benchmark_v2());
 }
 
+/// The last epoch's log of a run of `exp` (in a scratch folder `name`, removed after).
+fn last_epoch(exp: &Experiment, name: &str) -> trainer::EpochLog {
+    let out = scratch(name);
+    let outcome = train::<B>(exp, &quiet(out.clone()), &Default::default()).expect("train");
+    std::fs::remove_dir_all(&out).ok();
+    outcome.history.last().cloned().expect("epochs")
+}
+
 #[test]
 fn fairclip_with_a_weight_lowers_the_distance_it_penalises() {
     // Wiring, not the paper's claim: on the same seed (same subjects, same start), training
@@ -292,11 +300,7 @@ fn fairclip_with_a_weight_lowers_the_distance_it_penalises() {
     let fair_loss = |lambda: f64| {
         let mut exp = tiny("fairclip", 4);
         exp.fairclip.lambda = lambda;
-        let out = scratch(&format!("fairclip-lambda-{lambda}"));
-        let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
-        std::fs::remove_dir_all(&out).ok();
-        let last = outcome.history.last().expect("epochs");
-        last.fair_loss.expect("the distance is logged at every λ")
+        last_epoch(&exp, &format!("fairclip-lambda-{lambda}")).fair_loss.expect("the distance is logged at every λ")
     };
     let (without, with) = (fair_loss(0.0), fair_loss(1.0));
     println!("Sinkhorn total, last epoch: λ = 0 {without:.4e}, λ = 1 {with:.4e}");
@@ -311,10 +315,7 @@ fn fol_with_a_weight_moves_the_routing_statistics_it_penalises() {
     let statistic = |lambda: f64| {
         let mut exp = tiny("fair-moe", 4);
         exp.fol.lambda_moe = lambda;
-        let out = scratch(&format!("fol-lambda-{lambda}"));
-        let outcome = train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
-        std::fs::remove_dir_all(&out).ok();
-        outcome.history.last().and_then(|l| l.fol_loss).expect("FOL is logged") / lambda
+        last_epoch(&exp, &format!("fol-lambda-{lambda}")).fol_loss.expect("FOL is logged") / lambda
     };
     let (without, with) = (statistic(1e-9), statistic(1.0));
     println!("FOL statistic (−V + Σ_g (V_g − V)²), last epoch: λ_moe = 1e-9 {without:.4e}, λ_moe = 1 {with:.4e}");

@@ -52,7 +52,7 @@ pub use lock::RunLock;
 pub use log::{EpochLog, MultimodalLog};
 pub use optim::{LossScaler, Optim, Schedule};
 pub use parallel::{devices, serve_orchestrator, Nodes, Replica};
-pub use reevaluate::evaluate_run;
+pub use reevaluate::{evaluate_run, export_clip_run};
 pub use report::{FinalReport, Roc};
 pub use run::{run, train, train_on, RunOptions, TrainOutcome, Trainer};
 pub use throughput::{forward_times, throughput_model};

@@ -36,3 +36,23 @@ pub fn evaluate_run<B: AutodiffBackend>(run: &Path, checkpoint: &Path, split: &s
     let scores = recipes::dispatch::<B, _>(exp.method, Eval(&exp, &data, prepared, checkpoint, device))?;
     report(&exp, prepared, scores, exp.eval.bootstrap(exp.seed))
 }
+
+/// Writes the CLIP of a finished CLIP or FairCLIP run (`run`, its weights `checkpoint`) as a
+/// Hugging Face `CLIPModel` folder `out` (`config.json`, `model.safetensors`) with the run's
+/// `tokenizer.json`: what `[model.vision]` and `[model.text]` can start another run from, and
+/// what transformers' `CLIPModel.from_pretrained` reads (docs/weights.md).
+pub fn export_clip_run(run: &Path, checkpoint: &Path, out: &Path) -> Result<()> {
+    let exp = Experiment::from_file(&run.join("config.toml"))?;
+    if !matches!(exp.method, crate::Method::Clip | crate::Method::Fairclip) {
+        return Err(Error::Invalid(format!("{}: method {:?} is not a plain CLIP (clip or fairclip): it has no CLIPModel form", run.display(), exp.method)));
+    }
+    let tokenizer_path = run.join("tokenizer.json");
+    let tokenizer = fair_data::TextTokenizer::from_file(&tokenizer_path, exp.data.context_length)?;
+    let mut cfg = exp.model.clip_config(tokenizer.vocab_size(), tokenizer.context_length()).map_err(Error::Invalid)?;
+    crate::towers::with_tokenizer_ids(&mut cfg.text, &tokenizer);
+    let device = Default::default();
+    let model = crate::checkpoint::load_safetensors(cfg.init::<burn::backend::Flex>(&device), checkpoint)?;
+    vlm_backbone::save_clip(&model, &cfg, out)?;
+    std::fs::copy(&tokenizer_path, out.join("tokenizer.json")).map_err(crate::checkpoint::io_err(&tokenizer_path))?;
+    Ok(())
+}

@@ -37,6 +37,7 @@
 mod classifier;
 mod clip;
 mod error;
+mod export;
 mod fomoe;
 mod layers;
 mod multimodal;
@@ -47,6 +48,7 @@ mod text;
 mod vision;
 
 pub use error::{Error, Result};
+pub use export::save_clip;
 pub use precision::{autocast, precision, Autocast, Precision};
 pub use pretrained::{Checkpoint, LoadReport};
 

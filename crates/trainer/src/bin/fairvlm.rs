@@ -141,6 +141,20 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
     },
+    /// Write a CLIP or FairCLIP run's model as a Hugging Face CLIPModel folder (config.json,
+    /// model.safetensors, tokenizer.json): loadable by transformers' CLIPModel.from_pretrained
+    /// and, through [model.vision] / [model.text], as the start of another run.
+    Export {
+        /// The run folder (holds config.toml, tokenizer.json and the checkpoints).
+        #[arg(long)]
+        run: PathBuf,
+        /// Weights (default <run>/best.safetensors).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The folder to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write the synthetic benchmark in Harvard-FairVLMed's format (Harvard-FairVision's, with
     /// OCT volumes, for a multimodal config with `multimodal.pairing = "oct"`).
     Synth {
@@ -476,6 +490,11 @@ fn run() -> Result<ExitCode> {
         Command::CollectiveOrchestrator { port } => {
             eprintln!("burn-collective orchestrator on port {port}; stop it with Ctrl-C");
             trainer::serve_orchestrator(port)?;
+        }
+        Command::Export { run, checkpoint, out } => {
+            let ckpt = checkpoint.unwrap_or_else(|| run.join("best.safetensors"));
+            trainer::export_clip_run(&run, &ckpt, &out)?;
+            println!("wrote {} (config.json, model.safetensors, tokenizer.json)", out.display());
         }
         Command::Eval { run, checkpoint, split, format, device } => {
             let ckpt = checkpoint.unwrap_or_else(|| run.join("best.safetensors"));

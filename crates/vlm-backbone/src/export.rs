@@ -126,15 +126,7 @@ impl ModuleAdapter for ToHf {
             if !transpose {
                 return Ok(TensorData { shape: Shape::from(out_shape.clone()), ..data });
             }
-            let (rows, cols) = (data.shape[0], data.shape[1]);
-            let v = data.to_vec::<f32>().map_err(|e| burn_store::TensorSnapshotError::DataError(format!("{e:?}")))?;
-            let mut t = vec![0f32; v.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = v[r * cols + c];
-                }
-            }
-            Ok(TensorData::new(t, out_shape.clone()))
+            crate::pretrained::transposed(data)
         });
         TensorSnapshot::from_closure(fun, snapshot.dtype, Shape::from(target), path, snapshot.container_stack.clone().unwrap_or_default(), snapshot.tensor_id.unwrap_or_default())
     }

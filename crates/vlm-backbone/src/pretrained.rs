@@ -400,6 +400,20 @@ impl Checkpoint {
     }
 }
 
+/// A 2-D f32 tensor's transpose (the linear weights' `[in, out]` against PyTorch's
+/// `[out, in]`).
+pub(crate) fn transposed(data: TensorData) -> std::result::Result<TensorData, burn_store::TensorSnapshotError> {
+    let (rows, cols) = (data.shape[0], data.shape[1]);
+    let v = data.to_vec::<f32>().map_err(|e| burn_store::TensorSnapshotError::DataError(format!("{e:?}")))?;
+    let mut t = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = v[r * cols + c];
+        }
+    }
+    Ok(TensorData::new(t, [cols, rows]))
+}
+
 /// A module path as Hugging Face would name it (`gamma`/`beta` are `weight`/`bias`).
 fn hf_name(path: &str) -> String {
     match path.rsplit_once('.') {
@@ -477,15 +491,7 @@ impl ModuleAdapter for HfAdapter {
                 data = data.convert_dtype(DType::F32);
             }
             if transpose {
-                let (rows, cols) = (data.shape[0], data.shape[1]);
-                let v = data.to_vec::<f32>().map_err(|e| burn_store::TensorSnapshotError::DataError(format!("{e:?}")))?;
-                let mut t = vec![0f32; v.len()];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        t[c * rows + r] = v[r * cols + c];
-                    }
-                }
-                return Ok(TensorData::new(t, target.clone()));
+                return transposed(data);
             }
             Ok(TensorData { shape: Shape::from(target.clone()), ..data })
         });

@@ -15,7 +15,8 @@
 //! - `reproduce multifair`: late fusion, OGM-GE and MultiFair on the synthetic multimodal
 //!   benchmark.
 //! - `reproduce lora`: fairness-aware LoRA on tinted Fashion-MNIST and the synthetic fundus set.
-//! - `reproduce all`: every study, in that order.
+//! - `reproduce foundation`: the pretrained CLIP the fine-tuning regime starts from.
+//! - `reproduce all`: every study, in the CPU budget's order.
 //!
 //! This file is the command line and its dispatch; each task lives in its own module, the
 //! helpers they share in `util`.
@@ -131,6 +132,21 @@ enum Reproduce {
         /// Skip the method grid (run only the ablation, on the first attribute).
         #[arg(long)]
         no_grid: bool,
+        /// The papers' regime: fine-tune the foundation CLIP (`reproduce foundation`, trained
+        /// first if needed) with their optimiser, instead of training from random weights.
+        #[arg(long)]
+        finetune: bool,
+        /// The synthetic benchmark: v1 (the default one) or v2 (docs/datasets.md).
+        #[arg(long, default_value = "v1", value_parser = ["v1", "v2"])]
+        benchmark: String,
+    },
+    /// The foundation of the fine-tuning regime: the benchmark's CLIP pretrained once on a large,
+    /// unbiased synthetic corpus (configs/foundation-clip.toml), exported as a Hugging Face
+    /// CLIPModel to runs/reproduce-foundation/hf.
+    Foundation {
+        /// Backend: cpu, cuda or wgpu.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// late-fusion, OGM-GE and MultiFair on the synthetic multimodal benchmark, fundus + note
     /// and fundus + OCT, per seed: AUC, ES-AUC, DPD, DEOdds on the attribute and each
@@ -167,8 +183,9 @@ enum Reproduce {
         device: String,
     },
     /// Every study, in the order the CPU budget favours (docs/reproduction.md): Fair-MoE and
-    /// FairCLIP, then the OGM-GE/MultiFair controls, then LoRA. Resumable: finished runs whose
-    /// stamp matches are kept.
+    /// FairCLIP fine-tuned from the foundation on benchmark v2, the OGM-GE/MultiFair controls,
+    /// LoRA, then Fair-MoE and FairCLIP from scratch on the first benchmark. Resumable: finished
+    /// runs whose stamp matches are kept.
     All {
         /// Seeds (0, 1, ...).
         #[arg(long, default_value_t = 5)]
@@ -216,16 +233,21 @@ fn main() -> Result<()> {
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench::bench_metrics(&root, rows, runs, peer_runs),
         Task::Bench { which: Bench::Input { subjects, runs } } => bench_input::bench_input(&root, subjects, runs),
         Task::Train { device, set } => train::train(&root, &device, &set),
-        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation, no_grid } } => {
+        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation, no_grid, finetune, benchmark } } => {
             let ablation = (!no_ablation).then(|| ablation_seeds.unwrap_or(seeds).min(seeds));
-            reproduce::reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_grid, ablation)
+            reproduce::reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_grid, ablation, finetune, benchmark == "v2")
         }
+        Task::Reproduce { which: Reproduce::Foundation { device } } => reproduce::reproduce_foundation(&root, &device),
         Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device),
         Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device),
         Task::Reproduce { which: Reproduce::All { seeds, device } } => {
-            reproduce::reproduce_fair_moe(&root, seeds, "race,gender,ethnicity,language", None, &device, true, Some(seeds))?;
+            // The budget's order: FairCLIP and Fair-MoE in the papers' regime on benchmark v2,
+            // the OGM-GE/MultiFair controls, LoRA, then the from-scratch regime.
+            let attributes = "race,gender,ethnicity,language";
+            reproduce::reproduce_fair_moe(&root, seeds, attributes, None, &device, true, Some(seeds), true, true)?;
             reproduce::reproduce_multifair(&root, seeds, "text,oct", None, &device)?;
-            reproduce::reproduce_lora(&root, seeds, "fashion-mnist,fundus", None, &device)
+            reproduce::reproduce_lora(&root, seeds, "fashion-mnist,fundus", None, &device)?;
+            reproduce::reproduce_fair_moe(&root, seeds, attributes, None, &device, true, Some(seeds), false, false)
         }
         Task::GpuSmoke { device, epochs } => train::gpu_smoke(&root, &device, epochs),
         Task::GpuCheck { device } => train::gpu_check(&root, &device),

@@ -282,6 +282,16 @@ fn benchmark_v2_as_docs_datasets_writes_it() {
     let toml = section.split("```toml\n").nth(1).and_then(|t| t.split("```").next()).expect("a toml block");
     let exp = Experiment::from_toml_str(toml, "docs/datasets.md").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(exp.data.synthetic, fair_data::SynthConfig::benchmark_v2());
+    // And as `--set` overrides (what `cargo xtask reproduce` passes for benchmark v2).
+    let sets = [
+        r#"data.synthetic.effects=[{ attribute = "race", value = 0, sign = "pallor" }]"#,
+        r#"data.synthetic.shortcut={ attribute = "race", value = 1, agreement = 0.85, modality = "image" }"#,
+        r#"data.synthetic.test_oversample={ attribute = "race", min_per_group = 1000 }"#,
+    ]
+    .map(String::from);
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/benchmark-clip.toml");
+    let exp = Experiment::from_file_with(&config, &sets).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(exp.data.synthetic, fair_data::SynthConfig::benchmark_v2());
 }
 
 /// The last epoch's log of a run of `exp` (in a scratch folder `name`, removed after).

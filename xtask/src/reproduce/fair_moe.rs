@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 
+use super::foundation::Regime;
 use super::paired::{claims_table, Claim, Metric};
 use super::{epochs_flag, list, publish, push_epochs, row, seed_list, study_run, Columns};
 use crate::util::{build_fairvlm, test_metric};
@@ -12,14 +13,28 @@ use crate::util::{build_fairvlm, test_metric};
 /// The metric columns of both tables, in the paper's order.
 const METRICS: [&str; 4] = ["es_auc", "auc", "dpd", "eod"];
 
-pub fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Option<usize>, device: &str, grid: bool, ablation: Option<u64>) -> Result<()> {
+#[allow(clippy::too_many_arguments)] // one per flag of the task
+pub fn reproduce_fair_moe(
+    root: &Path,
+    seeds: u64,
+    attributes: &str,
+    epochs: Option<usize>,
+    device: &str,
+    grid: bool,
+    ablation: Option<u64>,
+    finetune: bool,
+    v2: bool,
+) -> Result<()> {
     ensure!(seeds > 0, "at least one seed");
     ensure!(grid || ablation.is_some(), "--no-grid with --no-ablation leaves nothing to run");
     let fairvlm = build_fairvlm(root, device)?;
+    let regime = if finetune { Regime::finetune(root, &fairvlm, device, v2)? } else { Regime { foundation: None, v2 } };
+    let prefix = regime.prefix();
     let attrs = list(attributes);
     let dir = root.join("runs/reproduce-fair-moe");
     let base = |seed: u64, attr: &str| -> Vec<String> {
         let mut v = vec![format!("seed={seed}"), format!("fairclip.attribute=\"{attr}\""), "eval.bootstrap=0".to_string()];
+        v.extend(regime.sets());
         push_epochs(&mut v, epochs);
         v
     };
@@ -29,8 +44,10 @@ pub fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Opt
     if grid {
         let mut md = String::from("# Reproduction: Fair-MoE on the synthetic benchmark\n\n");
         md.push_str(&format!(
-            "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{} --no-ablation`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed; FO-MoE w/o FOL depends only on the number of groups, so its race runs serve language and its gender runs serve ethnicity).\n\n",
+            "Command: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attributes}{}{} --no-ablation`. {}. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-*.toml`; one attribute per run selects the group batches and the feature-MoE experts (CLIP does not depend on it and is trained once per seed; FO-MoE w/o FOL depends only on the number of groups, so its race runs serve language and its gender runs serve ethnicity).\n\n",
             epochs_flag(epochs),
+            regime_flags(&regime),
+            regime.describe(),
             seed_list(seeds)
         ));
         md.push_str("| attribute | model | ES-AUC | AUC | DPD | DEOdds |\n|---|---|---|---|---|---|\n");
@@ -50,7 +67,7 @@ pub fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Opt
                         "fo-moe" => "race",
                         _ => attr,
                     };
-                    let out = dir.join(format!("{method}-{run_attr}-s{seed}"));
+                    let out = dir.join(format!("{prefix}{method}-{run_attr}-s{seed}"));
                     let j = study_run(&fairvlm, root, &out, &format!("configs/benchmark-{method}.toml"), device, &base(seed, run_attr))?;
                     cols.push(metrics(&j, attr));
                     threshold = j["config"]["eval"]["threshold"].as_f64().unwrap_or(threshold);
@@ -73,15 +90,17 @@ pub fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Opt
                 md.push_str(&claims_table(&format!(", {attr}"), &claims, &|m| folders.get(&(a.clone(), m.to_string())).cloned().unwrap_or_default(), threshold, 1000)?);
             }
         }
-        publish(root, &dir.join("reproduction.md"), "fair-moe", &md)?;
+        publish(root, &dir.join(format!("{prefix}reproduction.md")), &format!("{prefix}fair-moe"), &md)?;
     }
     if let Some(ablation_seeds) = ablation {
         let attr = attrs.first().copied().unwrap_or("race");
         // Runs of one seed differ only in the switched-off term, so each row is a paired
         // comparison with the full model of the same seeds.
         let mut md = format!(
-            "# FOL-term ablation ({attr})\n\nCommand: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attr}{} --ablation-seeds {ablation_seeds} --no-grid`. Fair-MoE with one FOL term switched off (`--set fol.<term>=false`); test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}; the last column is the FOL value logged in epoch 1 (mean over seeds).\n\n| variant | ES-AUC | AUC | DPD | DEOdds | FOL, epoch 1 |\n|---|---|---|---|---|---|\n",
+            "# FOL-term ablation ({attr})\n\nCommand: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attr}{}{} --ablation-seeds {ablation_seeds} --no-grid`. {}. Fair-MoE with one FOL term switched off (`--set fol.<term>=false`); test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}; the last column is the FOL value logged in epoch 1 (mean over seeds).\n\n| variant | ES-AUC | AUC | DPD | DEOdds | FOL, epoch 1 |\n|---|---|---|---|---|---|\n",
             epochs_flag(epochs),
+            regime_flags(&regime),
+            regime.describe(),
             seed_list(ablation_seeds)
         );
         // The control changes λ_moe by 1%, which moves the loss by about 1e-9: what the same
@@ -105,9 +124,9 @@ pub fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Opt
                     term => sets.push(format!("fol.{term}=false")),
                 }
                 let out = match off {
-                    "" => dir.join(format!("fair-moe-{attr}-s{seed}")),
-                    "control" => dir.join(format!("fair-moe-{attr}-control-s{seed}")),
-                    term => dir.join(format!("fair-moe-{attr}-no-{term}-s{seed}")),
+                    "" => dir.join(format!("{prefix}fair-moe-{attr}-s{seed}")),
+                    "control" => dir.join(format!("{prefix}fair-moe-{attr}-control-s{seed}")),
+                    term => dir.join(format!("{prefix}fair-moe-{attr}-no-{term}-s{seed}")),
                 };
                 let j = study_run(&fairvlm, root, &out, "configs/benchmark-fair-moe.toml", device, &sets)?;
                 cols.push(metrics(&j, attr));
@@ -116,7 +135,12 @@ pub fn reproduce_fair_moe(root: &Path, seeds: u64, attributes: &str, epochs: Opt
             let fol = if fol.is_empty() { "-".to_string() } else { format!("{:.2e}", fol.iter().sum::<f64>() / fol.len() as f64) };
             md.push_str(&row(std::iter::once(name.to_string()).chain(cols.cells()).chain([fol])));
         }
-        publish(root, &dir.join("ablation.md"), "fair-moe-ablation", &md)?;
+        publish(root, &dir.join(format!("{prefix}ablation.md")), &format!("{prefix}fair-moe-ablation"), &md)?;
     }
     Ok(())
+}
+
+/// The regime's flags in a table's command line.
+fn regime_flags(regime: &Regime) -> String {
+    format!("{}{}", if regime.foundation.is_some() { " --finetune" } else { "" }, if regime.v2 { " --benchmark v2" } else { "" })
 }

@@ -6,11 +6,13 @@
 //! the section writer.
 
 mod fair_moe;
+mod foundation;
 mod lora;
 mod multifair;
 mod paired;
 
 pub use fair_moe::reproduce_fair_moe;
+pub use foundation::reproduce_foundation;
 pub use lora::reproduce_lora;
 pub use multifair::reproduce_multifair;
 

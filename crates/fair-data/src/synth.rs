@@ -121,8 +121,9 @@ pub enum ShortcutModality {
 
 /// More test subjects of small groups: after the test split's `sizes[2]` subjects, further
 /// subjects are drawn (from a stream of their own) and kept only while their group of
-/// `attribute` has fewer than `min_per_group`, until every group has that many. Only the test
-/// split changes, so group metrics there are measured on enough subjects; its group
+/// `attribute` has fewer than `min_per_group` subjects known in every attribute, until every
+/// group has that many (so the minimum holds after FairCLIP's filter of unknown values). Only
+/// the test split changes, so group metrics there are measured on enough subjects; its group
 /// proportions then differ from the training split's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -440,7 +441,10 @@ impl SynthConfig {
     /// [`Oversample`]); ids continue after `last_id`.
     fn oversample(&self, o: &Oversample, test: &mut Vec<Sample>, oracle: &mut Vec<f64>, last_id: usize) -> Result<()> {
         let groups: Vec<i64> = table(&o.attribute).iter().map(|&(v, _)| v).filter(|&v| v >= 0).collect();
-        let mut counts: Vec<usize> = groups.iter().map(|g| test.iter().filter(|s| attribute(s, &o.attribute) == *g).count()).collect();
+        // Only subjects known in every attribute count (and are added): FairCLIP's evaluation
+        // drops the others from the test split.
+        let complete = |s: &Sample| ATTRIBUTES.iter().all(|a| attribute(s, a) >= 0);
+        let mut counts: Vec<usize> = groups.iter().map(|g| test.iter().filter(|s| complete(s) && attribute(s, &o.attribute) == *g).count()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x0E45_A3B1_5EED_7E57);
         let mut id = last_id;
         // Every known group has a probability of at least 0.8 %: a few million draws of the
@@ -450,6 +454,9 @@ impl SynthConfig {
                 return Ok(());
             }
             let demo = Demographics::draw(&mut rng);
+            if ATTRIBUTES.iter().any(|a| demo.get(a) < 0) {
+                continue;
+            }
             if let Some(i) = groups.iter().position(|&g| g == demo.get(&o.attribute)) {
                 if counts[i] < o.min_per_group {
                     id += 1;

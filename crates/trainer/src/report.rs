@@ -96,35 +96,15 @@ pub struct FinalReport {
     pub predictions: String,
 }
 
-/// The AUC of `scores` on the test split overall (attribute `""`, group `overall`) and per
-/// attribute and group.
-fn group_aucs(data: &Prepared, scores: &[f64]) -> Result<IndexMap<String, IndexMap<String, Option<f64>>>> {
-    let labels: Vec<bool> = data.labels.iter().map(|&l| l == 1).collect();
-    let mut out = IndexMap::new();
-    out.insert(String::new(), IndexMap::from([("overall".to_string(), fair_metrics::roc_auc(&labels, scores)?)]));
-    for column in data.attributes.columns() {
-        let mut codes = column.codes.clone();
-        codes.sort_unstable();
-        codes.dedup();
-        let mut per = IndexMap::new();
-        for c in codes.into_iter().filter(|&c| c >= 0) {
-            let rows: Vec<usize> = (0..data.len()).filter(|&i| column.codes[i] == c).collect();
-            let s: Vec<f64> = rows.iter().map(|&i| scores[i]).collect();
-            let l: Vec<bool> = rows.iter().map(|&i| labels[i]).collect();
-            per.insert(column.label(c).to_string(), fair_metrics::roc_auc(&l, &s)?);
-        }
-        out.insert(column.name.clone(), per);
-    }
-    Ok(out)
-}
-
-/// Per attribute, per group (and `""` for everyone), the ROC curve.
-fn roc_curves(data: &Prepared, scores: &[f64]) -> IndexMap<String, IndexMap<String, Roc>> {
+/// For everyone (attribute `""`, group `overall`) and for each attribute's groups, `f` of the
+/// group's code (`None` for everyone), scores and labels; groups where `f` gives `None` are left
+/// out.
+fn by_group<T>(data: &Prepared, scores: &[f64], mut f: impl FnMut(Option<i64>, &[f64], &[bool]) -> Result<Option<T>>) -> Result<IndexMap<String, IndexMap<String, T>>> {
     let labels: Vec<bool> = data.labels.iter().map(|&l| l == 1).collect();
     let mut out = IndexMap::new();
     let mut all = IndexMap::new();
-    if let Some(r) = Roc::of(scores, &labels) {
-        all.insert("overall".to_string(), r);
+    if let Some(v) = f(None, scores, &labels)? {
+        all.insert("overall".to_string(), v);
     }
     out.insert(String::new(), all);
     for column in data.attributes.columns() {
@@ -136,13 +116,23 @@ fn roc_curves(data: &Prepared, scores: &[f64]) -> IndexMap<String, IndexMap<Stri
             let rows: Vec<usize> = (0..data.len()).filter(|&i| column.codes[i] == c).collect();
             let s: Vec<f64> = rows.iter().map(|&i| scores[i]).collect();
             let l: Vec<bool> = rows.iter().map(|&i| labels[i]).collect();
-            if let Some(r) = Roc::of(&s, &l) {
-                per.insert(column.label(c).to_string(), r);
+            if let Some(v) = f(Some(c), &s, &l)? {
+                per.insert(column.label(c).to_string(), v);
             }
         }
         out.insert(column.name.clone(), per);
     }
-    out
+    Ok(out)
+}
+
+/// The AUC of `scores` overall (attribute `""`, group `overall`) and in each known group.
+fn group_aucs(data: &Prepared, scores: &[f64]) -> Result<IndexMap<String, IndexMap<String, Option<f64>>>> {
+    by_group(data, scores, |code, s, l| if code.is_some_and(|c| c < 0) { Ok(None) } else { Ok(Some(fair_metrics::roc_auc(l, s)?)) })
+}
+
+/// Per attribute, per group (and `""` for everyone), the ROC curve.
+fn roc_curves(data: &Prepared, scores: &[f64]) -> Result<IndexMap<String, IndexMap<String, Roc>>> {
+    by_group(data, scores, |_, s, l| Ok(Roc::of(s, l)))
 }
 
 impl FinalReport {
@@ -157,7 +147,7 @@ impl FinalReport {
             samples: [data.train.len(), data.validation.len(), data.test.len()],
             skipped: data.skipped.clone(),
             test,
-            roc: roc_curves(&data.test, &scores),
+            roc: roc_curves(&data.test, &scores)?,
             oracle: data.oracle.as_ref().map(|o| group_aucs(&data.test, o)).transpose()?,
             history: history.to_vec(),
             predictions: predictions_csv(&data.test, &scores),

@@ -397,48 +397,27 @@ macro_rules! with_backend {
                 let $device: burn::tensor::Device<$b> = Default::default();
                 $body
             }
-            DeviceArg::Cuda => {
-                #[cfg(feature = "cuda")]
-                {
-                    type $b = Autodiff<burn::backend::Cuda>;
-                    let $device: burn::tensor::Device<$b> = Default::default();
-                    $body
-                }
-                #[cfg(not(feature = "cuda"))]
-                bail!("this fairvlm was built without CUDA: rebuild with --features cuda")
-            }
-            DeviceArg::Wgpu => {
-                #[cfg(feature = "wgpu")]
-                {
-                    type $b = Autodiff<burn::backend::Wgpu>;
-                    let $device: burn::tensor::Device<$b> = Default::default();
-                    $body
-                }
-                #[cfg(not(feature = "wgpu"))]
-                bail!("this fairvlm was built without wgpu: rebuild with --features wgpu")
-            }
-            DeviceArg::Ndarray => {
-                #[cfg(feature = "ndarray")]
-                {
-                    type $b = Autodiff<burn::backend::NdArray>;
-                    let $device: burn::tensor::Device<$b> = Default::default();
-                    $body
-                }
-                #[cfg(not(feature = "ndarray"))]
-                bail!("this fairvlm was built without NdArray: rebuild with --features ndarray")
-            }
-            DeviceArg::Libtorch => {
-                #[cfg(feature = "tch")]
-                {
-                    type $b = Autodiff<burn::backend::LibTorch>;
-                    let $device: burn::tensor::Device<$b> = Default::default();
-                    $body
-                }
-                #[cfg(not(feature = "tch"))]
-                bail!("this fairvlm was built without LibTorch: rebuild with --features tch")
-            }
+            DeviceArg::Cuda => optional_backend!("cuda", "CUDA", burn::backend::Cuda, |$b, $device| $body),
+            DeviceArg::Wgpu => optional_backend!("wgpu", "wgpu", burn::backend::Wgpu, |$b, $device| $body),
+            DeviceArg::Ndarray => optional_backend!("ndarray", "NdArray", burn::backend::NdArray, |$b, $device| $body),
+            DeviceArg::Libtorch => optional_backend!("tch", "LibTorch", burn::backend::LibTorch, |$b, $device| $body),
         }
     };
+}
+
+/// One arm of [`with_backend`]: the backend `$backend` where the binary was built with
+/// `$feature`, else an error saying how to rebuild.
+macro_rules! optional_backend {
+    ($feature:literal, $name:literal, $backend:ty, |$b:ident, $device:ident| $body:expr) => {{
+        #[cfg(feature = $feature)]
+        {
+            type $b = Autodiff<$backend>;
+            let $device: burn::tensor::Device<$b> = Default::default();
+            $body
+        }
+        #[cfg(not(feature = $feature))]
+        bail!(concat!("this fairvlm was built without ", $name, ": rebuild with --features ", $feature))
+    }};
 }
 
 /// Logs of the libraries go to stderr, at the level the flags ask for.

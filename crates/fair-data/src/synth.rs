@@ -257,16 +257,6 @@ fn table(attribute: &str) -> &'static [(i64, f64)] {
     }
 }
 
-/// A sample's code for `attribute`.
-fn attribute(s: &Sample, attribute: &str) -> i64 {
-    match attribute {
-        "race" => s.race,
-        "gender" => s.gender,
-        "ethnicity" => s.ethnicity,
-        _ => s.language,
-    }
-}
-
 /// The demographic draws of one subject, in the order the generator has always drawn them.
 #[derive(Debug, Clone, Copy)]
 struct Demographics {
@@ -443,8 +433,8 @@ impl SynthConfig {
         let groups: Vec<i64> = table(&o.attribute).iter().map(|&(v, _)| v).filter(|&v| v >= 0).collect();
         // Only subjects known in every attribute count (and are added): FairCLIP's evaluation
         // drops the others from the test split.
-        let complete = |s: &Sample| ATTRIBUTES.iter().all(|a| attribute(s, a) >= 0);
-        let mut counts: Vec<usize> = groups.iter().map(|g| test.iter().filter(|s| complete(s) && attribute(s, &o.attribute) == *g).count()).collect();
+        let complete = |s: &Sample| ATTRIBUTES.iter().all(|a| s.attribute(a).is_some_and(|v| v >= 0));
+        let mut counts: Vec<usize> = groups.iter().map(|g| test.iter().filter(|s| complete(s) && s.attribute(&o.attribute) == Some(*g)).count()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x0E45_A3B1_5EED_7E57);
         let mut id = last_id;
         // Every known group has a probability of at least 0.8 %: a few million draws of the

@@ -139,6 +139,10 @@ enum Reproduce {
         /// The synthetic benchmark: v1 (the default one) or v2 (docs/datasets.md).
         #[arg(long, default_value = "v1", value_parser = ["v1", "v2"])]
         benchmark: String,
+        /// Also sweep FairCLIP's λ and FOL's λ_moe (and FOL's paper form) on the first
+        /// attribute, select each on validation and compare the selected value on every seed.
+        #[arg(long)]
+        sweep: bool,
     },
     /// The foundation of the fine-tuning regime: the benchmark's CLIP pretrained once on a large,
     /// unbiased synthetic corpus (configs/foundation-clip.toml), exported as a Hugging Face
@@ -233,22 +237,14 @@ fn main() -> Result<()> {
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench::bench_metrics(&root, rows, runs, peer_runs),
         Task::Bench { which: Bench::Input { subjects, runs } } => bench_input::bench_input(&root, subjects, runs),
         Task::Train { device, set } => train::train(&root, &device, &set),
-        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation, no_grid, finetune, benchmark } } => {
+        Task::Reproduce { which: Reproduce::FairMoe { seeds, attributes, epochs, device, ablation_seeds, no_ablation, no_grid, finetune, benchmark, sweep } } => {
             let ablation = (!no_ablation).then(|| ablation_seeds.unwrap_or(seeds).min(seeds));
-            reproduce::reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_grid, ablation, finetune, benchmark == "v2")
+            reproduce::reproduce_fair_moe(&root, seeds, &attributes, epochs, &device, !no_grid, ablation, finetune, benchmark == "v2", sweep).map(|_| ())
         }
         Task::Reproduce { which: Reproduce::Foundation { device } } => reproduce::reproduce_foundation(&root, &device),
-        Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device),
-        Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device),
-        Task::Reproduce { which: Reproduce::All { seeds, device } } => {
-            // The budget's order: FairCLIP and Fair-MoE in the papers' regime on benchmark v2,
-            // the OGM-GE/MultiFair controls, LoRA, then the from-scratch regime.
-            let attributes = "race,gender,ethnicity,language";
-            reproduce::reproduce_fair_moe(&root, seeds, attributes, None, &device, true, Some(seeds), true, true)?;
-            reproduce::reproduce_multifair(&root, seeds, "text,oct", None, &device)?;
-            reproduce::reproduce_lora(&root, seeds, "fashion-mnist,fundus", None, &device)?;
-            reproduce::reproduce_fair_moe(&root, seeds, attributes, None, &device, true, Some(seeds), false, false)
-        }
+        Task::Reproduce { which: Reproduce::Multifair { seeds, pairings, epochs, device } } => reproduce::reproduce_multifair(&root, seeds, &pairings, epochs, &device).map(|_| ()),
+        Task::Reproduce { which: Reproduce::Lora { seeds, datasets, epochs, device } } => reproduce::reproduce_lora(&root, seeds, &datasets, epochs, &device).map(|_| ()),
+        Task::Reproduce { which: Reproduce::All { seeds, device } } => reproduce::reproduce_all(&root, seeds, &device),
         Task::GpuSmoke { device, epochs } => train::gpu_smoke(&root, &device, epochs),
         Task::GpuCheck { device } => train::gpu_check(&root, &device),
         Task::Fuzz { seconds, targets, keep } => fuzz::fuzz(&root, seconds, &targets, keep),

@@ -68,22 +68,41 @@ pub fn official_similarities<B: Backend>(logits_per_image: Tensor<B, 2>) -> Tens
 /// divided by its sum, as the released code does. The group similarities come from a forward
 /// pass without gradients in the official code: pass them detached to reproduce it.
 pub fn fairclip_regularizer<B: Backend>(batch: Tensor<B, 1>, groups: &[Tensor<B, 1>], cfg: &SinkhornConfig, variant: FairClipVariant) -> Result<Tensor<B, 1>> {
+    fairclip_group_divergences(batch, groups, cfg, variant)?.into_iter().reduce(|total, d| total + d).ok_or_else(|| Error::Shape("no group similarities".into()))
+}
+
+/// The terms of [`fairclip_regularizer`], one per group: `S_ε(batch, group_g)`. Their values
+/// are FairCLIP's mechanism (which group's similarities the regulariser pulls towards the
+/// batch's, and how far they are).
+///
+/// ```
+/// use burn::backend::Flex;
+/// use burn::prelude::*;
+/// use fair_losses::{fairclip_group_divergences, fairclip_regularizer, FairClipVariant, SinkhornConfig};
+/// let d = Default::default();
+/// let batch = Tensor::<Flex, 1>::from_floats([0.1, 0.5, 0.9, 0.4], &d);
+/// let groups = [Tensor::<Flex, 1>::from_floats([0.1, 0.5], &d), Tensor::<Flex, 1>::from_floats([2.0, 3.0], &d)];
+/// let cfg = SinkhornConfig::new(0.05);
+/// let terms = fairclip_group_divergences(batch.clone(), &groups, &cfg, FairClipVariant::Aligned).unwrap();
+/// let [near, far] = [0, 1].map(|g| terms[g].clone().into_scalar());
+/// assert!(far > near); // the group whose similarities lie far from the batch's
+/// let total = fairclip_regularizer(batch, &groups, &cfg, FairClipVariant::Aligned).unwrap().into_scalar();
+/// assert!((total - (near + far)).abs() < 1e-5);
+/// ```
+pub fn fairclip_group_divergences<B: Backend>(batch: Tensor<B, 1>, groups: &[Tensor<B, 1>], cfg: &SinkhornConfig, variant: FairClipVariant) -> Result<Vec<Tensor<B, 1>>> {
     let n = batch.dims()[0];
     let x = batch.reshape([n, 1]);
-    let mut total: Option<Tensor<B, 1>> = None;
-    for g in groups {
-        let m = g.dims()[0];
-        let g = match variant {
-            FairClipVariant::Official => g.clone() / g.clone().sum().reshape([1]),
-            FairClipVariant::Aligned => g.clone(),
-        };
-        let d = sinkhorn_divergence(x.clone(), g.reshape([m, 1]), cfg)?;
-        total = Some(match total {
-            Some(t) => t + d,
-            None => d,
-        });
-    }
-    total.ok_or_else(|| Error::Shape("no group similarities".into()))
+    groups
+        .iter()
+        .map(|g| {
+            let m = g.dims()[0];
+            let g = match variant {
+                FairClipVariant::Official => g.clone() / g.clone().sum().reshape([1]),
+                FairClipVariant::Aligned => g.clone(),
+            };
+            sinkhorn_divergence(x.clone(), g.reshape([m, 1]), cfg)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ mod sinkhorn;
 pub use auc::{surrogate_auc, surrogate_auc_gap};
 pub use clip::{clip_contrastive_loss, log_sum_exp};
 pub use error::{Error, Result};
-pub use fairclip::{fairclip_regularizer, official_similarities, pair_similarities, FairClipVariant};
+pub use fairclip::{fairclip_group_divergences, fairclip_regularizer, official_similarities, pair_similarities, FairClipVariant};
 pub use fol::{fol_term, routing_variance, FolForm};
 pub use lora::{gradient_reversal, lora_orthogonality, mean_entropy, AdapterPair};
 pub use sinkhorn::{epsilon_schedule, sinkhorn_divergence, SinkhornConfig};

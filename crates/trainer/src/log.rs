@@ -31,6 +31,13 @@ pub struct EpochLog {
     /// The multimodal methods' modulation and unimodal figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multimodal: Option<MultimodalLog>,
+    /// What the method's mechanism did this epoch, by name: FairCLIP's per-group Sinkhorn
+    /// divergence from the batch (`sinkhorn.<group>`, before λ), FOL's per-group routing
+    /// variance gap (`routing_gap.<moe>.<group>`, `V_g − V`), both as epoch means over the
+    /// training steps, and the multimodal encoders' relative parameter change over the epoch
+    /// (`encoder_step.<modality>`, `‖θ_end − θ_start‖ / ‖θ_start‖`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub mechanism: std::collections::BTreeMap<String, f64>,
     /// The model gave every validation sample the same score (its AUC is 0.5 by ties): it
     /// collapsed, typically from too large a step.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

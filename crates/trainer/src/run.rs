@@ -175,6 +175,14 @@ impl<B: AutodiffBackend, R: Recipe<B>> Trainer<B, R> {
         Ok(Self { recipe, data, groups, schedule: Schedule::of(&exp.optim), steps: 0, device: device.clone(), replica: Replica::single(), stream: None })
     }
 
+    /// The names of the groups whose batches each step receives (the values of the recipe's
+    /// group attribute, in [`StepInput::groups`]' order); empty without group batches.
+    fn group_names(&self) -> Vec<String> {
+        let (Some(sampler), Some((attribute, _))) = (&self.groups, self.recipe.group_batches()) else { return Vec::new() };
+        let column = self.data.train.attributes.column(attribute).ok();
+        sampler.codes().into_iter().map(|c| column.map_or(c.to_string(), |col| col.label(c).to_string())).collect()
+    }
+
     /// The same trainer as `replica` of a data-parallel run: it decodes and computes only its
     /// shard of every batch.
     pub fn with_replica(mut self, replica: Replica) -> Self {
@@ -266,9 +274,12 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
         let device = &t.device;
         st.steps = t.steps;
         let mut sums = Sums::default();
+        let group_names = t.group_names();
         for s in &stats {
-            sums.add(s);
+            sums.add(s, &group_names);
         }
+        let mut mechanism: std::collections::BTreeMap<String, f64> = sums.by_group.iter().map(|(k, (sum, n))| (k.clone(), sum / *n as f64)).collect();
+        mechanism.extend(t.recipe.end_epoch());
         let n = t.data.train.len();
         let (validation, vu, collapsed) = evaluate(&t.recipe, exp, &t.data.validation, device)?;
         let (test, tu, _) = evaluate(&t.recipe, exp, &t.data.test, device)?;
@@ -296,6 +307,7 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
                 validation_unimodal_auc: vu.unwrap_or([None; 2]),
                 test_unimodal_auc: tu.unwrap_or([None; 2]),
             }),
+            mechanism,
             collapsed,
         };
         tracing::info!("{}", log.one_line(t.recipe.name(), exp.optim.epochs));
@@ -455,10 +467,20 @@ struct Sums {
     fair: Option<f64>,
     fol: Option<f64>,
     modulation: Option<([f64; 2], usize)>,
+    /// `<name>.<group>` → (sum, steps) of the recipe's per-group mechanism values.
+    by_group: std::collections::BTreeMap<String, (f64, usize)>,
 }
 
 impl Sums {
-    fn add(&mut self, s: &StepStats) {
+    /// Adds one step's statistics; `groups` names the step's group batches.
+    fn add(&mut self, s: &StepStats, groups: &[String]) {
+        for (name, values) in &s.by_group {
+            for (v, group) in values.iter().zip(groups) {
+                let e = self.by_group.entry(format!("{name}.{group}")).or_default();
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
         self.loss += s.loss;
         self.task += s.task_loss;
         if let Some(v) = s.fair_loss {

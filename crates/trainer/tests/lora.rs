@@ -106,6 +106,11 @@ fn the_five_methods_train_adapters_and_head_only() {
         }
         if method == "orth" {
             assert_eq!(log.orth_penalty.len(), 1);
+            // The mechanism: a share of the sensitive subspace, in [0, 1].
+            assert_eq!(log.subspace_overlap.len(), 1);
+            assert!((0.0..=1.0).contains(&log.subspace_overlap[0]), "overlap {:?}", log.subspace_overlap);
+        } else {
+            assert!(log.subspace_overlap.is_empty());
         }
         let valid = burn::module::AutodiffModule::valid(&model);
         let a = lora::audit(&lora::scores(&valid, &test, &device), test.label("task").unwrap(), test.label("sensitive").unwrap()).unwrap();

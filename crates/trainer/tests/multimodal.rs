@@ -53,6 +53,14 @@ fn multimodal_methods_train_modulate_and_reload() {
         assert!(h[2].clip_loss < h[0].clip_loss, "{method}: cross-entropy {} -> {}", h[0].clip_loss, h[2].clip_loss);
         let mm = h.iter().map(|l| l.multimodal.clone().expect("multimodal log")).collect::<Vec<_>>();
         assert!(mm.iter().all(|m| m.validation_unimodal_auc.iter().all(Option::is_some)), "{method}: unimodal AUCs");
+        // The mechanism: how far each encoder moved in each epoch, relative to its start.
+        let second = if exp.multimodal.pairing == trainer::PairingConfig::Oct { "oct" } else { "text" };
+        for l in h {
+            for key in ["encoder_step.fundus".to_string(), format!("encoder_step.{second}")] {
+                let step = l.mechanism.get(&key).copied().unwrap_or(f64::NAN);
+                assert!(step > 0.0 && step < 1.0, "{method}, epoch {}: {key} = {step} ({:?})", l.epoch, l.mechanism);
+            }
+        }
         match method {
             "late-fusion" => assert!(mm.iter().all(|m| m.encoder_factors == [1.0, 1.0] && m.triggered == 0.0)),
             "ogm-ge" => assert!(mm.iter().all(|m| m.encoder_factors.iter().filter(|&&f| f < 1.0).count() >= 1), "{method}: a modality damped"),

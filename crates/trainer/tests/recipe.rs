@@ -38,7 +38,7 @@ impl ContrastiveLoss for WeightedErm {
         let per_pair = (image_to_text + text_to_image) * -0.5;
         let total = (per_pair * w.clone()).sum() / w.sum();
         let v = total.clone().into_scalar().elem::<f64>();
-        Ok(Losses { total, clip: v, fair: None, fol: None })
+        Ok(Losses { total, clip: v, fair: None, fol: None, by_group: Vec::new() })
     }
 }
 

@@ -306,13 +306,22 @@ fn last_epoch(exp: &Experiment, name: &str) -> trainer::EpochLog {
 fn fairclip_with_a_weight_lowers_the_distance_it_penalises() {
     // Wiring, not the paper's claim: on the same seed (same subjects, same start), training
     // with the regulariser weighted leaves the groups' similarity distributions closer to the
-    // batch's (the logged Sinkhorn total, before λ) than training without it.
-    let fair_loss = |lambda: f64| {
+    // batch's (the logged Sinkhorn total, before λ) than training without it, and the log's
+    // mechanism holds the total's per-group terms.
+    let log = |lambda: f64| {
         let mut exp = tiny("fairclip", 4);
         exp.fairclip.lambda = lambda;
-        last_epoch(&exp, &format!("fairclip-lambda-{lambda}")).fair_loss.expect("the distance is logged at every λ")
+        last_epoch(&exp, &format!("fairclip-lambda-{lambda}"))
     };
-    let (without, with) = (fair_loss(0.0), fair_loss(1.0));
+    let (without, with) = (log(0.0), log(1.0));
+    for l in [&without, &with] {
+        let groups: Vec<(&String, &f64)> = l.mechanism.iter().filter(|(k, _)| k.starts_with("sinkhorn.")).collect();
+        assert_eq!(groups.len(), 3, "one Sinkhorn term per race group: {:?}", l.mechanism);
+        let total: f64 = groups.iter().map(|(_, v)| **v).sum();
+        let logged = l.fair_loss.expect("the distance is logged at every λ");
+        assert!((total - logged).abs() <= 1e-6 * logged.abs().max(1.0), "per-group terms sum to {total}, the total is {logged}");
+    }
+    let (without, with) = (without.fair_loss.unwrap_or(f64::NAN), with.fair_loss.unwrap_or(f64::NAN));
     println!("Sinkhorn total, last epoch: λ = 0 {without:.4e}, λ = 1 {with:.4e}");
     assert!(with < 0.8 * without, "Sinkhorn total with λ = 1: {with:.4e}, with λ = 0: {without:.4e}");
 }
@@ -322,12 +331,17 @@ fn fol_with_a_weight_moves_the_routing_statistics_it_penalises() {
     // Wiring: the code's FOL, `λ·(−V + Σ_g (V_g − V)²)` over the MoEs' routing variances, logged
     // with its weight; divided by λ it is the statistic FOL lowers. Same seed, same subjects:
     // with λ_moe = 1 the statistic ends lower than with λ_moe = 1e-9 (no pressure).
-    let statistic = |lambda: f64| {
+    let log = |lambda: f64| {
         let mut exp = tiny("fair-moe", 4);
         exp.fol.lambda_moe = lambda;
-        last_epoch(&exp, &format!("fol-lambda-{lambda}")).fol_loss.expect("FOL is logged") / lambda
+        last_epoch(&exp, &format!("fol-lambda-{lambda}"))
     };
-    let (without, with) = (statistic(1e-9), statistic(1.0));
+    let (without, with) = (log(1e-9), log(1.0));
+    // The mechanism: each MoE's per-group routing-variance gap, one per race group.
+    let gaps = with.mechanism.keys().filter(|k| k.starts_with("routing_gap.")).count();
+    assert!(gaps >= 3 && gaps % 3 == 0, "routing gaps per MoE and race group: {:?}", with.mechanism);
+    let statistic = |l: &trainer::EpochLog, lambda: f64| l.fol_loss.expect("FOL is logged") / lambda;
+    let (without, with) = (statistic(&without, 1e-9), statistic(&with, 1.0));
     println!("FOL statistic (−V + Σ_g (V_g − V)²), last epoch: λ_moe = 1e-9 {without:.4e}, λ_moe = 1 {with:.4e}");
     assert!(with < without, "λ_moe = 1: {with:.4e}, λ_moe = 1e-9: {without:.4e}");
 }

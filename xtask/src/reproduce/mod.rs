@@ -26,6 +26,35 @@ use crate::util::{read_json, run, with_sets};
 /// The document the studies' tables are spliced into.
 const DOCS: &str = "docs/reproduction.md";
 
+/// `cargo xtask reproduce all`: every study in the CPU budget's order (docs/reproduction.md,
+/// "Budget"), each on the attribute its benchmark biases: Fair-MoE and FairCLIP fine-tuned from
+/// the foundation on benchmark v2 with the λ sweeps, the OGM-GE/MultiFair controls (fundus +
+/// note), LoRA, then Fair-MoE and FairCLIP from scratch on the first benchmark. After each
+/// study the verdict table (section `verdicts`) is rewritten with every claim measured so far.
+pub fn reproduce_all(root: &Path, seeds: u64, device: &str) -> Result<()> {
+    let mut rows: Vec<(&str, paired::VerdictRow)> = Vec::new();
+    let mut stage = |regime: &'static str, found: Vec<paired::VerdictRow>| -> Result<()> {
+        rows.extend(found.into_iter().map(|r| (regime, r)));
+        publish_verdicts(root, seeds, &rows)
+    };
+    stage("fine-tuning, benchmark v2", reproduce_fair_moe(root, seeds, "race", None, device, true, None, true, true, true)?)?;
+    stage("from scratch, multimodal benchmark", reproduce_multifair(root, seeds, "text", None, device)?)?;
+    stage("LoRA on a pretrained ViT", reproduce_lora(root, seeds, "fashion-mnist,fundus", None, device)?)?;
+    stage("from scratch, benchmark v1", reproduce_fair_moe(root, seeds, "race", None, device, true, None, false, false, false)?)
+}
+
+/// Writes the verdict table: one row per claim and regime.
+fn publish_verdicts(root: &Path, seeds: u64, rows: &[(&str, paired::VerdictRow)]) -> Result<()> {
+    let mut md = format!(
+        "# Verdicts\n\nCommand: `cargo xtask reproduce all --seeds {seeds}`. One row per claim and regime: the paired difference, method minus baseline on the same seeds (the same subjects), x100, with its 95 % hierarchical bootstrap interval; *reproduced* only where the interval excludes zero in the paper's direction. The studies' own sections below give the tables these rows come from.\n\n| claim (source) | regime | metric | difference [95 % interval] | seeds | verdict |\n|---|---|---|---|---|---|\n"
+    );
+    for (regime, r) in rows {
+        md.push_str(&format!("| {} | {regime} | {} | {} | {} | {} |\n", r.claim, r.metric, r.cell, r.seeds, r.verdict.as_str()));
+    }
+    let path = root.join("runs/reproduce-verdicts.md");
+    publish(root, &path, "verdicts", &md)
+}
+
 /// The items of a comma-separated option (`--attributes`, `--pairings`, `--datasets`).
 fn list(items: &str) -> Vec<&str> {
     items.split(',').map(str::trim).filter(|a| !a.is_empty()).collect()

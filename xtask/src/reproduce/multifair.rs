@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 
-use super::paired::{claims_table, Claim, Metric};
+use super::paired::{claims_table, Claim, Metric, VerdictRow};
 use super::{epochs_flag, list, publish, push_epochs, row, seed_list, study_run, Columns};
 use crate::util::{build_fairvlm, test_metric};
 
@@ -29,8 +29,9 @@ const VARIANTS: &[(&str, &str, &str, &[&str])] = &[
     ),
 ];
 
-pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Option<usize>, device: &str) -> Result<()> {
+pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Option<usize>, device: &str) -> Result<Vec<VerdictRow>> {
     ensure!(seeds > 0, "at least one seed");
+    let mut verdicts = Vec::new();
     let fairvlm = build_fairvlm(root, device)?;
     let pairs = list(pairings);
     ensure!(pairs.iter().all(|p| matches!(*p, "text" | "oct")), "--pairings: text and/or oct");
@@ -41,16 +42,17 @@ pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Opti
     for pairing in &pairs {
         let mut md = format!("# Reproduction: MultiFair and OGM-GE, fundus + {}\n\n", if *pairing == "text" { "note" } else { "OCT" });
         md.push_str(&format!(
-            "Command: `cargo xtask reproduce multifair --seeds {seeds} --pairings {pairing}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-{{late-fusion,ogm-ge,multifair}}.toml`; fairness on {attr}; unimodal AUC is each modality's auxiliary head (trained on detached features in every method, so it measures what the encoder learned); encoder factors are the modulation's mean gradient factors up to the selected epoch.\n\n",
+            "Command: `cargo xtask reproduce multifair --seeds {seeds} --pairings {pairing}{}`. Test split, epoch selected on validation AUC, values x100, mean ± std over seeds {}. Configs: `configs/benchmark-{{late-fusion,ogm-ge,multifair}}.toml`; fairness on {attr}; unimodal AUC is each modality's auxiliary head (trained on detached features in every method, so it measures what the encoder learned); encoder factors are the modulation's mean gradient factors up to the selected epoch; encoder steps are each encoder's relative parameter change per epoch (`‖θ_end − θ_start‖ / ‖θ_start‖`, x100), mean over the same epochs: what the optimiser did with the factors.\n\n",
             epochs_flag(epochs),
             seed_list(seeds)
         ));
-        md.push_str("| method | AUC | ES-AUC | DPD | DEOdds | fundus AUC | second AUC | encoder factors (fundus, second) |\n|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| method | AUC | ES-AUC | DPD | DEOdds | fundus AUC | second AUC | encoder factors (fundus, second) | encoder steps (fundus, second) |\n|---|---|---|---|---|---|---|---|---|\n");
         let mut folders: std::collections::HashMap<&str, Vec<std::path::PathBuf>> = Default::default();
         let mut threshold = 0.5;
         for &(key, config, label, extra) in VARIANTS {
             let mut cols = Columns::<6>::new();
             let mut factors: Vec<[f64; 2]> = Vec::new();
+            let mut steps: Vec<[f64; 2]> = Vec::new();
             for seed in 0..seeds {
                 let mut sets = vec![format!("seed={seed}"), format!("multimodal.pairing=\"{pairing}\""), "eval.bootstrap=0".to_string()];
                 sets.extend(extra.iter().map(|s| s.to_string()));
@@ -66,15 +68,22 @@ pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Opti
                 // Mean over the epochs up to the selected one: what the modulation did.
                 let hist = j["history"].as_array().cloned().unwrap_or_default();
                 let mut f = [0.0; 2];
+                let mut step = [0.0; 2];
+                let second = if *pairing == "text" { "text" } else { "oct" };
                 for h in hist.iter().take(best) {
                     for (k, slot) in f.iter_mut().enumerate() {
                         *slot += h["multimodal"]["encoder_factors"][k].as_f64().unwrap_or(1.0) / best as f64;
                     }
+                    for (slot, name) in step.iter_mut().zip(["fundus", second]) {
+                        *slot += h["mechanism"][format!("encoder_step.{name}")].as_f64().unwrap_or(f64::NAN) / best as f64;
+                    }
                 }
                 factors.push(f);
+                steps.push(step);
             }
             let fm = |k: usize| factors.iter().map(|f| f[k]).sum::<f64>() / factors.len() as f64;
-            md.push_str(&row(std::iter::once(label.to_string()).chain(cols.cells()).chain([format!("{:.2}, {:.2}", fm(0), fm(1))])));
+            let sm = |k: usize| 100.0 * steps.iter().map(|f| f[k]).sum::<f64>() / steps.len() as f64;
+            md.push_str(&row(std::iter::once(label.to_string()).chain(cols.cells()).chain([format!("{:.2}, {:.2}", fm(0), fm(1)), format!("{:.2}, {:.2}", sm(0), sm(1))])));
         }
         if seeds > 1 {
             let g = attr.to_string();
@@ -89,9 +98,11 @@ pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Opti
                 Claim { source: "control: noise alone", method: "ogm-noise-only", baseline: "late-fusion-concat", metric: Metric::Auc },
                 Claim { source: "control: OGM-GE's optimiser", method: "ogm-sgd", baseline: "ogm-ge", metric: Metric::Auc },
             ];
-            md.push_str(&claims_table("", &claims, &|m| folders.get(m).cloned().unwrap_or_default(), threshold, 1000)?);
+            let (table, rows) = claims_table(&format!(", fundus + {pairing}"), &claims, &|m| folders.get(m).cloned().unwrap_or_default(), threshold, 1000)?;
+            md.push_str(&table);
+            verdicts.extend(rows);
         }
         publish(root, &dir.join(format!("reproduction-{pairing}.md")), &format!("multifair-{pairing}"), &md)?;
     }
-    Ok(())
+    Ok(verdicts)
 }

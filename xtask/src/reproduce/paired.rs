@@ -61,7 +61,8 @@ impl RunPredictions {
         let p = Predictions::new(rows.iter().map(|&r| self.labels[r]).collect(), rows.iter().map(|&r| self.scores[r]).collect())?;
         let opts = ReportOptions::default().with_threshold(threshold);
         let Some(attribute) = metric.attribute() else {
-            return Ok(Report::compute(&p, &[], &opts)?.overall.auc);
+            let overall = Report::compute(&p, &[], &opts)?.overall;
+            return Ok(if *metric == Metric::Accuracy { overall.accuracy } else { overall.auc });
         };
         let groups = self.groups(attribute)?;
         let attr = Attribute::from_values(attribute, &rows.iter().map(|&r| groups[r].as_str()).collect::<Vec<_>>())?;
@@ -69,7 +70,9 @@ impl RunPredictions {
         let a = report.attributes.get(attribute).context("the report has the attribute")?;
         Ok(match metric {
             Metric::Auc => report.overall.auc,
+            Metric::Accuracy => report.overall.accuracy,
             Metric::EsAuc(_) => a.es_auc,
+            Metric::DpRatio(_) => a.dpr,
             Metric::Dpd(_) => a.dpd,
             Metric::DeOdds(_) => a.eod,
         })
@@ -81,19 +84,23 @@ impl RunPredictions {
 pub enum Metric {
     /// AUC over everyone.
     Auc,
+    /// Accuracy over everyone at the threshold.
+    Accuracy,
     /// ES-AUC on an attribute.
     EsAuc(String),
     /// Demographic parity difference on an attribute.
     Dpd(String),
     /// Equalized odds difference on an attribute.
     DeOdds(String),
+    /// Demographic parity ratio (min/max selection rate) on an attribute.
+    DpRatio(String),
 }
 
 impl Metric {
     fn attribute(&self) -> Option<&str> {
         match self {
-            Metric::Auc => None,
-            Metric::EsAuc(a) | Metric::Dpd(a) | Metric::DeOdds(a) => Some(a),
+            Metric::Auc | Metric::Accuracy => None,
+            Metric::EsAuc(a) | Metric::Dpd(a) | Metric::DeOdds(a) | Metric::DpRatio(a) => Some(a),
         }
     }
 
@@ -106,6 +113,8 @@ impl Metric {
     pub fn label(&self) -> String {
         match self {
             Metric::Auc => "AUC".into(),
+            Metric::Accuracy => "accuracy".into(),
+            Metric::DpRatio(a) => format!("DP ratio {a}"),
             Metric::EsAuc(a) => format!("ES-AUC {a}"),
             Metric::Dpd(a) => format!("DPD {a}"),
             Metric::DeOdds(a) => format!("DEOdds {a}"),
@@ -227,18 +236,41 @@ pub struct Claim<'a> {
     pub metric: Metric,
 }
 
+/// One row of the verdict table: a claim, its paired difference and the verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerdictRow {
+    /// "fair-moe over clip (Fair-MoE paper, Table 1)".
+    pub claim: String,
+    /// "ES-AUC race".
+    pub metric: String,
+    /// "+2.31 [+0.80, +3.90]" (x100).
+    pub cell: String,
+    pub seeds: usize,
+    pub verdict: Verdict,
+}
+
 /// The "Paired differences" section of a study: one row per claim, with the runs of each
-/// method (one folder per seed, the same seeds for every method) from `runs`.
-pub fn claims_table(title: &str, claims: &[Claim<'_>], runs: &dyn Fn(&str) -> Vec<std::path::PathBuf>, threshold: f64, replicates: usize) -> Result<String> {
+/// method (one folder per seed, the same seeds for every method) from `runs`; and the rows, for
+/// the verdict table of `reproduce all`.
+pub fn claims_table(title: &str, claims: &[Claim<'_>], runs: &dyn Fn(&str) -> Vec<std::path::PathBuf>, threshold: f64, replicates: usize) -> Result<(String, Vec<VerdictRow>)> {
     let mut md = format!(
-        "\n## Paired differences{title}\n\nMethod minus baseline on the same seeds (the same subjects), x100, averaged over seeds, with a 95 % hierarchical bootstrap interval ({replicates} draws of seeds and, within each, of test subjects). A claim is *reproduced* when the interval excludes zero in the paper's direction (a higher AUC or ES-AUC, a smaller DPD or DEOdds), *not reproduced* when it excludes zero the other way, *inconclusive* otherwise.\n\n| claim (source) | metric | difference [95 % interval] | seeds | verdict |\n|---|---|---|---|---|\n"
+        "\n## Paired differences{title}\n\nMethod minus baseline on the same seeds (the same subjects), x100, averaged over seeds, with a 95 % hierarchical bootstrap interval ({replicates} draws of seeds and, within each, of test subjects). A claim is *reproduced* when the interval excludes zero in the paper's direction (a higher AUC, ES-AUC, accuracy or parity ratio, a smaller DPD or DEOdds), *not reproduced* when it excludes zero the other way, *inconclusive* otherwise.\n\n| claim (source) | metric | difference [95 % interval] | seeds | verdict |\n|---|---|---|---|---|\n"
     );
+    let mut rows = Vec::with_capacity(claims.len());
     for c in claims {
         let read = |m: &str| -> Result<Vec<RunPredictions>> { runs(m).iter().map(|r| RunPredictions::read(r)).collect() };
         let p = paired(&read(c.method)?, &read(c.baseline)?, &c.metric, threshold, replicates)?;
-        md.push_str(&format!("| {} over {} ({}) | {} | {} | {} | {} |\n", c.method, c.baseline, c.source, c.metric.label(), p.cell(), p.seeds, p.verdict(&c.metric).as_str()));
+        let r = VerdictRow {
+            claim: format!("{} over {} ({})", c.method, c.baseline, c.source),
+            metric: c.metric.label(),
+            cell: p.cell(),
+            seeds: p.seeds,
+            verdict: p.verdict(&c.metric),
+        };
+        md.push_str(&format!("| {} | {} | {} | {} | {} |\n", r.claim, r.metric, r.cell, r.seeds, r.verdict.as_str()));
+        rows.push(r);
     }
-    Ok(md)
+    Ok((md, rows))
 }
 
 #[cfg(test)]

@@ -366,7 +366,8 @@ enum LoraCommand {
         device: Option<DeviceArg>,
     },
     /// Both roles in one process (in-memory exchange), then the audit; writes
-    /// <out>/audit.json, <out>/developer.json and the developer's adapter and head.
+    /// <out>/audit.json, <out>/predictions.csv (the audit set: label, score, sensitive group),
+    /// <out>/developer.json and the developer's adapter and head.
     Run {
         #[command(flatten)]
         role: RoleArgs,
@@ -610,14 +611,31 @@ fn lora(command: LoraCommand) -> Result<()> {
                 lora::save_developer(&out, &exp, &model, negated.as_ref())?;
                 std::fs::write(out.join("developer.json"), serde_json::to_string_pretty(&log)?)?;
                 let m = burn::module::AutodiffModule::valid(&model);
-                lora::audit(&lora::scores(&m, &test, &device), test.label("task")?, test.label("sensitive")?)?
+                let scores = lora::scores(&m, &test, &device);
+                (lora::audit(&scores, test.label("task")?, test.label("sensitive")?)?, scores)
             });
+            let (report, scores) = report;
             let report = named(report, Some(&data))?;
+            write_lora_predictions(&out.join("predictions.csv"), &scores, test.label("task")?, test.label("sensitive")?, &data)?;
             std::fs::write(out.join("audit.json"), serde_json::to_string_pretty(&report)?)?;
             print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)]));
         }
     }
     Ok(())
+}
+
+/// The audit set's predictions as `label,score,<sensitive>` (the layout of a training run's
+/// predictions.csv), the groups named by the `parties.json` in `data` where there is one: what
+/// paired comparisons of two runs resample.
+fn write_lora_predictions(path: &std::path::Path, scores: &[f64], task: &[i64], sensitive: &[i64], data: &std::path::Path) -> Result<()> {
+    let labels: Option<fair_data::PartyLabels> = std::fs::read_to_string(data.join("parties.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let column = labels.as_ref().map_or("sensitive", |l| l.sensitive.as_str());
+    let mut csv = format!("label,score,{column}\n");
+    for ((score, t), s) in scores.iter().zip(task).zip(sensitive) {
+        let group = labels.as_ref().and_then(|l| usize::try_from(*s).ok().and_then(|k| l.values.get(k))).cloned().unwrap_or_else(|| s.to_string());
+        csv.push_str(&format!("{t},{score},{group}\n"));
+    }
+    std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The audit with its groups named by the `parties.json` in `dir`, if there is one.

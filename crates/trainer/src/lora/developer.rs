@@ -29,6 +29,12 @@ pub struct DeveloperLog {
     pub task_loss: Vec<f64>,
     /// Mean orthogonality penalty per epoch (Orth).
     pub orth_penalty: Vec<f64>,
+    /// Orth's mechanism at the end of each epoch: how much the developer's adapters share the
+    /// auditor's sensitive subspace, `‖X_T X_Sᵀ‖²_F / (‖X_T‖²_F ‖X_S‖²_F)` for `X` = A (rows
+    /// span the input subspace) and `Xᵀ` = B, averaged over the adapted layers (0: orthogonal,
+    /// 1: the same rank-1 direction).
+    #[serde(default)]
+    pub subspace_overlap: Vec<f64>,
     /// Trainable scalars (adapters and head).
     pub trainable_parameters: usize,
     /// Scalars of the whole model.
@@ -129,10 +135,33 @@ impl<B: AutodiffBackend> Epochs for DeveloperRun<'_, B> {
     fn end_epoch(&mut self, _epoch: usize, stats: Vec<(f64, f64)>, _seconds: f64) -> Result<()> {
         let steps = stats.len().max(1) as f64;
         self.log.task_loss.push(stats.iter().map(|s| s.0).sum::<f64>() / steps);
-        if self.orth_targets.is_some() {
+        if let Some(targets) = &self.orth_targets {
             self.log.orth_penalty.push(stats.iter().map(|s| s.1).sum::<f64>() / steps);
+            self.log.subspace_overlap.push(subspace_overlap(&self.model, targets));
         }
         Ok(())
+    }
+}
+
+/// See [`DeveloperLog::subspace_overlap`]; a layer whose task adapter is still zero (B starts
+/// at zero) contributes nothing.
+fn subspace_overlap<B: AutodiffBackend>(model: &VitClassifier<B>, targets: &OrthTargets<B>) -> f64 {
+    let norm2 = |t: Tensor<B, 2>| t.powi_scalar(2).sum().into_scalar().elem::<f64>();
+    let overlap = |x: Tensor<B, 2>, y: Tensor<B, 2>| -> Option<f64> {
+        let (nx, ny) = (norm2(x.clone()), norm2(y.clone()));
+        (nx > 0.0 && ny > 0.0).then(|| norm2(x.matmul(y.transpose())) / (nx * ny))
+    };
+    let mut values = Vec::new();
+    for (path, a) in model.vit.lora_adapters() {
+        if let Some((sa, sb)) = targets.get(&path) {
+            values.extend(overlap(a.lora_a.val().detach(), sa.clone()));
+            values.extend(overlap(a.lora_b.val().detach().transpose(), sb.clone().transpose()));
+        }
+    }
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
     }
 }
 
@@ -166,7 +195,7 @@ pub fn train_developer<B: AutodiffBackend>(
     let total_parameters = model.num_params();
     let trainable_parameters =
         model.vit.lora_adapters().iter().map(|(_, a)| a.lora_a.lazy_shape().num_elements() + a.lora_b.lazy_shape().num_elements()).sum::<usize>() + model.classifier.num_params();
-    let log = DeveloperLog { method: exp.method, task_loss: vec![], orth_penalty: vec![], trainable_parameters, total_parameters, seconds: 0.0 };
+    let log = DeveloperLog { method: exp.method, task_loss: vec![], orth_penalty: vec![], subspace_overlap: vec![], trainable_parameters, total_parameters, seconds: 0.0 };
     let optim = Optim::<B, VitClassifier<B>>::adamw(None, exp.optim.weight_decay);
     let mut run = DeveloperRun { exp, data, labels, link, model, optim, orth_targets, round: 0, log, device };
     let plan = Plan { name: exp.method.name(), rows: data.len(), batch_size: exp.optim.batch_size, epochs: exp.optim.epochs, progress: false, min_batch: 1 };

@@ -24,6 +24,6 @@ impl ContrastiveLoss for Clip {
         let f = Forward::of(model, input)?;
         let clip = clip_contrastive_loss(f.logits)?;
         let v = value(&clip);
-        Ok(Losses { total: clip, clip: v, fair: None, fol: None })
+        Ok(Losses { total: clip, clip: v, fair: None, fol: None, by_group: Vec::new() })
     }
 }

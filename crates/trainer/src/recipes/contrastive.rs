@@ -32,6 +32,8 @@ pub struct Losses<B: Backend> {
     pub fair: Option<f64>,
     /// The FOL terms' value (as added to the loss).
     pub fol: Option<f64>,
+    /// The mechanism's per-group values ([`StepStats::by_group`]).
+    pub by_group: Vec<(&'static str, Vec<f64>)>,
 }
 
 /// A CLIP-family method: its loss on one step's batches.
@@ -137,7 +139,7 @@ impl<B: AutodiffBackend, L: ContrastiveLoss> Recipe<B> for Contrastive<B, L> {
         let total = value(&losses.total);
         check_finite(total, input.epoch, input.step, &self.exp)?;
         let lr = input.schedule.lr(input.step);
-        let stats = StepStats { loss: total, task_loss: losses.clip, fair_loss: losses.fair, fol_loss: losses.fol, modulation: None };
+        let stats = StepStats { loss: total, task_loss: losses.clip, fair_loss: losses.fair, fol_loss: losses.fol, modulation: None, by_group: losses.by_group };
         let mut grads = self.scaler.scaled(losses.total).backward();
         let model = self.model.clone();
         let mut text = match self.exp.optim.text_lr {

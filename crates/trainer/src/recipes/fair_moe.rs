@@ -6,7 +6,7 @@
 //! paper's (`fol.form`). Each term can be switched off for the ablation.
 
 use burn::tensor::backend::AutodiffBackend;
-use fair_losses::{clip_contrastive_loss, fol_term};
+use fair_losses::{clip_contrastive_loss, fol_term, routing_variance};
 use vlm_backbone::Clip;
 
 use super::contrastive::{ContrastiveLoss, Forward, Losses};
@@ -45,8 +45,10 @@ impl ContrastiveLoss for FairMoe {
         let clip_value = value(&clip);
         let mut sims = self.fairclip.similarities(model, &f, input)?;
         let group_routing = std::mem::take(&mut sims.group_routing);
+        let mut by_group = Vec::new();
         let (mut total, fair) = if self.fol.distance {
-            let (reg, v) = self.fairclip.regularizer(sims)?;
+            let (reg, v, groups) = self.fairclip.regularizer(sims)?;
+            by_group.push(("sinkhorn", groups));
             (clip + reg, Some(v))
         } else {
             (clip, None)
@@ -54,13 +56,25 @@ impl ContrastiveLoss for FairMoe {
         let fol = &self.fol;
         let on = [fol.image_token, fol.text_token, fol.image_feature, fol.text_feature];
         let mut sum = 0.0;
-        for ((batch_r, group_r), on) in f.routing.into_iter().zip(group_routing).zip(on) {
-            if let (Some(r), true) = (batch_r, on) {
+        for (((batch_r, group_r), on), name) in f.routing.into_iter().zip(group_routing).zip(on).zip(ROUTING_GAPS) {
+            let Some(r) = batch_r else { continue };
+            by_group.push((name, routing_gaps(&r, &group_r)?));
+            if on {
                 let term = fol_term(r, &group_r, fol.form, fol.lambda_moe)?;
                 sum += value(&term);
                 total = total + term;
             }
         }
-        Ok(Losses { total, clip: clip_value, fair, fol: Some(sum) })
+        Ok(Losses { total, clip: clip_value, fair, fol: Some(sum), by_group })
     }
+}
+
+/// The mechanism's names of the FOL terms' statistics, in FOL's order of the MoEs.
+const ROUTING_GAPS: [&str; 4] = ["routing_gap.image_token", "routing_gap.text_token", "routing_gap.image_feature", "routing_gap.text_feature"];
+
+/// `V_g − V` per group batch: its mean routing variance over the experts minus the batch's,
+/// the difference FOL's terms penalise (and, in the code's form, the batch's `V` it raises).
+fn routing_gaps<B: burn::prelude::Backend>(batch: &burn::prelude::Tensor<B, 2>, groups: &[burn::prelude::Tensor<B, 2>]) -> Result<Vec<f64>> {
+    let v = value(&routing_variance(batch.clone())?.mean());
+    groups.iter().map(|g| Ok(value(&routing_variance(g.clone())?.mean()) - v)).collect()
 }

@@ -10,7 +10,7 @@
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use fair_losses::{clip_contrastive_loss, fairclip_regularizer, official_similarities, FairClipVariant, SinkhornConfig};
+use fair_losses::{clip_contrastive_loss, fairclip_group_divergences, official_similarities, FairClipVariant, SinkhornConfig};
 use vlm_backbone::Clip;
 
 use super::contrastive::{routings, ContrastiveLoss, Forward, Losses};
@@ -86,11 +86,12 @@ impl FairClip {
         Ok(Similarities { batch, groups, group_routing })
     }
 
-    /// `(λ · regulariser, its value before λ)`.
-    pub(crate) fn regularizer<B: AutodiffBackend>(&self, sims: Similarities<B>) -> Result<(Tensor<B, 1>, f64)> {
-        let reg = fairclip_regularizer(sims.batch, &sims.groups, &self.sinkhorn(), self.settings.variant)?;
-        let v = value(&reg);
-        Ok((reg * self.settings.lambda, v))
+    /// `(λ · regulariser, its value before λ, each group's divergence before λ)`.
+    pub(crate) fn regularizer<B: AutodiffBackend>(&self, sims: Similarities<B>) -> Result<(Tensor<B, 1>, f64, Vec<f64>)> {
+        let terms = fairclip_group_divergences(sims.batch, &sims.groups, &self.sinkhorn(), self.settings.variant)?;
+        let by_group: Vec<f64> = terms.iter().map(value).collect();
+        let reg = terms.into_iter().reduce(|total, d| total + d).ok_or_else(|| crate::error::Error::Invalid("FairCLIP needs group batches".into()))?;
+        Ok((reg * self.settings.lambda, by_group.iter().sum(), by_group))
     }
 }
 
@@ -114,7 +115,7 @@ impl ContrastiveLoss for FairClip {
         let clip = clip_contrastive_loss(f.logits.clone())?;
         let clip_value = value(&clip);
         let sims = self.similarities(model, &f, input)?;
-        let (reg, fair) = self.regularizer(sims)?;
-        Ok(Losses { total: clip + reg, clip: clip_value, fair: Some(fair), fol: None })
+        let (reg, fair, by_group) = self.regularizer(sims)?;
+        Ok(Losses { total: clip + reg, clip: clip_value, fair: Some(fair), fol: None, by_group: vec![("sinkhorn", by_group)] })
     }
 }

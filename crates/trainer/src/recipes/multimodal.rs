@@ -136,6 +136,29 @@ pub fn validate<M: Modulation>(exp: &Experiment) -> std::result::Result<(), Stri
     M::validate(exp)
 }
 
+/// `‖now − start‖ / ‖start‖` (0 for an all-zero start).
+fn relative_change(start: &[f32], now: &[f32]) -> f64 {
+    let (mut moved, mut norm) = (0.0f64, 0.0f64);
+    for (&a, &b) in start.iter().zip(now) {
+        moved += (f64::from(b) - f64::from(a)).powi(2);
+        norm += f64::from(a).powi(2);
+    }
+    if norm > 0.0 {
+        (moved / norm).sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Every float parameter of a module, flattened in visiting order.
+struct Flatten(Vec<f32>);
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Flatten {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        self.0.extend(param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default());
+    }
+}
+
 /// MultiFair's classifier for a vocabulary and context length: the `[model]` image tower for
 /// the fundus, its text tower made bidirectional with `[CLS]` pooling (BERT's), or the fundus
 /// tower's architecture at the OCT slice size, and the `[multimodal]` fusion.
@@ -191,12 +214,33 @@ pub struct Multimodal<B: AutodiffBackend, M: Modulation> {
     encoders: [ParamSet; 2],
     all: ParamSet,
     modulation: M,
+    /// Each encoder's parameters at the start of the epoch, for its effective step.
+    epoch_start: [Vec<f32>; 2],
 }
 
 impl<B: AutodiffBackend, M: Modulation> Multimodal<B, M> {
     /// The classifier.
     pub fn model(&self) -> &MultimodalClassifier<B> {
         &self.model
+    }
+
+    /// Both encoders' parameters, flattened (fundus, then the text or OCT encoder).
+    fn encoder_values(&self) -> [Vec<f32>; 2] {
+        let flat = |m: &dyn Fn(&mut Flatten)| {
+            let mut f = Flatten(Vec::new());
+            m(&mut f);
+            f.0
+        };
+        let fundus = flat(&|f| self.model.fundus_encoder.visit(f));
+        let second = flat(&|f| {
+            if let Some(t) = &self.model.text_encoder {
+                t.visit(f);
+            }
+            if let Some(o) = &self.model.oct_encoder {
+                o.visit(f);
+            }
+        });
+        [fundus, second]
     }
 
     /// The parameters the modulation acts on (the fundus encoder and the text or OCT encoder;
@@ -246,6 +290,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
             encoders: [ParamSet::default(), ParamSet::default()],
             all: ParamSet::default(),
             modulation: M::new(exp, data)?,
+            epoch_start: Default::default(),
         };
         recipe.param_sets()?;
         Ok(recipe)
@@ -255,6 +300,21 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
     /// epoch) makes each epoch's draws the same after a resume.
     fn begin_epoch(&mut self, epoch: usize, device: &B::Device) {
         reseed::<B>(device, self.exp.seed.wrapping_mul(0x2545_F491_4F6C_DD1D).wrapping_add(epoch as u64));
+        self.epoch_start = self.encoder_values();
+    }
+
+    /// What the modulation is meant to change: how far each encoder moved this epoch,
+    /// relative to where it started. (Under Adam a gradient factor largely cancels in the
+    /// update; this measures the step the optimiser actually took.)
+    fn end_epoch(&mut self) -> Vec<(String, f64)> {
+        let now = self.encoder_values();
+        let names = ["fundus", if self.model.oct_encoder.is_some() { "oct" } else { "text" }];
+        names
+            .iter()
+            .zip(now.iter().zip(&self.epoch_start))
+            .filter(|(_, (now, start))| !start.is_empty() && now.len() == start.len())
+            .map(|(name, (now, start))| (format!("encoder_step.{name}"), relative_change(start, now)))
+            .collect()
     }
 
     fn step(&mut self, input: StepInput<'_, B>) -> Result<StepStats> {
@@ -290,7 +350,7 @@ impl<B: AutodiffBackend, M: Modulation> Recipe<B> for Multimodal<B, M> {
         let total = decision.extra_terms.iter().cloned().fold(task, |total, term| total + term);
         let loss = value(&total);
         check_finite(loss, input.epoch, input.step, &self.exp)?;
-        let stats = StepStats { loss, task_loss, fair_loss: None, fol_loss: None, modulation: Some((decision.factors, decision.triggered)) };
+        let stats = StepStats { loss, task_loss, fair_loss: None, fol_loss: None, modulation: Some((decision.factors, decision.triggered)), by_group: Vec::new() };
         let mut grads = replica.mean(GradientsParams::from_grads(self.scaler.scaled(total).backward(), &model), &model)?;
         let finite = self.scaler.unscale(&mut grads, &model);
         self.scaler.update(finite);

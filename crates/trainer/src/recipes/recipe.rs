@@ -37,7 +37,7 @@ pub struct StepInput<'a, B: AutodiffBackend> {
 }
 
 /// What one step did, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StepStats {
     /// The loss that was differentiated.
     pub loss: f64,
@@ -50,6 +50,12 @@ pub struct StepStats {
     /// The factor applied to each encoder's gradients and whether MultiFair's group trigger
     /// fired, for the multimodal methods.
     pub modulation: Option<([f64; 2], bool)>,
+    /// The method's mechanism on this step's group batches, by name, one value per group
+    /// batch ([`StepInput::groups`]' order): FairCLIP's `sinkhorn` (each group's divergence
+    /// from the batch, before λ) and FOL's `routing_gap.<moe>` (`V_g − V`, the group batch's
+    /// mean routing variance minus the batch's). The loop averages them over the epoch into
+    /// the log's `mechanism`, keyed `<name>.<group>`.
+    pub by_group: Vec<(&'static str, Vec<f64>)>,
 }
 
 /// A split's scores under the current weights.
@@ -77,6 +83,13 @@ pub trait Recipe<B: AutodiffBackend>: Sized + 'static {
 
     /// Called before the first step of every (1-based) epoch, also after a resume.
     fn begin_epoch(&mut self, _epoch: usize, _device: &B::Device) {}
+
+    /// Called after the last step of every epoch, before evaluation: figures of the method's
+    /// mechanism over the whole epoch, by name, for the log's `mechanism` (the multimodal
+    /// methods' `encoder_step.<modality>`); none by default.
+    fn end_epoch(&mut self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 
     /// One training step.
     fn step(&mut self, input: StepInput<'_, B>) -> Result<StepStats>;

@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! - `test`: formatting, lints and the whole test suite (README's test command; `.ci/run`
-//!   calls it).
+//! - `test`: formatting, lints, the whole test suite and the Python package's pytest suite
+//!   (README's test command; `.ci/run` calls it).
+//! - `wheel`: the `fair-metrics` Python package as a wheel in target/wheels.
 //! - `fixtures`: regenerate the reference fixtures with the real Python peers.
 //! - `assets`: fetch the pretrained models the tests and configs use into data/cache.
 //! - `bench metrics`: fair-metrics against the FairCLIP evaluation pipeline in Python.
@@ -54,6 +55,9 @@ enum Task {
     /// Regenerate reference fixtures with the real peers: scikit-learn and fairlearn in .venv,
     /// PyTorch and geomloss in .venv-torch (needs PyPI the first time).
     Fixtures,
+    /// Build the `fair-metrics` Python package as a wheel in target/wheels (maturin from
+    /// PyPI, in target/py-venv); `pip install target/wheels/fair_metrics-*.whl` installs it.
+    Wheel,
     /// Train CLIP and FairCLIP on the built-in synthetic benchmark and print their accuracy
     /// and fairness side by side (README's first command).
     Train {
@@ -234,6 +238,7 @@ fn main() -> Result<()> {
         Task::Test => test::test(&root),
         Task::Assets => test::assets(&root).map(|dir| println!("{}", dir.display())),
         Task::Fixtures => fixtures::fixtures(&root),
+        Task::Wheel => test::wheel(&root).map(|w| println!("{}", w.display())),
         Task::Bench { which: Bench::Metrics { rows, runs, peer_runs } } => bench::bench_metrics(&root, rows, runs, peer_runs),
         Task::Bench { which: Bench::Input { subjects, runs } } => bench_input::bench_input(&root, subjects, runs),
         Task::Train { device, set } => train::train(&root, &device, &set),

@@ -1,5 +1,5 @@
-//! `cargo xtask test` (formatting, lints, Mesa's software Vulkan device, the whole test suite
-//! and the wgpu build) and
+//! `cargo xtask test` (formatting, lints, Mesa's software Vulkan device, the whole test suite,
+//! the Python package's pytest suite and the wgpu build), `cargo xtask wheel` and
 //! `cargo xtask assets` (the pretrained model the tests need).
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::util::{cargo, find_download, run, sha256};
+use crate::util::{cargo, find_download, run, sha256, venv};
 
 pub fn test(root: &Path) -> Result<()> {
     // Formatting and lints first: they fail fastest. Clippy's build does not serve the test
@@ -29,9 +29,40 @@ pub fn test(root: &Path) -> Result<()> {
         }
     }
     run(&mut test)?;
+    python_tests(root)?;
     // The GPU backends are not tested here (no GPU in CI), but must keep compiling; wgpu is
     // the lighter of the two to check.
     run(cargo().current_dir(root).args(["check", "--locked", "-p", "trainer", "--features", "wgpu"]))
+}
+
+/// The Python package's build requirements and its test suite's peers.
+const PY_BUILD: &str = "crates/fair-metrics-py/build-requirements.txt";
+const PY_TESTS: &str = "crates/fair-metrics-py/tests/requirements.txt";
+
+/// `cargo xtask wheel`: the `fair-metrics` Python package as a wheel in target/wheels (maturin
+/// from PyPI, in the project-local environment target/py-venv). Returns its path.
+pub fn wheel(root: &Path) -> Result<PathBuf> {
+    let python = venv(root, "target/py-venv", &[PY_BUILD])?;
+    build_wheel(root, &python)
+}
+
+fn build_wheel(root: &Path, python: &Path) -> Result<PathBuf> {
+    let out = root.join("target/wheels");
+    // Only the wheel of this build may be found below.
+    while let Some(old) = find_download(&out, "fair_metrics-", "whl").unwrap_or(None) {
+        std::fs::remove_file(&old)?;
+    }
+    run(Command::new(python).current_dir(root).args(["-m", "maturin", "build", "--release", "-m", "crates/fair-metrics-py/Cargo.toml", "-o"]).arg(&out))?;
+    find_download(&out, "fair_metrics-", "whl")?.context("maturin left no fair_metrics-*.whl in target/wheels")
+}
+
+/// The Python package's tests: its wheel installed into target/py-venv (as a user would
+/// install it), then pytest against fairlearn and scikit-learn.
+fn python_tests(root: &Path) -> Result<()> {
+    let python = venv(root, "target/py-venv", &[PY_BUILD, PY_TESTS])?;
+    let wheel = build_wheel(root, &python)?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps"]).arg(&wheel))?;
+    run(Command::new(&python).current_dir(root).args(["-m", "pytest", "-q", "crates/fair-metrics-py/tests"]))
 }
 
 /// Mesa's software Vulkan device (lavapipe) for the wgpu tests, installed with apt when

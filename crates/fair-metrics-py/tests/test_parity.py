@@ -169,6 +169,8 @@ def test_report_content_matches_the_cli_json_and_helpers():
     assert list(r.by_group("sex").index) == ["F", "M"]
     assert r.gaps.loc["sex", "dpd"] == pytest.approx(1 / 3)
     assert r.es_auc == {"sex": d["attributes"]["sex"]["es_auc"]}
+    # `eod` is equalized odds (not AIF360's equal-opportunity "EOD"), also under its full name.
+    assert d["attributes"]["sex"]["equalized_odds_difference"] == d["attributes"]["sex"]["eod"] == r.equalized_odds_difference["sex"]
     # The same seed gives the same intervals.
     again = fair_metrics.report(y, s, sensitive_features={"sex": ["F", "F", "F", "M", "M", "M"]}, bootstrap=50, seed=3)
     assert again.to_dict() == d

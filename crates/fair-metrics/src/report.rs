@@ -260,7 +260,10 @@ pub struct AttributeReport {
     /// Demographic parity ratio: min / max selection rate.
     pub dpr: Option<f64>,
     /// Equalized odds difference (DEOdds), worst case: max(TPR difference, FPR difference).
+    /// Not equal opportunity, which AIF360 abbreviates "EOD" too: that is `eopd`.
     pub eod: Option<f64>,
+    /// The same value as `eod` under fairlearn's unambiguous name.
+    pub equalized_odds_difference: Option<f64>,
     /// Equalized odds difference, mean aggregation: (TPR difference + FPR difference) / 2.
     pub eod_mean: Option<f64>,
     /// Equalized odds ratio, worst case: min(TPR ratio, FPR ratio).
@@ -338,6 +341,8 @@ pub struct BootstrapInfo {
 /// let sex = &r.attributes["sex"];
 /// assert_eq!(sex.groups["F"].auc, Some(1.0));
 /// assert_eq!(sex.dpd, Some(2.0 / 3.0 - 1.0 / 3.0));
+/// // `eod` is equalized odds; the JSON also names it in full.
+/// assert_eq!(sex.equalized_odds_difference, sex.eod);
 /// # Ok::<(), fair_metrics::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -486,6 +491,7 @@ fn attribute_report(a: &Attribute, counts: &[GroupCounts], overall: &GroupMetric
         dpd: agg("selection_rate").difference,
         dpr: agg("selection_rate").ratio,
         eod: py_max(tpr.difference, fpr.difference),
+        equalized_odds_difference: py_max(tpr.difference, fpr.difference),
         eod_mean: nan_mean(tpr.difference, fpr.difference),
         eor: py_min(tpr.ratio, fpr.ratio),
         eor_mean: nan_mean(tpr.ratio, fpr.ratio),

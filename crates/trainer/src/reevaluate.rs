@@ -54,5 +54,65 @@ pub fn export_clip_run(run: &Path, checkpoint: &Path, out: &Path) -> Result<()> 
     let model = crate::checkpoint::load_safetensors(cfg.init::<burn::backend::Flex>(&device), checkpoint)?;
     vlm_backbone::save_clip(&model, &cfg, out)?;
     std::fs::copy(&tokenizer_path, out.join("tokenizer.json")).map_err(crate::checkpoint::io_err(&tokenizer_path))?;
-    Ok(())
+    let card = out.join("README.md");
+    std::fs::write(&card, model_card(run, checkpoint, &exp)?).map_err(crate::checkpoint::io_err(&card))
+}
+
+/// The model card of an exported run (the folder's README.md): what was trained on which data
+/// with which method, its test metrics per group from the run's report.json, its intended use
+/// and the limits of its fairness evaluation.
+pub fn model_card(run: &Path, checkpoint: &Path, exp: &Experiment) -> Result<String> {
+    let report_path = run.join("report.json");
+    let report: Option<serde_json::Value> = std::fs::read_to_string(&report_path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let pct = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.2}", 100.0 * x));
+    let data = match exp.data.source {
+        crate::config::DataSource::Synthetic => "the built-in synthetic FairVLMed-like benchmark (docs/datasets.md in the fairvlm repository), not patient data".to_string(),
+        _ => format!("{:?} data from `{}`", exp.data.source, exp.data.root.as_ref().map_or("-".into(), |r| r.display().to_string())),
+    };
+    let mut md = format!(
+        "---\nlibrary_name: transformers\ntags:\n- clip\n- fairness\n- fairvlm\n---\n\n# {} fine-tuned with fairvlm ({})\n\nA CLIP dual encoder (`CLIPModel`) exported by `fairvlm export` from the run `{}` (weights: `{}`).\n\n",
+        if exp.model.vision.weights.is_some() { "CLIP" } else { "CLIP trained from random weights" },
+        exp.method.name(),
+        run.display(),
+        checkpoint.file_name().map_or("-".into(), |f| f.to_string_lossy().into_owned()),
+    );
+    md.push_str(&format!(
+        "## Training\n\n- Method: `{}`{}.\n- Data: {data}.\n- Optimiser: {:?}, learning rate {}, {} epochs, batch {}, seed {}.\n",
+        exp.method.name(),
+        if exp.method == crate::Method::Fairclip {
+            format!(" (FairCLIP's Sinkhorn regulariser on `{}`, λ = {})", exp.fairclip.attribute, exp.fairclip.lambda)
+        } else {
+            String::new()
+        },
+        exp.optim.optimizer,
+        exp.optim.lr,
+        exp.optim.epochs,
+        exp.optim.batch_size,
+        exp.seed,
+    ));
+    match &report {
+        None => md.push_str("\nThe run has no report.json: no evaluation is recorded for this model.\n"),
+        Some(r) => {
+            let samples = &r["samples"];
+            md.push_str(&format!(
+                "- Splits: {} training, {} validation, {} test subjects; the epoch kept ({}) is the best on {} AUC.\n\n## Evaluation (test split)\n\nZero-shot scores against the run's prompts, threshold {}. Overall AUC {}, accuracy {}.\n\n| attribute | group | n | AUC | TPR | FPR |\n|---|---|---|---|---|---|\n",
+                samples[0], samples[1], samples[2], r["best_epoch"], r["selected_on"].as_str().unwrap_or("validation"),
+                r["test"]["threshold"], pct(&r["test"]["overall"]["auc"]), pct(&r["test"]["overall"]["accuracy"]),
+            ));
+            let attrs = r["test"]["attributes"].as_object().cloned().unwrap_or_default();
+            for (a, m) in &attrs {
+                for (g, v) in m["groups"].as_object().cloned().unwrap_or_default() {
+                    md.push_str(&format!("| {a} | {g} | {} | {} | {} | {} |\n", v["n"], pct(&v["auc"]), pct(&v["tpr"]), pct(&v["fpr"])));
+                }
+            }
+            md.push_str("\n| attribute | ES-AUC | DPD | DEOdds (equalized odds) |\n|---|---|---|---|\n");
+            for (a, m) in &attrs {
+                md.push_str(&format!("| {a} | {} | {} | {} |\n", pct(&m["es_auc"]), pct(&m["dpd"]), pct(&m["eod"])));
+            }
+        }
+    }
+    md.push_str(
+        "\n## Intended use\n\nResearch on fairness methods for vision-language classification (glaucoma screening from fundus images and notes is the setting fairvlm's methods come from). Not a medical device: it has not been validated for diagnosis, and a model trained on synthetic data says nothing about patients.\n\n## Limits of the fairness evaluation\n\n- Only the attributes in the table were audited; other groups, and intersections not listed, may fare worse.\n- Small groups have wide sampling error: read a group's AUC with its n, and prefer bootstrap intervals (`fair-metrics report --bootstrap`).\n- Rates (TPR, FPR, DPD, DEOdds) depend on the threshold above; another operating point gives other gaps.\n- The test split comes from the same source as the training data: a shift in population, device or protocol is not measured here.\n",
+    );
+    Ok(md)
 }

@@ -58,6 +58,16 @@ fn synth_then_train_on_the_files_then_eval() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run/report.json")).expect("report")).expect("parse");
     assert_eq!(json["overall"]["auc"], report["test"]["overall"]["auc"]);
+
+    // Export: `--checkpoint best|last` or a file; the folder carries a model card.
+    for (which, weights) in [("last", "last.safetensors"), ("run/best.safetensors", "best.safetensors")] {
+        let out = fairvlm(&["export", "--run", "run", "--checkpoint", which, "--out", "hf"], &dir);
+        assert!(out.status.success(), "{which}: {}", String::from_utf8_lossy(&out.stderr));
+        let card = std::fs::read_to_string(dir.join("hf/README.md")).expect("model card");
+        assert!(card.contains(&format!("(weights: `{weights}`)")), "{which}: {card}");
+    }
+    let out = fairvlm(&["export", "--run", "run", "--checkpoint", "first", "--out", "hf"], &dir);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("first"), "an unknown checkpoint is named");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -345,3 +345,27 @@ fn fol_with_a_weight_moves_the_routing_statistics_it_penalises() {
     println!("FOL statistic (−V + Σ_g (V_g − V)²), last epoch: λ_moe = 1e-9 {without:.4e}, λ_moe = 1 {with:.4e}");
     assert!(with < without, "λ_moe = 1: {with:.4e}, λ_moe = 1e-9: {without:.4e}");
 }
+
+#[test]
+fn export_writes_a_clip_folder_with_a_model_card() {
+    let exp = tiny("fairclip", 2);
+    let out = scratch("export-run");
+    train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
+    for which in ["best", "last"] {
+        let folder = scratch(&format!("export-{which}"));
+        trainer::export_clip_run(&out, &out.join(format!("{which}.safetensors")), &folder).expect("export");
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "README.md"] {
+            assert!(folder.join(file).is_file(), "{which}: {file}");
+        }
+        let card = std::fs::read_to_string(folder.join("README.md")).expect("card");
+        // The card states the method, the data, the test metrics per group and the limits.
+        for needle in ["library_name: transformers", "`fairclip`", "synthetic", "| race | Asian |", "ES-AUC", "## Intended use", "## Limits of the fairness evaluation"] {
+            assert!(card.contains(needle), "{which}: the card lacks {needle:?}:\n{card}");
+        }
+        std::fs::remove_dir_all(&folder).ok();
+    }
+    // A checkpoint that is not there is an error naming it.
+    let err = trainer::export_clip_run(&out, &out.join("nope.safetensors"), &scratch("export-missing")).expect_err("a missing checkpoint");
+    assert!(err.to_string().contains("nope.safetensors"), "{err}");
+    std::fs::remove_dir_all(&out).ok();
+}

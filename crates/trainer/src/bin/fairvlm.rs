@@ -148,9 +148,10 @@ enum Command {
         /// The run folder (holds config.toml, tokenizer.json and the checkpoints).
         #[arg(long)]
         run: PathBuf,
-        /// Weights (default <run>/best.safetensors).
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
+        /// Weights: best (the epoch selected on validation), last, or a file with the run's
+        /// model.
+        #[arg(long, default_value = "best")]
+        checkpoint: String,
         /// The folder to write.
         #[arg(long)]
         out: PathBuf,
@@ -472,9 +473,12 @@ fn run() -> Result<ExitCode> {
             trainer::serve_orchestrator(port)?;
         }
         Command::Export { run, checkpoint, out } => {
-            let ckpt = checkpoint.unwrap_or_else(|| run.join("best.safetensors"));
+            let ckpt = match checkpoint.as_str() {
+                "best" | "last" => run.join(format!("{checkpoint}.safetensors")),
+                path => PathBuf::from(path),
+            };
             trainer::export_clip_run(&run, &ckpt, &out)?;
-            println!("wrote {} (config.json, model.safetensors, tokenizer.json)", out.display());
+            println!("wrote {} (config.json, model.safetensors, tokenizer.json, README.md: the model card)", out.display());
         }
         Command::Eval { run, checkpoint, split, format, device } => {
             let ckpt = checkpoint.unwrap_or_else(|| run.join("best.safetensors"));

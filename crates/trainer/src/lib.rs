@@ -42,8 +42,8 @@ mod towers;
 
 pub use checkpoint::{load_safetensors, save_safetensors};
 pub use config::{
-    DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, Method, ModelConfig, MultimodalConfig, OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig,
-    Preset, SelectOn, TextTower, VisionTower,
+    config_markdown, config_toml, defaults_for, DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, Key, Method, ModelConfig, MultimodalConfig,
+    OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig, Preset, SelectOn, TextTower, VisionTower, KEYS,
 };
 pub use data::{write_synthetic, ExperimentData};
 pub use error::{Error, Result};

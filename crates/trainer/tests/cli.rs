@@ -167,3 +167,26 @@ fn a_killed_runs_lock_is_taken_over() {
     assert!(!dir.join("run/.config.toml.999.tmp").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn config_print_round_trips_and_check_names_the_key() {
+    let dir = scratch("config-print");
+    for method in ["clip", "fairclip", "fair-moe", "ogm-ge", "multifair"] {
+        let out = fairvlm(&["config", "print", "--method", method], &dir);
+        assert!(out.status.success(), "{method}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains(&format!("method = \"{method}\"")) && text.contains("# Seed of the data order"), "{text}");
+        std::fs::write(dir.join(format!("{method}.toml")), &text).expect("write");
+        // What `fairvlm train` reads is the method's defaults.
+        let read = trainer::Experiment::from_file(&dir.join(format!("{method}.toml"))).expect("read back");
+        assert_eq!(format!("{read:?}"), format!("{:?}", trainer::defaults_for(read.method)), "{method}");
+        let out = fairvlm(&["config", "check", &format!("{method}.toml")], &dir);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("a valid"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = fairvlm(&["config", "check", "clip.toml", "--set", "optim.lr=-1"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("optim.lr"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fairvlm(&["config", "print", "--markdown"], &dir);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("# Experiment configs"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -192,6 +192,60 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Experiment configs: every key with its default and meaning, and checking a file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete experiment config: every key with its default, each preceded by its
+    /// meaning (optional keys commented out). `fairvlm train` reads it back as the defaults.
+    Print {
+        /// The method whose defaults to print.
+        #[arg(long, value_enum, default_value = "clip")]
+        method: MethodArg,
+        /// Print docs/config.md (every key, default and meaning as Markdown tables) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Read and validate an experiment config (with overrides) without training; exits 2 with
+    /// the key and the problem when it is invalid.
+    Check {
+        /// The experiment (TOML).
+        config: PathBuf,
+        /// Override a config value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+/// The methods, as `--method` spells them.
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    Clip,
+    Fairclip,
+    FairMoe,
+    FoMoe,
+    LateFusion,
+    OgmGe,
+    Multifair,
+}
+
+impl From<MethodArg> for trainer::Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Clip => trainer::Method::Clip,
+            MethodArg::Fairclip => trainer::Method::Fairclip,
+            MethodArg::FairMoe => trainer::Method::FairMoe,
+            MethodArg::FoMoe => trainer::Method::FoMoe,
+            MethodArg::LateFusion => trainer::Method::LateFusion,
+            MethodArg::OgmGe => trainer::Method::OgmGe,
+            MethodArg::Multifair => trainer::Method::Multifair,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -512,6 +566,13 @@ fn run() -> Result<ExitCode> {
         }
         Command::Lora { command } => lora(command)?,
         Command::Data { command } => return data(command),
+        Command::Config { command: ConfigCommand::Print { method, markdown } } => {
+            print!("{}", if markdown { trainer::config_markdown() } else { trainer::config_toml(method.into()) });
+        }
+        Command::Config { command: ConfigCommand::Check { config, set } } => {
+            let exp = Experiment::from_file_with(&config, &set)?;
+            println!("{}: a valid {} experiment", config.display(), exp.method.name());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

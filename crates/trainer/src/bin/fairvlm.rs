@@ -205,8 +205,8 @@ enum ConfigCommand {
     /// meaning (optional keys commented out). `fairvlm train` reads it back as the defaults.
     Print {
         /// The method whose defaults to print.
-        #[arg(long, value_enum, default_value = "clip")]
-        method: MethodArg,
+        #[arg(long, default_value = "clip", value_parser = trainer::Method::ALL.map(trainer::Method::name))]
+        method: String,
         /// Print docs/config.md (every key, default and meaning as Markdown tables) instead.
         #[arg(long)]
         markdown: bool,
@@ -220,32 +220,6 @@ enum ConfigCommand {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-}
-
-/// The methods, as `--method` spells them.
-#[derive(Clone, Copy, ValueEnum)]
-enum MethodArg {
-    Clip,
-    Fairclip,
-    FairMoe,
-    FoMoe,
-    LateFusion,
-    OgmGe,
-    Multifair,
-}
-
-impl From<MethodArg> for trainer::Method {
-    fn from(m: MethodArg) -> Self {
-        match m {
-            MethodArg::Clip => trainer::Method::Clip,
-            MethodArg::Fairclip => trainer::Method::Fairclip,
-            MethodArg::FairMoe => trainer::Method::FairMoe,
-            MethodArg::FoMoe => trainer::Method::FoMoe,
-            MethodArg::LateFusion => trainer::Method::LateFusion,
-            MethodArg::OgmGe => trainer::Method::OgmGe,
-            MethodArg::Multifair => trainer::Method::Multifair,
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -567,7 +541,8 @@ fn run() -> Result<ExitCode> {
         Command::Lora { command } => lora(command)?,
         Command::Data { command } => return data(command),
         Command::Config { command: ConfigCommand::Print { method, markdown } } => {
-            print!("{}", if markdown { trainer::config_markdown() } else { trainer::config_toml(method.into()) });
+            let method = trainer::Method::from_name(&method).context("--method: checked by the parser")?;
+            print!("{}", if markdown { trainer::config_markdown() } else { trainer::config_toml(method) });
         }
         Command::Config { command: ConfigCommand::Check { config, set } } => {
             let exp = Experiment::from_file_with(&config, &set)?;

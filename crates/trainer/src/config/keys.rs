@@ -331,8 +331,6 @@ pub const KEYS: &[Key] = &[
 mod tests {
     use super::*;
 
-    const METHODS: [Method; 7] = [Method::Clip, Method::Fairclip, Method::FairMoe, Method::FoMoe, Method::LateFusion, Method::OgmGe, Method::Multifair];
-
     /// Every dotted key of a TOML value (`[]` for an array of tables).
     fn keys_of(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
         if let Some(t) = v.as_table() {
@@ -353,7 +351,7 @@ mod tests {
 
     #[test]
     fn every_key_of_every_default_has_a_meaning() {
-        for m in METHODS {
+        for m in Method::ALL {
             let mut found = Vec::new();
             keys_of(&toml::Value::try_from(defaults_for(m)).unwrap(), "", &mut found);
             let missing: Vec<&String> = found.iter().filter(|k| meaning(k).is_none()).collect();
@@ -379,7 +377,7 @@ mod tests {
 
     #[test]
     fn the_printed_config_reads_back_as_the_defaults() {
-        for m in METHODS {
+        for m in Method::ALL {
             let text = config_toml(m);
             let back = Experiment::from_toml_str(&text, "printed").unwrap_or_else(|e| panic!("{}: {e}\n{text}", m.name()));
             assert_eq!(back, defaults_for(m), "{}", m.name());

@@ -106,6 +106,14 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order the docs list them.
+    pub const ALL: [Method; 7] = [Method::Clip, Method::Fairclip, Method::FairMoe, Method::FoMoe, Method::LateFusion, Method::OgmGe, Method::Multifair];
+
+    /// The method named `name` (as in configs: `clip`, `fair-moe`, ...).
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
     /// The name used in files and tables.
     pub fn name(self) -> &'static str {
         match self {

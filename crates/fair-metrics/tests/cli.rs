@@ -246,3 +246,14 @@ fn bootstrap_in_exponent_form_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--bootstrap") && !err.contains("memory allocation"), "{err}");
 }
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, needle) in [("bash", "_fair__metrics()"), ("zsh", "#compdef fair-metrics"), ("fish", "complete -c fair-metrics")] {
+        let out = run(&["completions", shell], None);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(needle) && script.contains("bootstrap"), "{shell}: {}", &script[..script.len().min(300)]);
+    }
+    assert_eq!(run(&["completions", "tcsh"], None).status.code(), Some(2), "an unknown shell is a usage error");
+}

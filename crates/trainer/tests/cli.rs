@@ -190,3 +190,17 @@ fn config_print_round_trips_and_check_names_the_key() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("# Experiment configs"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn completions_for_each_shell() {
+    let dir = scratch("completions");
+    for (shell, needle) in [("bash", "_fairvlm()"), ("zsh", "#compdef fairvlm"), ("fish", "complete -c fairvlm")] {
+        let out = fairvlm(&["completions", shell], &dir);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(needle) && script.contains("export"), "{shell}: {}", &script[..script.len().min(300)]);
+    }
+    let out = fairvlm(&["completions", "tcsh"], &dir);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+    std::fs::remove_dir_all(&dir).ok();
+}

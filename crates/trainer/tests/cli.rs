@@ -58,6 +58,13 @@ fn synth_then_train_on_the_files_then_eval() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run/report.json")).expect("report")).expect("parse");
     assert_eq!(json["overall"]["auc"], report["test"]["overall"]["auc"]);
+    // The report's other forms, to a file, and the checked choices.
+    let out = fairvlm(&["eval", "--run", "run", "--checkpoint", "last", "--split", "validation", "--format", "csv", "-o", "val.csv"], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(dir.join("val.csv")).expect("csv").starts_with("scope,attribute,group,metric,value"));
+    let out = fairvlm(&["eval", "--run", "run", "--split", "train"], &dir);
+    assert_eq!(out.status.code(), Some(2), "an unknown split is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("validation"), "the choices are listed");
 
     // Export: `--checkpoint best|last` or a file; the folder carries a model card.
     for (which, weights) in [("last", "last.safetensors"), ("run/best.safetensors", "best.safetensors")] {

@@ -57,6 +57,22 @@ enum FormatArg {
     Json,
 }
 
+/// The formats of a fairness report (`fair-metrics report --format`).
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormatArg {
+    Md,
+    Json,
+    Csv,
+}
+
+/// A run's weights named by `--checkpoint`: `best` or `last` in the run folder, else a file.
+fn checkpoint_path(run: &std::path::Path, checkpoint: &str) -> PathBuf {
+    match checkpoint {
+        "best" | "last" => run.join(format!("{checkpoint}.safetensors")),
+        path => PathBuf::from(path),
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train a method and report its fairness on the test split.
@@ -128,15 +144,19 @@ enum Command {
         /// The run folder (holds config.toml, tokenizer.json and the checkpoints).
         #[arg(long)]
         run: PathBuf,
-        /// Weights (default <run>/best.safetensors).
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
-        /// test or validation.
-        #[arg(long, default_value = "test")]
+        /// Weights: best (the epoch selected on validation), last, or a file with the run's
+        /// model.
+        #[arg(long, default_value = "best")]
+        checkpoint: String,
+        /// The split to evaluate.
+        #[arg(long, default_value = "test", value_parser = ["test", "validation"])]
         split: String,
-        /// Output format.
+        /// Output format: md, json (the fair-metrics tool's) or csv (one value per line).
         #[arg(long, value_enum, default_value = "md")]
-        format: FormatArg,
+        format: ReportFormatArg,
+        /// Output file; default: standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
         /// Backend.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
@@ -256,8 +276,8 @@ enum DataCommand {
         /// Override a config value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// train, validation or test.
-        #[arg(long, default_value = "train")]
+        /// The split to stream.
+        #[arg(long, default_value = "train", value_parser = ["train", "validation", "test"])]
         split: String,
         /// Images per batch (default optim.batch_size).
         #[arg(long)]
@@ -520,21 +540,21 @@ fn run() -> Result<ExitCode> {
             trainer::serve_orchestrator(port)?;
         }
         Command::Export { run, checkpoint, out } => {
-            let ckpt = match checkpoint.as_str() {
-                "best" | "last" => run.join(format!("{checkpoint}.safetensors")),
-                path => PathBuf::from(path),
-            };
-            trainer::export_clip_run(&run, &ckpt, &out)?;
+            trainer::export_clip_run(&run, &checkpoint_path(&run, &checkpoint), &out)?;
             println!("wrote {} (config.json, model.safetensors, tokenizer.json, README.md: the model card)", out.display());
         }
-        Command::Eval { run, checkpoint, split, format, device } => {
-            let ckpt = checkpoint.unwrap_or_else(|| run.join("best.safetensors"));
+        Command::Eval { run, checkpoint, split, format, output, device } => {
+            let ckpt = checkpoint_path(&run, &checkpoint);
             let report = with_backend!(device.unwrap_or_else(default_device), |B, device| trainer::evaluate_run::<B>(&run, &ckpt, &split, &device)?);
-            let fmt = match format {
-                FormatArg::Md => fair_metrics::Format::Markdown,
-                FormatArg::Json => fair_metrics::Format::Json,
-            };
-            print!("{}", report.render(fmt));
+            let text = report.render(match format {
+                ReportFormatArg::Md => fair_metrics::Format::Markdown,
+                ReportFormatArg::Json => fair_metrics::Format::Json,
+                ReportFormatArg::Csv => fair_metrics::Format::Csv,
+            });
+            match output {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
         }
         Command::Synth { out, config } => {
             let exp = match config {

@@ -27,6 +27,7 @@ mod error;
 mod evaluate;
 mod experiment;
 mod html;
+mod keys;
 mod lock;
 mod log;
 pub mod lora;
@@ -42,12 +43,13 @@ mod towers;
 
 pub use checkpoint::{load_safetensors, save_safetensors};
 pub use config::{
-    config_markdown, config_toml, defaults_for, DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, Key, Method, ModelConfig, MultimodalConfig,
-    OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig, Preset, SelectOn, TextTower, VisionTower, KEYS,
+    DataConfig, DataSource, EvalConfig, Experiment, FairClipConfig, FolConfig, Method, ModelConfig, MultimodalConfig, OnErrorConfig, OptimConfig, OptimizerKind, PairingConfig,
+    Preset, SelectOn, TextTower, VisionTower,
 };
 pub use data::{write_synthetic, ExperimentData};
 pub use error::{Error, Result};
 pub use evaluate::{attributes, report, AttributeMetrics, EpochMetrics};
+pub use keys::{config_markdown, config_toml, defaults_for, Key, KEYS};
 pub use lock::RunLock;
 pub use log::{EpochLog, MultimodalLog};
 pub use optim::{LossScaler, Optim, Schedule};

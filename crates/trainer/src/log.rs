@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::EpochMetrics;
+use crate::recipes::StepStats;
 
 /// One epoch of the log (a line of `log.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,5 +73,45 @@ impl EpochLog {
             self.train_seconds,
             self.samples_per_second
         )
+    }
+}
+
+/// The sums of an epoch's step statistics.
+#[derive(Default)]
+pub(crate) struct Sums {
+    pub(crate) loss: f64,
+    pub(crate) task: f64,
+    pub(crate) fair: Option<f64>,
+    pub(crate) fol: Option<f64>,
+    pub(crate) modulation: Option<([f64; 2], usize)>,
+    /// `<name>.<group>` → (sum, steps) of the recipe's per-group mechanism values.
+    pub(crate) by_group: std::collections::BTreeMap<String, (f64, usize)>,
+}
+
+impl Sums {
+    /// Adds one step's statistics; `groups` names the step's group batches.
+    pub(crate) fn add(&mut self, s: &StepStats, groups: &[String]) {
+        for (name, values) in &s.by_group {
+            for (v, group) in values.iter().zip(groups) {
+                let e = self.by_group.entry(format!("{name}.{group}")).or_default();
+                e.0 += v;
+                e.1 += 1;
+            }
+        }
+        self.loss += s.loss;
+        self.task += s.task_loss;
+        if let Some(v) = s.fair_loss {
+            *self.fair.get_or_insert(0.0) += v;
+        }
+        if let Some(v) = s.fol_loss {
+            *self.fol.get_or_insert(0.0) += v;
+        }
+        if let Some((factors, triggered)) = s.modulation {
+            let (sum, fired) = self.modulation.get_or_insert(([0.0; 2], 0));
+            for (sum, f) in sum.iter_mut().zip(factors) {
+                *sum += f;
+            }
+            *fired += triggered as usize;
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::data::ExperimentData;
 use crate::epochs::{epochs, Epochs, Plan};
 use crate::error::{Error, Result};
 use crate::evaluate::{auc, collapsed, report, EpochMetrics};
-use crate::log::{EpochLog, MultimodalLog};
+use crate::log::{EpochLog, MultimodalLog, Sums};
 use crate::optim::Schedule;
 use crate::parallel::{launch, Nodes, Replica};
 use crate::recipes::{self, Recipe, StepInput, StepStats, WithRecipe};
@@ -457,46 +457,6 @@ fn lead<B: AutodiffBackend, R: Recipe<B>>(exp: &Experiment, opts: &RunOptions, d
         None
     };
     Ok(TrainOutcome { history: st.history, best_epoch: st.best_epoch, report })
-}
-
-/// The sums of an epoch's step statistics.
-#[derive(Default)]
-struct Sums {
-    loss: f64,
-    task: f64,
-    fair: Option<f64>,
-    fol: Option<f64>,
-    modulation: Option<([f64; 2], usize)>,
-    /// `<name>.<group>` → (sum, steps) of the recipe's per-group mechanism values.
-    by_group: std::collections::BTreeMap<String, (f64, usize)>,
-}
-
-impl Sums {
-    /// Adds one step's statistics; `groups` names the step's group batches.
-    fn add(&mut self, s: &StepStats, groups: &[String]) {
-        for (name, values) in &s.by_group {
-            for (v, group) in values.iter().zip(groups) {
-                let e = self.by_group.entry(format!("{name}.{group}")).or_default();
-                e.0 += v;
-                e.1 += 1;
-            }
-        }
-        self.loss += s.loss;
-        self.task += s.task_loss;
-        if let Some(v) = s.fair_loss {
-            *self.fair.get_or_insert(0.0) += v;
-        }
-        if let Some(v) = s.fol_loss {
-            *self.fol.get_or_insert(0.0) += v;
-        }
-        if let Some((factors, triggered)) = s.modulation {
-            let (sum, fired) = self.modulation.get_or_insert(([0.0; 2], 0));
-            for (sum, f) in sum.iter_mut().zip(factors) {
-                *sum += f;
-            }
-            *fired += triggered as usize;
-        }
-    }
 }
 
 /// A split's epoch metrics, its unimodal AUCs where the recipe has auxiliary heads, and

@@ -5,7 +5,6 @@
 
 mod data;
 mod eval;
-mod keys;
 mod methods;
 mod model;
 mod optim;
@@ -16,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 pub use data::{DataConfig, DataSource, OnErrorConfig};
 pub use eval::{EvalConfig, SelectOn};
-pub use keys::{config_markdown, config_toml, defaults_for, Key, KEYS};
 pub use methods::*;
 pub use model::{ModelConfig, Preset, TextTower, VisionTower};
 pub use optim::{OptimConfig, OptimizerKind};

@@ -2,7 +2,7 @@
 //! print`'s comments and of docs/config.md (a test checks that both are complete and that the
 //! document is current).
 
-use super::{Experiment, Method};
+use crate::config::{Experiment, Method, OptimizerKind};
 
 /// A key (`section.key`; `[]` marks an array of tables) and what it means.
 pub struct Key {
@@ -31,7 +31,7 @@ pub fn meaning(key: &str) -> Option<&'static str> {
 pub fn defaults_for(method: Method) -> Experiment {
     let mut exp = Experiment { method, ..Experiment::default() };
     if method.is_multimodal() {
-        exp.optim.optimizer = super::OptimizerKind::Adamw;
+        exp.optim.optimizer = OptimizerKind::Adamw;
     }
     if method == Method::OgmGe {
         exp.multimodal.fusion = vlm_backbone::Fusion::Concat;
@@ -138,7 +138,7 @@ fn comment(meaning: &str) -> String {
 pub fn config_markdown() -> String {
     let defaults: toml::Value = toml::Value::try_from(Experiment::default()).unwrap_or(toml::Value::Table(Default::default()));
     let mut md = String::from(
-        "# Experiment configs\n\nEvery key of a `fairvlm train` config, its default and its meaning. `fairvlm config print [--method M]` prints the same as a commented TOML that `fairvlm train` reads back as the defaults; `fairvlm config check FILE` validates a config. Generated from `crates/trainer/src/config/keys.rs` (`fairvlm config print --markdown`); a test fails when this file is stale.\n",
+        "# Experiment configs\n\nEvery key of a `fairvlm train` config, its default and its meaning. `fairvlm config print [--method M]` prints the same as a commented TOML that `fairvlm train` reads back as the defaults; `fairvlm config check FILE` validates a config. Generated from `crates/trainer/src/keys.rs` (`fairvlm config print --markdown`); a test fails when this file is stale.\n",
     );
     let mut section = "\u{0}".to_string();
     for key in KEYS {

@@ -47,6 +47,28 @@ pub enum Error {
     /// Something the data cannot support (an empty split, a group with no samples, ...).
     #[error("{0}")]
     Invalid(String),
+    /// Training produced a non-finite loss; the message names the settings that can cause it.
+    #[error("{0}")]
+    Diverged(String),
+}
+
+impl Error {
+    /// Whether the error is about what the user gave (a config key, a file that is not there or
+    /// not what it should be, data a method cannot use: exit status 2) rather than a failure
+    /// while running (a diverged training, a write that failed: exit status 1).
+    ///
+    /// ```
+    /// let e = trainer::Experiment::from_toml_str("[optim]\nlearnig_rate = 1\n", "x.toml").unwrap_err();
+    /// assert!(e.is_usage());
+    /// assert!(!trainer::Error::Diverged("the loss is NaN".into()).is_usage());
+    /// ```
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            Error::Diverged(_) | Error::Loss(_) | Error::Modulation(_) => false,
+            Error::Config { .. } | Error::Checkpoint { .. } | Error::Data(_) | Error::Metrics(_) | Error::Weights(_) | Error::Invalid(_) => true,
+        }
+    }
 }
 
 /// Result alias of the crate.

@@ -211,3 +211,19 @@ fn completions_for_each_shell() {
     assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_run_that_fails_while_running_exits_1() {
+    // Usage errors exit 2 (`bad_input_exits_2_naming_the_problem`); a failure while running
+    // (here a training that diverges, a run folder that cannot be created) exits 1.
+    let dir = scratch("runtime-failure");
+    let diverging = "method = \"clip\"\n[data]\nvocab_size = 300\ncontext_length = 32\n[data.synthetic]\nimage_size = 32\nsizes = [64, 32, 32]\n[model]\npreset = \"tiny\"\n[optim]\noptimizer = \"adamw\"\nlr = 1e30\nepochs = 1\nbatch_size = 16\n[eval]\nbootstrap = 0\n";
+    std::fs::write(dir.join("diverge.toml"), diverging).expect("config");
+    let out = fairvlm(&["-q", "train", "--config", "diverge.toml", "--out", "r"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the loss is") && err.contains("optim.lr"), "{err}");
+    let out = fairvlm(&["-q", "train", "--config", "diverge.toml", "--out", "diverge.toml/run"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}

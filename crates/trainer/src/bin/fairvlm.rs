@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::backend::{Autodiff, Flex};
 use clap::{Parser, Subcommand, ValueEnum};
 use trainer::{Experiment, RunOptions};
@@ -485,7 +485,7 @@ macro_rules! optional_backend {
             $body
         }
         #[cfg(not(feature = $feature))]
-        bail!(concat!("this fairvlm was built without ", $name, ": rebuild with --features ", $feature))
+        return Err(Usage(concat!("this fairvlm was built without ", $name, ": rebuild with --features ", $feature).into()).into());
     }};
 }
 
@@ -511,7 +511,7 @@ fn run() -> Result<ExitCode> {
             let nodes = match (nodes, orchestrator, node_address) {
                 (1, None, _) => None,
                 (count, Some(orchestrator), Some(address)) => Some(trainer::Nodes { count: count.into(), rank: node_rank.into(), orchestrator, address }),
-                _ => bail!("--nodes > 1 needs --orchestrator and --node-address"),
+                _ => return Err(Usage("--nodes > 1 needs --orchestrator and --node-address".into()).into()),
             };
             let follower = nodes.as_ref().is_some_and(|n| n.rank > 0);
             let opts = RunOptions { out: out.clone(), resume, progress: !quiet && !follower, stop_after: None, nodes };
@@ -566,7 +566,7 @@ fn run() -> Result<ExitCode> {
         }
         Command::Throughput { weights, batch, iters, device } => {
             if batch == 0 || iters == 0 {
-                bail!("--batch and --iters must be at least 1");
+                return Err(Usage("--batch and --iters must be at least 1".into()).into());
             }
             let mut times = with_backend!(device.unwrap_or_else(default_device), |B, device| {
                 type Inner = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
@@ -607,7 +607,7 @@ fn lora(command: LoraCommand) -> Result<()> {
     let read = |p: &PathBuf| LabelledImages::read(p).with_context(|| format!("reading {}", p.display()));
     match command {
         LoraCommand::Prepare { source, root, config, out, task, sensitive, correlation, audit_correlation, benchmark, size, auditor_fraction, max_pretrain, seed } => {
-            let need_root = || root.clone().context("--root: the dataset folder is needed for this source");
+            let need_root = || root.clone().ok_or_else(|| anyhow::Error::from(Usage("--root: the dataset folder is needed for this source".into())));
             let sizes = match source {
                 SourceArg::FashionMnist => {
                     let tint = fair_data::TintConfig { correlation, audit_correlation, size, seed, ..Default::default() };
@@ -623,7 +623,7 @@ fn lora(command: LoraCommand) -> Result<()> {
                 SourceArg::Utkface => fair_data::prepare_faces(&fair_data::load_utkface(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
                 SourceArg::Celeba => fair_data::prepare_faces(&fair_data::load_celeba(&need_root()?)?, &out, &task, &sensitive, size, 0.2, auditor_fraction, seed)?,
                 SourceArg::Folder => {
-                    let exp = Experiment::from_file(&config.context("--config: the experiment whose [data.folder] names the columns")?)?;
+                    let exp = Experiment::from_file(&config.ok_or_else(|| Usage("--config: the experiment whose [data.folder] names the columns".into()))?)?;
                     let d = &exp.data;
                     let root = d.root.as_deref().context("data.root: the dataset folder")?;
                     let opts = fair_data::LoadOptions { filter_unknown: Some(false), on_error: d.on_error.into(), ..Default::default() };
@@ -762,7 +762,7 @@ fn input_throughput(config: &std::path::Path, set: &[String], split: &str, batch
         "train" => &data.train,
         "validation" => &data.validation,
         "test" => &data.test,
-        other => bail!("--split {other}: expected train, validation or test"),
+        other => return Err(Usage(format!("--split {other}: expected train, validation or test")).into()),
     };
     let batch = batch.unwrap_or(exp.optim.batch_size).max(1);
     let device = Default::default();
@@ -807,6 +807,35 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
 
+/// An error in what the command line asked for (exit status 2, as clap's own).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The exit status of a failed command: 2 when the user's input is at fault (arguments, a
+/// config, a file that is not there or not valid, data a method cannot use), 1 when running
+/// failed (a diverged training, a write that failed).
+fn exit_status(e: &anyhow::Error) -> u8 {
+    let usage = e.chain().any(|c| {
+        c.downcast_ref::<Usage>().is_some()
+            || c.downcast_ref::<trainer::Error>().is_some_and(trainer::Error::is_usage)
+            || c.downcast_ref::<fair_data::Error>().is_some()
+            || c.downcast_ref::<fair_metrics::Error>().is_some()
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     // On a thread of the CPU backend's pool: its parallel passes then start without a
@@ -815,7 +844,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&e))
         }
     }
 }

@@ -332,5 +332,5 @@ pub(crate) fn check_finite(what: &str, loss: f64, epoch: usize, causes: &[(&str,
         return Ok(());
     }
     let settings: Vec<String> = causes.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-    Err(crate::Error::Invalid(format!("{what}, epoch {epoch}: the loss is {loss}; the settings that can cause it: {} (lower the step or the weights)", settings.join(", "))))
+    Err(crate::Error::Diverged(format!("{what}, epoch {epoch}: the loss is {loss}; the settings that can cause it: {} (lower the step or the weights)", settings.join(", "))))
 }

@@ -129,7 +129,7 @@ pub(crate) fn check_finite(loss: f64, epoch: usize, step: usize, exp: &Experimen
     if loss.is_finite() {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Diverged(format!(
         "epoch {epoch}, step {}: the loss is {loss}. The settings of this run that can cause it: {}. The last completed epoch's checkpoint is kept.",
         step + 1,
         likely_causes(exp).join("; ")

@@ -18,15 +18,11 @@ fn values<T: numpy::Element + Copy>(a: &PyReadonlyArray1<'_, T>) -> Vec<T> {
     }
 }
 
-/// A numpy array's length.
-fn len<T: numpy::Element>(a: &PyReadonlyArray1<'_, T>) -> usize {
-    a.as_array().len()
-}
-
 /// One sensitive feature: its name, one code per row and the label of each code.
 type Feature<'py> = (String, PyReadonlyArray1<'py, u32>, Vec<String>);
 
-/// Computes the report; every array has one value per row (checked here, named by argument).
+/// Computes the report. The Python layer has checked the arguments and named the faulty one;
+/// the engine checks lengths and values again, so a direct call cannot go wrong silently.
 #[pyfunction]
 #[pyo3(signature = (y_true, y_score, y_pred, sample_weight, features, threshold, alpha, undefined_auc, intersect, bootstrap, seed, quantiles))]
 #[allow(clippy::too_many_arguments)] // one per keyword of `fair_metrics.report`
@@ -45,35 +41,10 @@ fn report(
     seed: u64,
     quantiles: (f64, f64),
 ) -> PyResult<String> {
-    let n = len(&y_true);
-    let check = |name: &str, len: usize| -> PyResult<()> {
-        if len == n {
-            Ok(())
-        } else {
-            Err(PyValueError::new_err(format!("{name} has {len} values, y_true has {n}")))
-        }
-    };
-    check("y_score", len(&y_score))?;
     let (labels, scores) = (values(&y_true), values(&y_score));
-    let preds = match &y_pred {
-        Some(p) => {
-            check("y_pred", len(p))?;
-            Some(values(p))
-        }
-        None => None,
-    };
-    let weights = match &sample_weight {
-        Some(w) => {
-            check("sample_weight", len(w))?;
-            Some(values(w))
-        }
-        None => None,
-    };
-    let mut columns = Vec::with_capacity(features.len());
-    for (name, codes, levels) in &features {
-        check(&format!("sensitive_features['{name}']"), len(codes))?;
-        columns.push((name.clone(), values(codes), levels.clone()));
-    }
+    let preds = y_pred.as_ref().map(values);
+    let weights = sample_weight.as_ref().map(values);
+    let columns: Vec<_> = features.iter().map(|(name, codes, levels)| (name.clone(), values(codes), levels.clone())).collect();
     let undefined = match undefined_auc {
         "skip" => UndefinedAuc::Skip,
         "null" => UndefinedAuc::Null,
@@ -88,12 +59,8 @@ fn report(
         if let Some(w) = weights {
             p = p.with_weights(w)?;
         }
-        let mut attrs = columns.into_iter().map(|(name, codes, levels)| Attribute::from_codes(name, codes, levels)).collect::<Result<Vec<_>, _>>()?;
-        if intersect && attrs.len() > 1 {
-            let refs: Vec<&Attribute> = attrs.iter().collect();
-            let both = Attribute::intersect(&refs)?;
-            attrs.push(both);
-        }
+        let attrs = columns.into_iter().map(|(name, codes, levels)| Attribute::from_codes(name, codes, levels)).collect::<Result<Vec<_>, _>>()?;
+        let attrs = if intersect { Attribute::with_intersection(attrs)? } else { attrs };
         let mut opts = ReportOptions::default().with_threshold(threshold).with_alpha(alpha).with_undefined_auc(undefined);
         if bootstrap > 0 {
             opts = opts.with_bootstrap(Bootstrap::new(bootstrap, seed).with_quantiles(quantiles.0, quantiles.1));

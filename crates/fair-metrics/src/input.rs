@@ -159,6 +159,25 @@ impl Attribute {
         Ok(Self { name, levels: sorted, codes })
     }
 
+    /// `attrs` followed by their intersection ([`Attribute::intersect`]) when there are at
+    /// least two; a single attribute is its own intersection, so it is returned alone.
+    ///
+    /// ```
+    /// use fair_metrics::Attribute;
+    /// let race = Attribute::from_values("race", &["A", "B"])?;
+    /// let sex = Attribute::from_values("sex", &["F", "M"])?;
+    /// let all = Attribute::with_intersection(vec![race, sex])?;
+    /// assert_eq!(all.iter().map(Attribute::name).collect::<Vec<_>>(), ["race", "sex", "race & sex"]);
+    /// # Ok::<(), fair_metrics::Error>(())
+    /// ```
+    pub fn with_intersection(mut attrs: Vec<Attribute>) -> Result<Vec<Attribute>> {
+        if attrs.len() > 1 {
+            let both = Self::intersect(&attrs.iter().collect::<Vec<_>>())?;
+            attrs.push(both);
+        }
+        Ok(attrs)
+    }
+
     /// The intersection of several attributes over the same rows: one group per combination
     /// of values that occurs. Its name joins the names with `" & "`, its values join the
     /// values the same way, and its groups are ordered like pandas' MultiIndex.

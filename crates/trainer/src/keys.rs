@@ -51,56 +51,50 @@ pub fn defaults_for(method: Method) -> Experiment {
 /// assert_eq!(back, defaults_for(Method::Fairclip));
 /// ```
 pub fn config_toml(method: Method) -> String {
-    let exp = defaults_for(method);
-    // Plain (not pretty) TOML keeps every value on its line.
-    let text = toml::to_string(&exp).unwrap_or_default();
+    let defaults = toml::Value::try_from(defaults_for(method)).unwrap_or(toml::Value::Table(Default::default()));
     let mut out = format!("# A fairvlm experiment: every key with its default (method \"{}\"). docs/config.md lists them.\n", method.name());
-    let mut table = String::new();
-    let mut present: Vec<String> = Vec::new();
-    let close = |table: &str, present: &[String], out: &mut String| {
-        for key in unset_keys(table, present) {
-            out.push_str(&comment(meaning(&key).unwrap_or("")));
-            out.push_str(&format!("# {} = ...\n", key.rsplit('.').next().unwrap_or(&key)));
-        }
-        // Optional tables with no default.
-        for sub in unset_tables(table, present) {
-            out.push_str(&format!("\n{}# [{sub}]\n", comment(meaning(&sub).unwrap_or(""))));
-            for key in KEYS.iter().filter(|k| k.key.strip_prefix(&format!("{sub}.")).is_some_and(|rest| !rest.contains('.'))) {
-                out.push_str(&comment(key.meaning));
-                out.push_str(&format!("# {} = ...\n", key.key.rsplit('.').next().unwrap_or(key.key)));
-            }
-        }
-    };
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if let Some(name) = trimmed.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")).or_else(|| trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']'))) {
-            close(&table, &present, &mut out);
-            table = if trimmed.starts_with("[[") { format!("{name}[]") } else { name.to_string() };
-            present.clear();
-            out.push_str(&format!("\n{}{line}\n", comment(meaning(&table).unwrap_or(""))));
-            continue;
-        }
-        if let Some((key, _)) = trimmed.split_once(" = ") {
-            let full = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
-            out.push_str(&comment(meaning(&full).unwrap_or("")));
-            present.push(full);
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    close(&table, &present, &mut out);
+    write_table("", Some(&defaults), &mut out);
     out
 }
 
-/// The keys of `table` (directly in it) that the default does not set.
-fn unset_keys(table: &str, present: &[String]) -> Vec<String> {
-    KEYS.iter().map(|k| k.key).filter(|k| parent(k) == table && !present.iter().any(|p| p == k) && !is_table(k)).map(str::to_string).collect()
-}
-
-/// The tables directly below `table` that the default does not write (optional sections).
-fn unset_tables(table: &str, present: &[String]) -> Vec<String> {
-    let _ = present;
-    KEYS.iter().map(|k| k.key).filter(|k| parent(k) == table && is_table(k) && OPTIONAL_TABLES.contains(k)).map(str::to_string).collect()
+/// Writes the keys directly in `table` with their values in `value` (commented out where unset,
+/// or all of them when the table itself is unset), then its sub-tables, each under its header.
+/// TOML needs a table's own keys before any sub-table's header, hence that order.
+fn write_table(table: &str, value: Option<&toml::Value>, out: &mut String) {
+    let children: Vec<&str> = KEYS.iter().map(|k| k.key).filter(|k| parent(k) == table).collect();
+    for key in children.iter().filter(|k| !is_table(k)) {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        out.push_str(&comment(meaning(key).unwrap_or("")));
+        match value.and_then(|v| v.get(name)) {
+            Some(v) => out.push_str(&format!("{name} = {v}\n")),
+            None => out.push_str(&format!("# {name} = ...\n")),
+        }
+    }
+    for sub in children.iter().filter(|k| is_table(k)) {
+        let about = comment(meaning(sub).unwrap_or(""));
+        match sub.strip_suffix("[]") {
+            Some(array) => {
+                let elements = value.and_then(|v| v.get(array.rsplit('.').next().unwrap_or(array))).and_then(toml::Value::as_array).filter(|a| !a.is_empty());
+                match elements {
+                    Some(elements) => {
+                        for e in elements {
+                            out.push_str(&format!("\n{about}[[{array}]]\n"));
+                            write_table(sub, Some(e), out);
+                        }
+                    }
+                    None => {
+                        out.push_str(&format!("\n{about}# [[{array}]]\n"));
+                        write_table(sub, None, out);
+                    }
+                }
+            }
+            None => {
+                let v = value.and_then(|v| v.get(sub.rsplit('.').next().unwrap_or(sub)));
+                out.push_str(&format!("\n{about}{}[{sub}]\n", if v.is_some() { "" } else { "# " }));
+                write_table(sub, v, out);
+            }
+        }
+    }
 }
 
 /// The section a key is in ("" for the top level).
@@ -168,9 +162,6 @@ fn lookup<'a>(v: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
         None => v.get(part),
     })
 }
-
-/// Sections that are absent unless set.
-const OPTIONAL_TABLES: &[&str] = &["data.synthetic.shortcut", "data.synthetic.test_oversample"];
 
 /// Every key. Sections are listed before their keys.
 pub const KEYS: &[Key] = &[
@@ -381,8 +372,21 @@ mod tests {
             let text = config_toml(m);
             let back = Experiment::from_toml_str(&text, "printed").unwrap_or_else(|e| panic!("{}: {e}\n{text}", m.name()));
             assert_eq!(back, defaults_for(m), "{}", m.name());
-            // Optional keys are there, commented out, with their meaning.
+            // Optional keys are there, commented out, with their meaning: every key is written.
             assert!(text.contains("# text_lr = ...") && text.contains("# [data.synthetic.shortcut]"), "{text}");
+            let mut section = String::new();
+            let mut written = std::collections::HashSet::new();
+            for line in text.lines().map(|l| l.trim_start_matches("# ")) {
+                if let Some(h) = line.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
+                    section = format!("{h}[]");
+                } else if let Some(h) = line.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                    section = h.to_string();
+                } else if let Some((name, _)) = line.split_once(" = ") {
+                    written.insert(if section.is_empty() { name.to_string() } else { format!("{section}.{name}") });
+                }
+            }
+            let missing: Vec<&str> = KEYS.iter().map(|k| k.key).filter(|k| !is_table(k) && !written.contains(*k)).collect();
+            assert!(missing.is_empty(), "{}: keys the printed config leaves out: {missing:?}", m.name());
         }
     }
 

@@ -85,10 +85,15 @@ pub(crate) struct Sums {
     pub(crate) fol: Option<f64>,
     pub(crate) modulation: Option<([f64; 2], usize)>,
     /// `<name>.<group>` → (sum, steps) of the recipe's per-group mechanism values.
-    pub(crate) by_group: std::collections::BTreeMap<String, (f64, usize)>,
+    by_group: std::collections::BTreeMap<String, (f64, usize)>,
 }
 
 impl Sums {
+    /// The epoch means of the per-group mechanism values, by `<name>.<group>`.
+    pub(crate) fn mechanism(&self) -> std::collections::BTreeMap<String, f64> {
+        self.by_group.iter().map(|(k, (sum, n))| (k.clone(), sum / *n as f64)).collect()
+    }
+
     /// Adds one step's statistics; `groups` names the step's group batches.
     pub(crate) fn add(&mut self, s: &StepStats, groups: &[String]) {
         for (name, values) in &s.by_group {

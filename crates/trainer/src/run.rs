@@ -278,7 +278,7 @@ impl<B: AutodiffBackend, R: Recipe<B>> Epochs for MethodRun<'_, B, R> {
         for s in &stats {
             sums.add(s, &group_names);
         }
-        let mut mechanism: std::collections::BTreeMap<String, f64> = sums.by_group.iter().map(|(k, (sum, n))| (k.clone(), sum / *n as f64)).collect();
+        let mut mechanism = sums.mechanism();
         mechanism.extend(t.recipe.end_epoch());
         let n = t.data.train.len();
         let (validation, vu, collapsed) = evaluate(&t.recipe, exp, &t.data.validation, device)?;

@@ -22,6 +22,10 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
         // Fashion-MNIST's 48,000 pretraining images need 2 epochs; the fundus set's 3,200 need
         // 10 (after 2 the base is still at chance, training accuracy 0.50; after 10 it is 0.98).
         let pretrain_epochs = if ds == "fashion-mnist" { 2 } else { 10 };
+        // The fundus parties come from benchmark v2 (the first benchmark's had a TPR of 0 for
+        // Black patients under every method, so that study separated nothing); its files and
+        // bases carry the tag.
+        let benchmark = if ds == "fundus" { "v2-" } else { "" };
         let mut md = format!(
             "# Reproduction: fairness-aware LoRA, {ds}\n\nCommand: `cargo xtask reproduce lora --seeds {seeds} --datasets {ds}{}`. Config `{config}`; per seed, its own parties (`fairvlm lora prepare --seed`: the draw of the sensitive attribute and the split into pools) and its own base, pretrained for {pretrain_epochs} epochs on `pretrain.npz`; the developer's and auditor's pools are disjoint halves of the training split; {}; audit on the test split at threshold 0.5, values x100, mean ± std over seeds {}. Ratios are min/max over the sensitive groups (1 = parity). The last column is Orth's mechanism: the developer's adapters' share of the auditor's sensitive subspace (`developer.json`, `subspace_overlap`; 0 = orthogonal), after the first and the last epoch, mean over seeds.\n\n| method | accuracy | precision | recall | FPR | DP ratio | FPR ratio | TPR ratio | subspace overlap |\n|---|---|---|---|---|---|---|---|---|\n",
             epochs_flag(epochs),
@@ -35,9 +39,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
         // Each seed's parties and base, prepared once.
         let mut prepared = Vec::new();
         for seed in 0..seeds {
-            // Benchmark v2's fundus parties (the first benchmark's had a TPR of 0 for Black
-            // patients under every method, so that study separated nothing).
-            let data = dir.join(if ds == "fundus" { format!("data-v2-s{seed}") } else { format!("data-s{seed}") });
+            let data = dir.join(format!("data-{benchmark}s{seed}"));
             if !data.join("audit.npz").is_file() {
                 let mut cmd = Command::new(&fairvlm);
                 cmd.current_dir(root).args(["lora", "prepare", "--seed", &seed.to_string(), "--out"]).arg(&data);
@@ -51,7 +53,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
                 }
                 run(&mut cmd)?;
             }
-            let base = dir.join(format!("base-{}s{seed}-e{pretrain_epochs}.safetensors", if ds == "fundus" { "v2-" } else { "" }));
+            let base = dir.join(format!("base-{benchmark}s{seed}-e{pretrain_epochs}.safetensors"));
             if !base.is_file() {
                 run(Command::new(&fairvlm)
                     .current_dir(root)
@@ -66,7 +68,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
         let text = std::fs::read_to_string(root.join(&config)).with_context(|| config.clone())?;
         let head = format!(
             "{config}\npretrain epochs {pretrain_epochs}, per-seed parties and base{}\nstudy format {}\n{text}",
-            if ds == "fundus" { ", benchmark v2" } else { "" },
+            if benchmark.is_empty() { "" } else { ", benchmark v2" },
             super::STUDY_FORMAT
         );
         let mut folders: std::collections::HashMap<&str, Vec<PathBuf>> = Default::default();

@@ -65,25 +65,21 @@ pub fn reproduce_multifair(root: &Path, seeds: u64, pairings: &str, epochs: Opti
                 let log = &j["history"][best - 1]["multimodal"];
                 let fairness = ["auc", "es_auc", "dpd", "eod"].map(|key| test_metric(&j, attr, key).as_f64());
                 cols.push(fairness.into_iter().chain([log["test_unimodal_auc"][0].as_f64(), log["test_unimodal_auc"][1].as_f64()]));
-                // Mean over the epochs up to the selected one: what the modulation did.
+                // Means over the epochs up to the selected one: what the modulation did, and
+                // what the optimiser made of it.
                 let hist = j["history"].as_array().cloned().unwrap_or_default();
-                let mut f = [0.0; 2];
-                let mut step = [0.0; 2];
+                let mean =
+                    |get: &dyn Fn(&serde_json::Value, usize) -> f64| -> [f64; 2] { std::array::from_fn(|k| hist.iter().take(best).map(|h| get(h, k)).sum::<f64>() / best as f64) };
                 let second = if *pairing == "text" { "text" } else { "oct" };
-                for h in hist.iter().take(best) {
-                    for (k, slot) in f.iter_mut().enumerate() {
-                        *slot += h["multimodal"]["encoder_factors"][k].as_f64().unwrap_or(1.0) / best as f64;
-                    }
-                    for (slot, name) in step.iter_mut().zip(["fundus", second]) {
-                        *slot += h["mechanism"][format!("encoder_step.{name}")].as_f64().unwrap_or(f64::NAN) / best as f64;
-                    }
-                }
-                factors.push(f);
-                steps.push(step);
+                factors.push(mean(&|h, k| h["multimodal"]["encoder_factors"][k].as_f64().unwrap_or(1.0)));
+                steps.push(mean(&|h, k| h["mechanism"][format!("encoder_step.{}", ["fundus", second][k])].as_f64().unwrap_or(f64::NAN)));
             }
-            let fm = |k: usize| factors.iter().map(|f| f[k]).sum::<f64>() / factors.len() as f64;
-            let sm = |k: usize| 100.0 * steps.iter().map(|f| f[k]).sum::<f64>() / steps.len() as f64;
-            md.push_str(&row(std::iter::once(label.to_string()).chain(cols.cells()).chain([format!("{:.2}, {:.2}", fm(0), fm(1)), format!("{:.2}, {:.2}", sm(0), sm(1))])));
+            // Mean over seeds, as "fundus, second" (`scale` x).
+            let pair = |v: &[[f64; 2]], scale: f64| {
+                let m = |k: usize| scale * v.iter().map(|f| f[k]).sum::<f64>() / v.len() as f64;
+                format!("{:.2}, {:.2}", m(0), m(1))
+            };
+            md.push_str(&row(std::iter::once(label.to_string()).chain(cols.cells()).chain([pair(&factors, 1.0), pair(&steps, 100.0)])));
         }
         if seeds > 1 {
             let g = attr.to_string();

@@ -179,12 +179,7 @@ fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
     spec.pos_label = a.pos_label.clone();
     spec.attrs = a.attrs.clone();
     let table = read_csv(&a.file, &spec)?;
-    let mut attrs = table.attributes;
-    if a.intersect && attrs.len() > 1 {
-        let refs: Vec<&Attribute> = attrs.iter().collect();
-        let both = Attribute::intersect(&refs)?;
-        attrs.push(both);
-    }
+    let attrs = if a.intersect { Attribute::with_intersection(table.attributes)? } else { table.attributes };
     let mut opts = ReportOptions::default().with_threshold(a.threshold).with_alpha(a.alpha).with_undefined_auc(match a.undefined_auc {
         UndefinedArg::Skip => UndefinedAuc::Skip,
         UndefinedArg::Null => UndefinedAuc::Null,

@@ -226,21 +226,11 @@ impl<B: AutodiffBackend, M: Modulation> Multimodal<B, M> {
 
     /// Both encoders' parameters, flattened (fundus, then the text or OCT encoder).
     fn encoder_values(&self) -> [Vec<f32>; 2] {
-        let flat = |m: &dyn Fn(&mut Flatten)| {
-            let mut f = Flatten(Vec::new());
-            m(&mut f);
-            f.0
-        };
-        let fundus = flat(&|f| self.model.fundus_encoder.visit(f));
-        let second = flat(&|f| {
-            if let Some(t) = &self.model.text_encoder {
-                t.visit(f);
-            }
-            if let Some(o) = &self.model.oct_encoder {
-                o.visit(f);
-            }
-        });
-        [fundus, second]
+        let (mut fundus, mut second) = (Flatten(Vec::new()), Flatten(Vec::new()));
+        self.model.fundus_encoder.visit(&mut fundus);
+        self.model.text_encoder.visit(&mut second);
+        self.model.oct_encoder.visit(&mut second);
+        [fundus.0, second.0]
     }
 
     /// The parameters the modulation acts on (the fundus encoder and the text or OCT encoder;

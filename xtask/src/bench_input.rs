@@ -68,7 +68,7 @@ pub fn bench_input(root: &Path, subjects: usize, runs: usize) -> Result<()> {
     for (n, cfg) in [subjects, small].iter().zip(&configs) {
         let out = dir.join(format!("run-input-{n}"));
         let _ = std::fs::remove_dir_all(&out);
-        let m = measure(Command::new(&exe).args(["train", "-q", "--config"]).arg(cfg).arg("--out").arg(&out))?;
+        let m = measure(Command::new(&exe).args(["train", "-q", "--config"]).arg(cfg).arg("--run").arg(&out))?;
         rss.push((*n, m.max_rss_mib, m.seconds));
     }
 

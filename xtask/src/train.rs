@@ -10,7 +10,7 @@ use crate::util::{build_fairvlm, measure, read_json, run, test_metric, with_sets
 
 pub fn train(root: &Path, device: &str, set: &[String]) -> Result<()> {
     let fairvlm = build_fairvlm(root, device)?;
-    eprintln!("benchmark: the built-in synthetic FairVLMed-like data (2,000 / 400 / 800 subjects, seed 0), generated in memory; `fairvlm synth --out DIR` writes it to disk");
+    eprintln!("benchmark: the built-in synthetic FairVLMed-like data (2,000 / 400 / 800 subjects, seed 0), generated in memory; `fairvlm synth -o DIR` writes it to disk");
     let mut reports = Vec::new();
     let mut total = 0.0;
     for method in ["clip", "fairclip"] {
@@ -18,7 +18,7 @@ pub fn train(root: &Path, device: &str, set: &[String]) -> Result<()> {
         // The task's own output: every invocation trains afresh.
         let _ = std::fs::remove_dir_all(&out);
         let mut cmd = Command::new(&fairvlm);
-        cmd.current_dir(root).args(["train", "--config"]).arg(root.join(format!("configs/benchmark-{method}.toml"))).arg("--out").arg(&out).args(["--device", device]);
+        cmd.current_dir(root).args(["train", "--config"]).arg(root.join(format!("configs/benchmark-{method}.toml"))).arg("--run").arg(&out).args(["--device", device]);
         let m = measure(with_sets(&mut cmd, set))?;
         let json = read_json(&out.join("report.json"))?;
         let train_seconds: f64 = json["history"].as_array().map_or(0.0, |h| h.iter().filter_map(|l| l["train_seconds"].as_f64()).sum());
@@ -68,7 +68,7 @@ pub fn gpu_check(root: &Path, device: &str) -> Result<()> {
     };
     // The subcommand's own flags go after its name.
     let mut full = Command::new(cmd.get_program());
-    full.current_dir(root).args(["gpu-check", "--device", device, "--out"]).arg(&out).args(cmd.get_args());
+    full.current_dir(root).args(["gpu-check", "--device", device, "--output"]).arg(&out).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             full.env(k, v);
@@ -88,7 +88,7 @@ pub fn gpu_smoke(root: &Path, device: &str, epochs: usize) -> Result<()> {
         .current_dir(root)
         .args(["train", "--quiet", "--device", device, "--config"])
         .arg(root.join("configs/benchmark-clip.toml"))
-        .arg("--out")
+        .arg("--run")
         .arg(&out)
         .args(["--set", &format!("optim.epochs={epochs}"), "--set", "eval.bootstrap=0"]))?;
     let log = std::fs::read_to_string(out.join("log.jsonl")).context("runs/gpu-smoke/log.jsonl")?;

@@ -257,3 +257,16 @@ fn completions_for_each_shell() {
     }
     assert_eq!(run(&["completions", "tcsh"], None).status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+#[test]
+fn small_and_single_class_groups_are_warned_of_unless_quiet() {
+    let csv = "label,score,g\n1,0.9,a\n0,0.2,a\n0,0.1,a\n1,0.8,b\n1,0.3,b\n";
+    let out = run(&["report", "-", "--label", "label", "--score", "score", "--attr", "g"], Some(csv));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: g = a: 3 rows"), "{err}");
+    assert!(err.contains("warning: g = b: one class only among its 2 rows, no AUC"), "{err}");
+    let quiet = run(&["report", "-q", "-", "--label", "label", "--score", "score", "--attr", "g"], Some(csv));
+    assert!(quiet.status.success() && quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
+    assert_eq!(quiet.stdout, out.stdout, "--quiet changes only the warnings");
+}

@@ -245,6 +245,13 @@ impl<B: Backend> LoraLinear<B> {
         }
     }
 
+    /// Drops the adapter without folding it in (peft's `unload`): the frozen base layer, as it
+    /// was before the adapter was attached (a merged adapter is subtracted first).
+    pub fn unload(self) -> Self {
+        let base = if self.merged { self.unmerge() } else { self };
+        LoraLinear { lora: None, merged: false, ..base }
+    }
+
     /// The layer's effective map as a plain `burn::nn::Linear` (an unmerged adapter's update
     /// added to the weight), e.g. to copy it into MoE experts.
     pub fn to_linear(&self) -> Linear<B> {

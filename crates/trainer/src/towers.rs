@@ -53,6 +53,7 @@ fn load_pretrained<B: Backend>(exp: &Experiment, model: Clip<B>) -> Result<Clip<
 pub(crate) fn with_tokenizer_ids(text: &mut vlm_backbone::TextTransformerConfig, tokenizer: &fair_data::TextTokenizer) {
     text.pad_token_id = tokenizer.pad_id() as usize;
     text.eos_token_id = Some(tokenizer.end_id() as usize);
+    text.bos_token_id = Some(tokenizer.start_id() as usize);
 }
 
 /// Sets an image tower and a text tower from the `[model.vision]` / `[model.text]`

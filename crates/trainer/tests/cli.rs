@@ -41,12 +41,12 @@ bootstrap = 10
 fn synth_then_train_on_the_files_then_eval() {
     let dir = scratch("e2e");
     std::fs::write(dir.join("tiny.toml"), TINY).expect("config");
-    let out = fairvlm(&["synth", "--out", "bench", "--config", "tiny.toml"], &dir);
+    let out = fairvlm(&["synth", "--output", "bench", "--config", "tiny.toml"], &dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("bench/Training/data_00001.npz").is_file());
     assert!(dir.join("bench/Test/data_00112.npz").is_file());
 
-    let out = fairvlm(&["train", "--config", "tiny.toml", "--out", "run", "--quiet", "--set", "optim.epochs=1"], &dir);
+    let out = fairvlm(&["train", "--config", "tiny.toml", "--run", "run", "--quiet", "--set", "optim.epochs=1"], &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("| race |") && stdout.contains("ES-AUC"), "{stdout}");
@@ -68,12 +68,21 @@ fn synth_then_train_on_the_files_then_eval() {
 
     // Export: `--checkpoint best|last` or a file; the folder carries a model card.
     for (which, weights) in [("last", "last.safetensors"), ("run/best.safetensors", "best.safetensors")] {
-        let out = fairvlm(&["export", "--run", "run", "--checkpoint", which, "--out", "hf"], &dir);
+        let out = fairvlm(&["export", "--run", "run", "--checkpoint", which, "--output", "hf"], &dir);
         assert!(out.status.success(), "{which}: {}", String::from_utf8_lossy(&out.stderr));
         let card = std::fs::read_to_string(dir.join("hf/README.md")).expect("model card");
         assert!(card.contains(&format!("(weights: `{weights}`)")), "{which}: {card}");
     }
-    let out = fairvlm(&["export", "--run", "run", "--checkpoint", "first", "--out", "hf"], &dir);
+    // One tower: CLIPVisionModel without the tokenizer, CLIPTextModel with it.
+    for (tower, class, tokenizer) in [("vision", "CLIPVisionModel", false), ("text", "CLIPTextModel", true)] {
+        let folder = format!("hf-{tower}");
+        let out = fairvlm(&["export", "--run", "run", "--tower", tower, "-o", &folder], &dir);
+        assert!(out.status.success(), "{tower}: {}", String::from_utf8_lossy(&out.stderr));
+        let config = std::fs::read_to_string(dir.join(&folder).join("config.json")).expect("config.json");
+        assert!(config.contains(class), "{tower}: {config}");
+        assert_eq!(dir.join(&folder).join("tokenizer.json").is_file(), tokenizer, "{tower}");
+    }
+    let out = fairvlm(&["export", "--run", "run", "--checkpoint", "first", "--output", "hf"], &dir);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("first"), "an unknown checkpoint is named");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -86,7 +95,7 @@ fn bad_input_exits_2_naming_the_problem() {
     let cases: [(&[&str], &str); 4] = [
         (&["train", "--config", "typo.toml", "--quiet"], "learnig_rate"),
         (&["train", "--config", "absent.toml"], "absent.toml"),
-        (&["train", "--config", "nodata.toml", "--quiet", "--out", "r"], "missing"),
+        (&["train", "--config", "nodata.toml", "--quiet", "--run", "r"], "missing"),
         (&["eval", "--run", "nowhere"], "nowhere"),
     ];
     for (args, needle) in cases {
@@ -118,7 +127,7 @@ fn throughput_times_a_checkpoints_image_tower() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Two `fairvlm train` processes on the same `--out` at the same moment: exactly one trains,
+/// Two `fairvlm train` processes on the same `--run` at the same moment: exactly one trains,
 /// the other stops at once naming the lock's owner, and the folder holds one valid run.
 #[test]
 fn two_trainings_into_one_folder_exactly_one_proceeds() {
@@ -127,7 +136,7 @@ fn two_trainings_into_one_folder_exactly_one_proceeds() {
     std::fs::write(&config, TINY.replace("source = \"fairvlmed\"\nroot = \"bench\"\n", "").replace("epochs = 2", "epochs = 3")).expect("config");
     let start = |_: usize| {
         Command::new(env!("CARGO_BIN_EXE_fairvlm"))
-            .args(["-q", "train", "--config", "tiny.toml", "--out", "run"])
+            .args(["-q", "train", "--config", "tiny.toml", "--run", "run"])
             .current_dir(&dir)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -157,7 +166,7 @@ fn two_trainings_into_one_folder_exactly_one_proceeds() {
 fn a_killed_runs_lock_is_taken_over() {
     let dir = scratch("stale-lock");
     std::fs::write(dir.join("tiny.toml"), TINY.replace("source = \"fairvlmed\"\nroot = \"bench\"\n", "").replace("epochs = 2", "epochs = 200")).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fairvlm")).args(["-q", "train", "--config", "tiny.toml", "--out", "run"]).current_dir(&dir).spawn().expect("spawn");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fairvlm")).args(["-q", "train", "--config", "tiny.toml", "--run", "run"]).current_dir(&dir).spawn().expect("spawn");
     let lock = dir.join("run/run.lock");
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&lock).map_or(true, |s| s.is_empty()) && t0.elapsed().as_secs() < 60 {
@@ -167,7 +176,7 @@ fn a_killed_runs_lock_is_taken_over() {
     child.kill().expect("kill");
     child.wait().expect("wait");
     std::fs::write(dir.join("run/.config.toml.999.tmp"), b"left by a kill").expect("leftover");
-    let out = fairvlm(&["train", "--config", "tiny.toml", "--out", "run", "--resume", "--set", "optim.epochs=1"], &dir);
+    let out = fairvlm(&["train", "--config", "tiny.toml", "--run", "run", "--resume", "--set", "optim.epochs=1"], &dir);
     let err = String::from_utf8_lossy(&out.stderr);
     // The killed run may or may not have finished an epoch; either way the lock is taken over.
     assert!(err.contains(&format!("took over the lock of pid {pid}")), "{err}");
@@ -219,11 +228,66 @@ fn a_run_that_fails_while_running_exits_1() {
     let dir = scratch("runtime-failure");
     let diverging = "method = \"clip\"\n[data]\nvocab_size = 300\ncontext_length = 32\n[data.synthetic]\nimage_size = 32\nsizes = [64, 32, 32]\n[model]\npreset = \"tiny\"\n[optim]\noptimizer = \"adamw\"\nlr = 1e30\nepochs = 1\nbatch_size = 16\n[eval]\nbootstrap = 0\n";
     std::fs::write(dir.join("diverge.toml"), diverging).expect("config");
-    let out = fairvlm(&["-q", "train", "--config", "diverge.toml", "--out", "r"], &dir);
+    let out = fairvlm(&["-q", "train", "--config", "diverge.toml", "--run", "r"], &dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("the loss is") && err.contains("optim.lr"), "{err}");
-    let out = fairvlm(&["-q", "train", "--config", "diverge.toml", "--out", "diverge.toml/run"], &dir);
+    let out = fairvlm(&["-q", "train", "--config", "diverge.toml", "--run", "diverge.toml/run"], &dir);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn old_spellings_work_with_a_warning_and_ignored_flags_are_named() {
+    let dir = scratch("vocabulary");
+    std::fs::write(dir.join("tiny.toml"), TINY).expect("config");
+    // `synth --out` is `synth -o` now: it still works, and says so.
+    let out = fairvlm(&["synth", "--out", "bench", "--config", "tiny.toml"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(dir.join("bench/Test").is_dir());
+    assert!(err.contains("--out is now --output"), "{err}");
+    // The new spelling has no warning.
+    let out = fairvlm(&["synth", "-o", "bench2", "--config", "tiny.toml"], &dir);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("WARN"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Flags that a source does not read are named, with the sources that read them; --quiet
+    // keeps warnings.
+    let out = fairvlm(&["-q", "lora", "prepare", "--source", "fundus", "--correlation", "0.9", "--task", "age", "--size", "8", "-o", "parties"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--correlation is ignored for --source fundus (read by fashion-mnist)"), "{err}");
+    assert!(err.contains("--task is ignored for --source fundus"), "{err}");
+    assert!(!err.contains("--size"), "--size is read by every source: {err}");
+    // Export's flags for the other kind of run.
+    let out = fairvlm(&["export", "--run", "parties", "-o", "hf", "--lora", "adapter"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--lora is ignored: parties is not a LoRA run"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn every_flag_of_every_subcommand_has_one_name_per_concept() {
+    // The run folder is --run, anything else written is -o/--output: no visible --out or
+    // --model is left (the old spellings are hidden aliases).
+    let dir = scratch("one-vocabulary");
+    for path in [
+        &["train"][..],
+        &["eval"],
+        &["export"],
+        &["synth"],
+        &["gpu-check"],
+        &["lora", "prepare"],
+        &["lora", "pretrain"],
+        &["lora", "developer"],
+        &["lora", "run"],
+        &["lora", "audit"],
+    ] {
+        let mut args = path.to_vec();
+        args.push("--help");
+        let out = fairvlm(&args, &dir);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{path:?}");
+        assert!(!help.contains("--out ") && !help.contains("--model "), "{path:?}: {help}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

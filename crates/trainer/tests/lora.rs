@@ -274,7 +274,7 @@ fn developer_process_never_opens_the_sensitive_labels() {
         .arg(developer_dir.join("developer.npz"))
         .arg("--exchange")
         .arg(&exchange)
-        .arg("--out")
+        .arg("--run")
         .arg(developer_dir.join("result"))
         .args(["--timeout", "120"])
         .output()
@@ -396,7 +396,54 @@ fn a_saved_developer_model_reloads_with_the_same_scores() {
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6, "{method}: {x} vs {y}");
         }
+        exported_logits_match(&dir, &exp, &inner, &reloaded, &all, method);
         std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// `fairvlm export` of a developer's run: merged into a `CLIPVisionModel`, and as a base with a
+/// peft adapter (for Unl, the negated base), each read back the way transformers and peft read
+/// it, with the head of `classifier.safetensors`, gives the developer's logits.
+fn exported_logits_match(
+    run: &Path,
+    exp: &LoraExperiment,
+    base: &vlm_backbone::VitClassifier<burn_flex::Flex>,
+    model: &vlm_backbone::VitClassifier<burn_flex::Flex>,
+    set: &LabelledImages,
+    method: &str,
+) {
+    type F = burn_flex::Flex;
+    let device = burn_flex::FlexDevice;
+    let base_path = run.join("base.safetensors");
+    lora::save_base(&base_path, base, lora::BaseInfo { image_size: set.size, classes: 4 }).unwrap();
+    let idx: Vec<usize> = (0..set.len()).collect();
+    let images = lora::image_batch::<F>(set, &idx, &device);
+    let ours = model.forward(images.clone());
+    for form in [trainer::LoraForm::Merged, trainer::LoraForm::Adapter] {
+        let out = run.join(format!("export-{form:?}"));
+        trainer::export_lora_run(run, &base_path, &out, form).unwrap();
+        let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(card.contains(&format!("fairness-aware LoRA ({method})")), "{card}");
+        let vit = match form {
+            trainer::LoraForm::Merged => vlm_backbone::Checkpoint::open(&out).unwrap().vision_model::<F>(&device).unwrap().0,
+            trainer::LoraForm::Adapter => {
+                let (tower, _) = vlm_backbone::Checkpoint::open(&out.join("base")).unwrap().vision_model::<F>(&device).unwrap();
+                let (config, adapters) = lora_fair::load_adapters::<F>(&out.join("adapter"), &device).unwrap();
+                assert_eq!(config.target_modules, exp.lora.projections());
+                tower.with_lora_adapters(adapters).unwrap()
+            }
+        };
+        let bytes = std::fs::read(out.join("classifier.safetensors")).unwrap();
+        let head = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let read = |key: &str| -> (Vec<f32>, Vec<usize>) {
+            let v = head.tensor(key).unwrap();
+            (v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), v.shape().to_vec())
+        };
+        let ((w, w_shape), (b, _)) = (read("classifier.weight"), read("classifier.bias"));
+        let weight = Tensor::<F, 2>::from_data(burn::tensor::TensorData::new(w, [w_shape[0], w_shape[1]]), &device);
+        let bias = Tensor::<F, 1>::from_data(burn::tensor::TensorData::new(b, [w_shape[0]]), &device);
+        let theirs = vit.forward(images.clone()).matmul(weight.transpose()) + bias.unsqueeze_dim(0);
+        theirs.into_data().assert_approx_eq::<f32>(&ours.clone().into_data(), burn::tensor::Tolerance::absolute(1e-5));
     }
 }
 
@@ -442,7 +489,7 @@ fn killing_either_party_stops_the_other_within_seconds() {
         };
         let out = root.join("result").display().to_string();
         let mut auditor = spawn("auditor", "auditor.npz", &[]);
-        let mut developer = spawn("developer", "developer.npz", &["--out", &out]);
+        let mut developer = spawn("developer", "developer.npz", &["--run", &out]);
         // Wait until gradient rounds are flowing in this session.
         let start = std::time::Instant::now();
         let rounds = |s: &str| exchange.join("rounds").join(s);

@@ -145,7 +145,7 @@ fn two_processes_match_one_device() {
                 config.display().to_string(),
                 "--device".into(),
                 "cpu".into(),
-                "--out".into(),
+                "--run".into(),
                 nodes_out.display().to_string(),
                 "--nodes".into(),
                 "2".into(),

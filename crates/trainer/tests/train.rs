@@ -353,7 +353,7 @@ fn export_writes_a_clip_folder_with_a_model_card() {
     train::<B>(&exp, &quiet(out.clone()), &Default::default()).expect("train");
     for which in ["best", "last"] {
         let folder = scratch(&format!("export-{which}"));
-        trainer::export_clip_run(&out, &out.join(format!("{which}.safetensors")), &folder).expect("export");
+        trainer::export_clip_run(&out, &out.join(format!("{which}.safetensors")), &folder, trainer::Tower::Both).expect("export");
         for file in ["config.json", "model.safetensors", "tokenizer.json", "README.md"] {
             assert!(folder.join(file).is_file(), "{which}: {file}");
         }
@@ -365,7 +365,7 @@ fn export_writes_a_clip_folder_with_a_model_card() {
         std::fs::remove_dir_all(&folder).ok();
     }
     // A checkpoint that is not there is an error naming it.
-    let err = trainer::export_clip_run(&out, &out.join("nope.safetensors"), &scratch("export-missing")).expect_err("a missing checkpoint");
+    let err = trainer::export_clip_run(&out, &out.join("nope.safetensors"), &scratch("export-missing"), trainer::Tower::Both).expect_err("a missing checkpoint");
     assert!(err.to_string().contains("nope.safetensors"), "{err}");
     std::fs::remove_dir_all(&out).ok();
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::layers::Activation;
 use crate::text::Pooling;
-use crate::{Clip, ClipConfig};
+use crate::{Clip, ClipConfig, TextTransformer, TextTransformerConfig, VisionTransformer, VisionTransformerConfig, VitClassifier, VitClassifierConfig};
 
 /// Writes `model` (of configuration `config`) to the folder `dir` as a Hugging Face
 /// `CLIPModel`: `config.json` and `model.safetensors`. The folder loads back with
@@ -37,69 +37,231 @@ use crate::{Clip, ClipConfig};
 /// # Ok::<(), vlm_backbone::Error>(())
 /// ```
 pub fn save_clip<B: Backend>(model: &Clip<B>, config: &ClipConfig, dir: &Path) -> Result<()> {
-    let refuse = |key: &str, problem: &str| Err(Error::Config { path: dir.join("config.json"), key: key.into(), problem: problem.into() });
-    let (v, t) = (&config.vision, &config.text);
     if model.visual_feature_moe.is_some() || model.text_feature_moe.is_some() {
-        return refuse("feature_moe", "a CLIPModel has no feature-level mixture of experts");
+        return Err(refusal(dir, "feature_moe", "a CLIPModel has no feature-level mixture of experts"));
     }
-    if model.vision_model.encoder.layers.iter().chain(&model.text_model.encoder.layers).any(|l| l.moe.is_some()) {
-        return refuse("token_moe", "a CLIPModel has no token-level mixture of experts");
-    }
-    if !v.clip_layout || v.pooler {
-        return refuse("vision_config", "the image tower is not in CLIP's layout (pre-layernorm, no pooler)");
-    }
-    if !t.causal || t.pooling != Pooling::Eot || t.bert_layout || t.pooler || t.type_vocab_size > 0 {
-        return refuse("text_config", "the text tower is not CLIP's (causal, pooled at the end token, no pooler)");
-    }
-    let act = |a: Activation| match a {
-        Activation::QuickGelu => "quick_gelu",
-        Activation::Gelu => "gelu",
-        Activation::Relu => "relu",
-    };
+    check_vision(&model.vision_model, &config.vision, dir)?;
+    check_text(&model.text_model, &config.text, dir)?;
     let cfg = json!({
         "architectures": ["CLIPModel"],
         "model_type": "clip",
         "projection_dim": config.projection_dim,
         "logit_scale_init_value": config.logit_scale_init,
-        "vision_config": {
-            "model_type": "clip_vision_model",
-            "hidden_size": v.width,
-            "intermediate_size": v.intermediate_size.unwrap_or(4 * v.width),
-            "num_attention_heads": v.heads,
-            "num_hidden_layers": v.layers,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": v.channels,
-            "layer_norm_eps": v.layer_norm_eps,
-            "hidden_act": act(v.activation),
-            "projection_dim": config.projection_dim,
-        },
-        "text_config": {
-            "model_type": "clip_text_model",
-            "vocab_size": t.vocab_size,
-            "max_position_embeddings": t.context_length,
-            "hidden_size": t.width,
-            "intermediate_size": t.intermediate_size.unwrap_or(4 * t.width),
-            "num_attention_heads": t.heads,
-            "num_hidden_layers": t.layers,
-            "layer_norm_eps": t.layer_norm_eps,
-            "hidden_act": act(t.activation),
-            "pad_token_id": t.pad_token_id,
-            // Transformers' legacy rule: an end id of 2 pools at the largest id, as a tower
-            // without an end id does here.
-            "eos_token_id": t.eos_token_id.unwrap_or(2),
-            "projection_dim": config.projection_dim,
-        },
+        "vision_config": vision_json(&config.vision, Some(config.projection_dim)),
+        "text_config": text_json(&config.text, Some(config.projection_dim)),
     });
+    write_folder(dir, &cfg, model)
+}
+
+/// Writes an image tower (of configuration `config`) to the folder `dir` as a Hugging Face
+/// `CLIPVisionModel`: keys under `vision_model.`, its `pooler_output` is this tower's
+/// [`VisionTransformer::forward`]. Only CLIP's layout has this form; a tower with
+/// mixture-of-experts layers or LoRA adapters still attached (merge them first:
+/// [`VisionTransformer::merge_and_unload`]) is refused.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use vlm_backbone::{Checkpoint, VisionTransformerConfig};
+/// let device = Default::default();
+/// let config = VisionTransformerConfig::new(32, 8, 32, 2, 2);
+/// let vit = config.init::<Flex>(&device);
+/// let dir = std::env::temp_dir().join(format!("clip-vision-export-doc-{}", std::process::id()));
+/// vlm_backbone::save_clip_vision(&vit, &config, &dir)?;
+/// let (back, report) = Checkpoint::open(&dir)?.vision_model::<Flex>(&device)?;
+/// assert!(report.unused.is_empty());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), vlm_backbone::Error>(())
+/// ```
+pub fn save_clip_vision<B: Backend>(vit: &VisionTransformer<B>, config: &VisionTransformerConfig, dir: &Path) -> Result<()> {
+    check_vision(vit, config, dir)?;
+    let mut cfg = vision_json(config, None);
+    cfg["architectures"] = json!(["CLIPVisionModel"]);
+    write_folder(dir, &cfg, &ClipVisionModel { vision_model: vit.clone() })
+}
+
+/// Writes a text tower (of configuration `config`) to the folder `dir` as a Hugging Face
+/// `CLIPTextModel` (keys under `text_model.`). Only CLIP's text tower (causal, pooled at the
+/// end token) has this form.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use vlm_backbone::{Checkpoint, TextTransformerConfig};
+/// let device = Default::default();
+/// let config = TextTransformerConfig::new(64, 16, 32, 2, 2);
+/// let text = config.init::<Flex>(&device);
+/// let dir = std::env::temp_dir().join(format!("clip-text-export-doc-{}", std::process::id()));
+/// vlm_backbone::save_clip_text(&text, &config, &dir)?;
+/// let (back, report) = Checkpoint::open(&dir)?.text_model::<Flex>(&device)?;
+/// assert!(report.unused.is_empty());
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), vlm_backbone::Error>(())
+/// ```
+pub fn save_clip_text<B: Backend>(text: &TextTransformer<B>, config: &TextTransformerConfig, dir: &Path) -> Result<()> {
+    check_text(text, config, dir)?;
+    let mut cfg = text_json(config, None);
+    cfg["architectures"] = json!(["CLIPTextModel"]);
+    write_folder(dir, &cfg, &ClipTextModel { text_model: text.clone() })
+}
+
+/// Writes a [`VitClassifier`] (of configuration `config`, an image tower in CLIP's layout and a
+/// linear head on its pooled class token) to the folder `dir` in a form transformers and peft
+/// read. `peft: None` folds the LoRA adapters into the tower: `config.json` and
+/// `model.safetensors` are a `CLIPVisionModel`. `peft: Some(adapter_config)` keeps them apart:
+/// `base/` is the `CLIPVisionModel` without adapters and `adapter/` the peft LoRA folder on it
+/// (keys `base_model.model.encoder.layers.N...`, as peft names them on transformers 5's
+/// `CLIPVisionModel`). In both, transformers has no
+/// class for the head, so it is written beside the tower as `classifier.safetensors`
+/// (`classifier.weight` `[classes, width]`, `classifier.bias`): the logits are
+/// `pooler_output @ weight.T + bias`.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use vlm_backbone::{Checkpoint, VisionTransformerConfig, VitClassifierConfig};
+/// let device = Default::default();
+/// let config = VitClassifierConfig::new(VisionTransformerConfig::new(16, 8, 16, 2, 2), 2);
+/// let model = config.init::<Flex>(&device).with_lora(&lora_fair::LoraConfig::new().with_r(2), &["q_proj", "v_proj"], &device)?;
+/// let dir = std::env::temp_dir().join(format!("vit-classifier-export-doc-{}", std::process::id()));
+/// vlm_backbone::save_vit_classifier(&model, &config, &dir, None)?;
+/// assert!(dir.join("classifier.safetensors").is_file());
+/// Checkpoint::open(&dir)?.vision_model::<Flex>(&device)?;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn save_vit_classifier<B: Backend>(model: &VitClassifier<B>, config: &VitClassifierConfig, dir: &Path, peft: Option<&lora_fair::AdapterConfig>) -> Result<()> {
+    match peft {
+        None => save_clip_vision(&model.vit.clone().merge_and_unload(), &config.vit, dir)?,
+        Some(adapter_config) => {
+            // Paths relative to the tower: transformers 5's CLIPVisionModel has no
+            // `vision_model` module (only its checkpoint keys keep the prefix), so peft
+            // looks for `base_model.model.encoder.layers.N...`.
+            let adapters = model.vit.lora_adapters();
+            if adapters.is_empty() {
+                return Err(refusal(dir, "adapter", "the model has no LoRA adapters to write as a peft adapter"));
+            }
+            save_clip_vision(&model.vit.clone().unload_lora(), &config.vit, &dir.join("base"))?;
+            let adapter_dir = dir.join("adapter");
+            lora_fair::save_adapters(&adapter_dir, &adapters, adapter_config).map_err(|e| Error::Format { path: adapter_dir.clone(), problem: e.to_string() })?;
+        }
+    }
+    write_weights(&dir.join("classifier.safetensors"), &Head { classifier: model.classifier.clone() })
+}
+
+/// The head of a [`VitClassifier`] under the name transformers' image classifiers give it.
+#[derive(Module, Debug)]
+struct Head<B: Backend> {
+    classifier: burn::nn::Linear<B>,
+}
+
+/// `CLIPVisionModel`'s module tree: the tower under `vision_model`.
+#[derive(Module, Debug)]
+struct ClipVisionModel<B: Backend> {
+    vision_model: VisionTransformer<B>,
+}
+
+/// `CLIPTextModel`'s module tree: the tower under `text_model`.
+#[derive(Module, Debug)]
+struct ClipTextModel<B: Backend> {
+    text_model: TextTransformer<B>,
+}
+
+fn refusal(dir: &Path, key: &str, problem: &str) -> Error {
+    Error::Config { path: dir.join("config.json"), key: key.into(), problem: problem.into() }
+}
+
+fn check_vision<B: Backend>(vit: &VisionTransformer<B>, v: &VisionTransformerConfig, dir: &Path) -> Result<()> {
+    if vit.encoder.layers.iter().any(|l| l.moe.is_some()) {
+        return Err(refusal(dir, "token_moe", "a CLIP tower has no token-level mixture of experts"));
+    }
+    if !v.clip_layout || v.pooler {
+        return Err(refusal(dir, "vision_config", "the image tower is not in CLIP's layout (pre-layernorm, no pooler)"));
+    }
+    if !vit.lora_adapters().is_empty() {
+        return Err(refusal(dir, "vision_config", "the image tower has LoRA adapters attached: merge them first (merge_and_unload) or write them as a peft adapter"));
+    }
+    Ok(())
+}
+
+fn check_text<B: Backend>(text: &TextTransformer<B>, t: &TextTransformerConfig, dir: &Path) -> Result<()> {
+    if text.encoder.layers.iter().any(|l| l.moe.is_some()) {
+        return Err(refusal(dir, "token_moe", "a CLIP tower has no token-level mixture of experts"));
+    }
+    if !t.causal || t.pooling != Pooling::Eot || t.bert_layout || t.pooler || t.type_vocab_size > 0 {
+        return Err(refusal(dir, "text_config", "the text tower is not CLIP's (causal, pooled at the end token, no pooler)"));
+    }
+    if !text.encoder.lora_adapters("encoder").is_empty() {
+        return Err(refusal(dir, "text_config", "the text tower has LoRA adapters attached: merge them first (merge_and_unload)"));
+    }
+    Ok(())
+}
+
+fn act(a: Activation) -> &'static str {
+    match a {
+        Activation::QuickGelu => "quick_gelu",
+        Activation::Gelu => "gelu",
+        Activation::Relu => "relu",
+    }
+}
+
+/// `CLIPVisionConfig`'s keys.
+fn vision_json(v: &VisionTransformerConfig, projection_dim: Option<usize>) -> serde_json::Value {
+    let mut cfg = json!({
+        "model_type": "clip_vision_model",
+        "hidden_size": v.width,
+        "intermediate_size": v.intermediate_size.unwrap_or(4 * v.width),
+        "num_attention_heads": v.heads,
+        "num_hidden_layers": v.layers,
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "num_channels": v.channels,
+        "layer_norm_eps": v.layer_norm_eps,
+        "hidden_act": act(v.activation),
+    });
+    if let Some(p) = projection_dim {
+        cfg["projection_dim"] = json!(p);
+    }
+    cfg
+}
+
+/// `CLIPTextConfig`'s keys.
+fn text_json(t: &TextTransformerConfig, projection_dim: Option<usize>) -> serde_json::Value {
+    let mut cfg = json!({
+        "model_type": "clip_text_model",
+        "vocab_size": t.vocab_size,
+        "max_position_embeddings": t.context_length,
+        "hidden_size": t.width,
+        "intermediate_size": t.intermediate_size.unwrap_or(4 * t.width),
+        "num_attention_heads": t.heads,
+        "num_hidden_layers": t.layers,
+        "layer_norm_eps": t.layer_norm_eps,
+        "hidden_act": act(t.activation),
+        "pad_token_id": t.pad_token_id,
+        // Transformers' legacy rule: an end id of 2 pools at the largest id, as a tower
+        // without an end id does here.
+        "eos_token_id": t.eos_token_id.unwrap_or(2),
+    });
+    // Null without a tokenizer's start id: transformers would otherwise assume CLIP's 49406.
+    cfg["bos_token_id"] = json!(t.bos_token_id);
+    if let Some(p) = projection_dim {
+        cfg["projection_dim"] = json!(p);
+    }
+    cfg
+}
+
+/// Writes `config.json` and the module as `model.safetensors` in Hugging Face's layout.
+fn write_folder<B: Backend, M: Module<B>>(dir: &Path, cfg: &serde_json::Value, module: &M) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
     let config_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Format { path: config_path.clone(), problem: e.to_string() })?;
+    let text = serde_json::to_string_pretty(cfg).map_err(|e| Error::Format { path: config_path.clone(), problem: e.to_string() })?;
     std::fs::write(&config_path, text).map_err(|source| Error::Io { path: config_path.clone(), source })?;
-    let weights = dir.join("model.safetensors");
-    let format_err = |problem: String| Error::Format { path: weights.clone(), problem };
+    write_weights(&dir.join("model.safetensors"), module)
+}
+
+/// Writes the module's parameters as safetensors in Hugging Face's layout.
+fn write_weights<B: Backend, M: Module<B>>(weights: &Path, module: &M) -> Result<()> {
+    let format_err = |problem: String| Error::Format { path: weights.to_owned(), problem };
     let renames = KeyRemapper::from_patterns(vec![(r"\.gamma$", ".weight"), (r"\.beta$", ".bias")]).map_err(|e| format_err(format!("key rule: {e}")))?;
-    let mut store = SafetensorsStore::from_file(&weights).overwrite(true).remap(renames).with_to_adapter(ToHf);
-    model.save_into(&mut store).map_err(|e| format_err(e.to_string()))
+    let mut store = SafetensorsStore::from_file(weights).overwrite(true).remap(renames).with_to_adapter(ToHf);
+    module.save_into(&mut store).map_err(|e| format_err(e.to_string()))
 }
 
 /// Module layout to Hugging Face's: linear weights transposed to `[out, in]`, the `[1]` logit
@@ -163,6 +325,32 @@ mod tests {
         let tokens = Tensor::<Flex, 2, Int>::from_ints([[1, 5, 9, 63, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [2, 7, 63, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]], &device);
         let (a, b) = (model.forward(images.clone(), tokens.clone()), back.forward(images, tokens));
         a.into_data().assert_eq(&b.into_data(), true);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_lora_tower_is_refused_until_merged_and_its_merge_loads_back_to_the_same_outputs() {
+        let device = Default::default();
+        Flex::seed(&device, 5);
+        let config = crate::VisionTransformerConfig::new(16, 8, 16, 2, 2);
+        let vit = config.init::<Flex>(&device).with_lora(&lora_fair::LoraConfig::new().with_r(2), &["q_proj", "v_proj"], &device).expect("lora");
+        // B starts at zero: give the adapters a non-zero delta so the merge matters.
+        let adapters = vit
+            .lora_adapters()
+            .into_iter()
+            .map(|(p, a)| (p, lora_fair::LoraAdapter::from_weights(a.lora_a.val(), a.lora_a.val().transpose().mul_scalar(0.5), 1.0).expect("adapter")))
+            .collect();
+        let vit = config.init::<Flex>(&device).with_lora_adapters(adapters).expect("attach");
+        let dir = std::env::temp_dir().join(format!("clip-vision-export-{}", std::process::id()));
+        let err = super::save_clip_vision(&vit, &config, &dir).unwrap_err().to_string();
+        assert!(err.contains("LoRA adapters attached"), "{err}");
+        let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+        let expected = vit.forward(images.clone());
+        let merged = vit.merge_and_unload();
+        super::save_clip_vision(&merged, &config, &dir).expect("export");
+        let (back, report) = Checkpoint::open(&dir).expect("open").vision_model::<Flex>(&device).expect("load");
+        assert!(report.unused.is_empty(), "{:?}", report.unused);
+        back.forward(images).into_data().assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-5));
         std::fs::remove_dir_all(&dir).ok();
     }
 

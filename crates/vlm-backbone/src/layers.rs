@@ -249,20 +249,24 @@ impl<B: Backend> TransformerEncoder<B> {
 
     /// Folds every adapter into its frozen weight and drops it (peft's `merge_and_unload`).
     pub fn merge_and_unload(self) -> Self {
+        self.map_projections(LoraLinear::merge_and_unload)
+    }
+
+    /// Drops every adapter without folding it in (peft's `unload`): the base encoder.
+    pub fn unload_lora(self) -> Self {
+        self.map_projections(LoraLinear::unload)
+    }
+
+    /// `f` applied to every projection of every layer.
+    fn map_projections(self, f: impl Fn(LoraLinear<B>) -> LoraLinear<B>) -> Self {
         let layers = self
             .layers
             .into_iter()
             .map(|l| {
                 let a = l.self_attn;
-                let self_attn = Attention {
-                    q_proj: a.q_proj.merge_and_unload(),
-                    k_proj: a.k_proj.merge_and_unload(),
-                    v_proj: a.v_proj.merge_and_unload(),
-                    out_proj: a.out_proj.merge_and_unload(),
-                    heads: a.heads,
-                };
+                let self_attn = Attention { q_proj: f(a.q_proj), k_proj: f(a.k_proj), v_proj: f(a.v_proj), out_proj: f(a.out_proj), heads: a.heads };
                 let m = l.mlp;
-                let mlp = Mlp { fc1: m.fc1.merge_and_unload(), fc2: m.fc2.merge_and_unload(), activation: m.activation };
+                let mlp = Mlp { fc1: f(m.fc1), fc2: f(m.fc2), activation: m.activation };
                 EncoderLayer { self_attn, mlp, ..l }
             })
             .collect();

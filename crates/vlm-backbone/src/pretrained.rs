@@ -246,7 +246,11 @@ impl Checkpoint {
         .with_layer_norm_eps(self.f64_or(s, "layer_norm_eps", 1e-5)?)
         .with_pad_token_id(self.usize_or(s, "pad_token_id", 1)?)
         // Transformers' legacy rule: a configured end id of 2 means "the largest id".
-        .with_eos_token_id((eos != 2).then_some(eos)))
+        .with_eos_token_id((eos != 2).then_some(eos))
+        .with_bos_token_id(match s.0.get("bos_token_id") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(self.usize_or(s, "bos_token_id", 0)?),
+        }))
     }
 
     /// The whole `CLIPModel`'s configuration.

@@ -68,6 +68,10 @@ pub struct TextTransformerConfig {
     /// `eos_token_id`); `None`: the largest id of the row.
     #[config(default = "None")]
     pub eos_token_id: Option<usize>,
+    /// The start-of-text id the tokenizer puts first (Hugging Face CLIP's `bos_token_id`). The
+    /// forward does not use it; an export writes it to `config.json` for the tokenizer's users.
+    #[config(default = "None")]
+    pub bos_token_id: Option<usize>,
 }
 
 impl TextTransformerConfig {

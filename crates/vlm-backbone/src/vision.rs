@@ -194,6 +194,11 @@ impl<B: Backend> VisionTransformer<B> {
         VisionTransformer { encoder: self.encoder.merge_and_unload(), ..self }
     }
 
+    /// Drops the attached adapters without folding them in (peft's `unload`): the base tower.
+    pub fn unload_lora(self) -> Self {
+        VisionTransformer { encoder: self.encoder.unload_lora(), ..self }
+    }
+
     /// The pooled image feature: [batch, width].
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward_routed(images).0

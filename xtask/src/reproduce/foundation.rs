@@ -23,7 +23,7 @@ pub fn foundation(root: &Path, fairvlm: &Path, device: &str) -> Result<PathBuf> 
         matches!((time(a), time(b)), (Some(x), Some(y)) if x > y) || time(b).is_none()
     };
     if newer(&out.join("best.safetensors"), &hf.join("model.safetensors")) {
-        run(Command::new(fairvlm).current_dir(root).args(["export", "--run"]).arg(&out).arg("--out").arg(&hf))?;
+        run(Command::new(fairvlm).current_dir(root).args(["export", "--run"]).arg(&out).arg("--output").arg(&hf))?;
     }
     let auc = j["test"]["overall"]["auc"].as_f64().context("the foundation's report has a test AUC")?;
     println!("foundation CLIP: test AUC {:.2} on its own corpus, exported to {}", 100.0 * auc, hf.display());

@@ -42,7 +42,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
             let data = dir.join(format!("data-{benchmark}s{seed}"));
             if !data.join("audit.npz").is_file() {
                 let mut cmd = Command::new(&fairvlm);
-                cmd.current_dir(root).args(["lora", "prepare", "--seed", &seed.to_string(), "--out"]).arg(&data);
+                cmd.current_dir(root).args(["lora", "prepare", "--seed", &seed.to_string(), "--output"]).arg(&data);
                 match ds {
                     "fashion-mnist" => {
                         cmd.args(["--source", "fashion-mnist", "--root"]).arg(fashion_mnist(root)?);
@@ -59,7 +59,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
                     .current_dir(root)
                     .args(["lora", "pretrain", "--device", device, "--config", &config, "--set", &format!("seed={seed}"), "--epochs", &pretrain_epochs.to_string(), "--data"])
                     .arg(data.join("pretrain.npz"))
-                    .arg("--out")
+                    .arg("--output")
                     .arg(&base))?;
             }
             prepared.push((data, base));
@@ -80,7 +80,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
                 let mut sets = vec![format!("method=\"{method}\""), format!("seed={seed}")];
                 push_epochs(&mut sets, epochs);
                 let mut cmd = Command::new(&fairvlm);
-                cmd.current_dir(root).args(["lora", "run", "--device", device, "--config", &config, "--base"]).arg(base).arg("--data").arg(data).arg("--out").arg(&out);
+                cmd.current_dir(root).args(["lora", "run", "--device", device, "--config", &config, "--base"]).arg(base).arg("--data").arg(data).arg("--run").arg(&out);
                 let j = resumable_run(&out, "audit.json", &head, &sets, cmd)?;
                 let log = std::fs::read_to_string(out.join("developer.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
                 let o: Vec<f64> = log.as_ref().and_then(|l| l["subspace_overlap"].as_array()).map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default();

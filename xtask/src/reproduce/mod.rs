@@ -101,7 +101,7 @@ const STUDY_FORMAT: u32 = 2;
 /// stamp holds the config file's text, so editing a config retrains its runs.
 fn study_run(fairvlm: &Path, root: &Path, out: &Path, config: &str, device: &str, sets: &[String]) -> Result<serde_json::Value> {
     let mut cmd = Command::new(fairvlm);
-    cmd.current_dir(root).args(["train", "--quiet", "--device", device, "--config"]).arg(root.join(config)).arg("--out").arg(out);
+    cmd.current_dir(root).args(["train", "--quiet", "--device", device, "--config"]).arg(root.join(config)).arg("--run").arg(out);
     let text = std::fs::read_to_string(root.join(config)).with_context(|| config.to_string())?;
     resumable_run(out, "report.json", &format!("{config}\nstudy format {STUDY_FORMAT}\n{text}"), sets, cmd)
 }

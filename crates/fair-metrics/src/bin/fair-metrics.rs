@@ -14,6 +14,9 @@ use fair_metrics::{read_csv, Attribute, Bootstrap, CsvSpec, Format, Report, Repo
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Only errors: no warnings about small or single-class groups.
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -117,7 +120,7 @@ fn main() -> ExitCode {
             // A bad -o, and every error of the library, is about the input: status 2.
             let text = match output_problem(&args) {
                 Some(problem) => Err(problem),
-                None => report(&args).map_err(|e| e.to_string()),
+                None => report(&args, cli.quiet).map_err(|e| e.to_string()),
             };
             match text {
                 Ok(text) => match write_output(args.output.as_deref(), &text) {
@@ -172,7 +175,7 @@ fn split_quantiles(args: impl IntoIterator<Item = OsString>) -> Result<Vec<OsStr
     Ok(out)
 }
 
-fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
+fn report(a: &ReportArgs, quiet: bool) -> Result<String, fair_metrics::Error> {
     let mut spec = CsvSpec::new(&a.label, &a.score);
     spec.pred = a.pred.clone();
     spec.weight = a.weight.clone();
@@ -189,12 +192,38 @@ fn report(a: &ReportArgs) -> Result<String, fair_metrics::Error> {
         opts = opts.with_bootstrap(Bootstrap::new(n, a.seed).with_quantiles(lo, hi));
     }
     let report = Report::compute(&table.predictions, &attrs, &opts)?;
+    if !quiet {
+        for warning in group_warnings(&report) {
+            eprintln!("fair-metrics: warning: {warning}");
+        }
+    }
     Ok(report.render(match a.format {
         FormatArg::Json => Format::Json,
         FormatArg::Md => Format::Markdown,
         FormatArg::Csv => Format::Csv,
     }))
 }
+
+/// Groups whose numbers need care: no AUC (one class only), or fewer than
+/// [`SMALL_GROUP`] rows (group AUCs then move by several points from sampling alone).
+fn group_warnings(report: &Report) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap_or_default();
+    let mut out = Vec::new();
+    for (attr, m) in json["attributes"].as_object().into_iter().flatten() {
+        for (group, g) in m["groups"].as_object().into_iter().flatten() {
+            let n = g["n"].as_u64().unwrap_or(0);
+            if g["auc"].is_null() {
+                out.push(format!("{attr} = {group}: one class only among its {n} rows, no AUC (left out of ES-AUC, or null with --undefined-auc null)"));
+            } else if n < SMALL_GROUP {
+                out.push(format!("{attr} = {group}: {n} rows; its AUC and rates have wide sampling error (--bootstrap gives intervals)"));
+            }
+        }
+    }
+    out
+}
+
+/// Below this many rows a group's AUC is flagged as unstable.
+const SMALL_GROUP: u64 = 30;
 
 /// Why `-o` cannot be written, if it cannot: it is the input file (the report would replace the
 /// data), or something other than a regular file (a symlink, FIFO or device node that the

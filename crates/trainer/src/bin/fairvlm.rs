@@ -1,10 +1,17 @@
 //! `fairvlm`: train and audit fair vision-language models.
 //!
-//! - `fairvlm train --config FILE.toml [--device cpu|cuda|wgpu] [--out DIR] [--resume] [--set KEY=VALUE]`
-//! - `fairvlm eval --run DIR [--checkpoint FILE] [--split test|validation] [--format md|json]`
+//! One vocabulary across the subcommands: `--run` is a run folder (written by `train`, `lora
+//! run`, `lora developer`; read by `eval`, `export`, `lora audit`), `-o/--output` anything else
+//! a command writes, `--format md|json|csv`, `--split`, `--device` checked choices, `-q/--quiet`.
+//! Old spellings (`--out`, `lora audit --model`) still work, with a warning, until the next
+//! release.
+//!
+//! - `fairvlm train --config FILE.toml [--device cpu|cuda|wgpu] [--run DIR] [--resume] [--set KEY=VALUE]`
+//! - `fairvlm eval --run DIR [--checkpoint best|last|FILE] [--split test|validation] [--format md|json|csv] [-o FILE]`
+//! - `fairvlm export --run DIR -o FOLDER [--tower both|vision|text] [--lora merged|adapter --base FILE]`
 //! - `fairvlm data check --config FILE.toml [--format md|json]`: the dataset card (counts,
 //!   prevalence per group, unknown values, small test groups, unreadable files, image sizes)
-//! - `fairvlm synth --out DIR [--config FILE.toml]`
+//! - `fairvlm synth -o DIR [--config FILE.toml]`
 //! - `fairvlm throughput [--device cpu|cuda|wgpu] [--weights DIR] [--batch 64] [--iters 10]`:
 //!   forward images per second of a ViT-B/16 image tower
 //! - `fairvlm lora prepare | pretrain | auditor | developer | audit | run`: fairness-aware LoRA
@@ -14,9 +21,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[path = "fairvlm/usage.rs"]
+mod usage;
+
 use anyhow::{Context, Result};
 use burn::backend::{Autodiff, Flex};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use trainer::{Experiment, RunOptions};
 
 #[derive(Parser)]
@@ -57,6 +67,21 @@ enum FormatArg {
     Json,
 }
 
+/// What of a CLIP run `fairvlm export` writes.
+#[derive(Clone, Copy, ValueEnum)]
+enum TowerArg {
+    Both,
+    Vision,
+    Text,
+}
+
+/// How `fairvlm export` writes a LoRA run's adapters.
+#[derive(Clone, Copy, ValueEnum)]
+enum LoraFormArg {
+    Merged,
+    Adapter,
+}
+
 /// The formats of a fairness report (`fair-metrics report --format`).
 #[derive(Clone, Copy, ValueEnum)]
 enum ReportFormatArg {
@@ -84,10 +109,10 @@ enum Command {
         /// libtorch where built with their features.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
-        /// Run folder (default runs/<config name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Continue the run in --out after its last completed epoch.
+        /// The run folder to write (default runs/<config name>).
+        #[arg(long, alias = "out")]
+        run: Option<PathBuf>,
+        /// Continue the run in --run after its last completed epoch.
         #[arg(long)]
         resume: bool,
         /// Override a config value: --set optim.epochs=2 (repeatable).
@@ -120,8 +145,8 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
         /// The JSON to write.
-        #[arg(long, default_value = "gpu-check.json")]
-        out: PathBuf,
+        #[arg(short, long, alias = "out", default_value = "gpu-check.json")]
+        output: PathBuf,
         /// Sizes for the software device: a small ViT at batch 4 instead of ViT-B/16 at 64, a
         /// tiny smoke training instead of an epoch of the benchmark, 4 pipeline batches.
         #[arg(long)]
@@ -161,27 +186,41 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
     },
-    /// Write a CLIP or FairCLIP run's model as a Hugging Face CLIPModel folder (config.json,
-    /// model.safetensors, tokenizer.json): loadable by transformers' CLIPModel.from_pretrained
-    /// and, through [model.vision] / [model.text], as the start of another run.
+    /// Write a run's model as a folder Hugging Face transformers reads, with a model card
+    /// (README.md): a CLIP or FairCLIP run as a CLIPModel (or one tower: CLIPVisionModel,
+    /// CLIPTextModel), also the start of another run through [model.vision] / [model.text]; a
+    /// LoRA run (`fairvlm lora run`) as a CLIPVisionModel with its adapters merged, or as a
+    /// base and a peft adapter, the head beside it (docs/weights.md).
     Export {
-        /// The run folder (holds config.toml, tokenizer.json and the checkpoints).
+        /// The run folder: a training run's (config.toml, tokenizer.json, checkpoints) or a LoRA
+        /// run's (lora.toml, adapter/, head.safetensors).
         #[arg(long)]
         run: PathBuf,
-        /// Weights: best (the epoch selected on validation), last, or a file with the run's
-        /// model.
+        /// The folder to write.
+        #[arg(short, long, alias = "out")]
+        output: PathBuf,
+        /// Weights of a training run: best (the epoch selected on validation), last, or a file
+        /// with the run's model.
         #[arg(long, default_value = "best")]
         checkpoint: String,
-        /// The folder to write.
+        /// What of a CLIP run to write: both towers (CLIPModel), vision (CLIPVisionModel) or
+        /// text (CLIPTextModel, with the tokenizer).
+        #[arg(long, value_enum, default_value = "both")]
+        tower: TowerArg,
+        /// A LoRA run's adapters: merged into the tower, or adapter (base/ and a peft
+        /// adapter/ folder).
+        #[arg(long, value_enum, default_value = "merged")]
+        lora: LoraFormArg,
+        /// A LoRA run's base (from `fairvlm lora pretrain`); needed for LoRA runs.
         #[arg(long)]
-        out: PathBuf,
+        base: Option<PathBuf>,
     },
     /// Write the synthetic benchmark in Harvard-FairVLMed's format (Harvard-FairVision's, with
     /// OCT volumes, for a multimodal config with `multimodal.pairing = "oct"`).
     Synth {
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
+        /// The folder to write.
+        #[arg(short, long, alias = "out")]
+        output: PathBuf,
         /// Take [data.synthetic] from this experiment (default: the built-in benchmark).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -327,9 +366,9 @@ enum LoraCommand {
         /// Source folder: the experiment whose [data] (root, [data.folder]) names the columns.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
+        /// The folder to write.
+        #[arg(short, long, alias = "out")]
+        output: PathBuf,
         /// Task label (UTKFace, CelebA).
         #[arg(long, default_value = "gender")]
         task: String,
@@ -374,9 +413,9 @@ enum LoraCommand {
         /// Pretraining epochs.
         #[arg(long, default_value_t = 2)]
         epochs: usize,
-        /// Output checkpoint (a `.json` with its sizes is written beside it).
-        #[arg(long)]
-        out: PathBuf,
+        /// The checkpoint to write (a `.json` with its sizes is written beside it).
+        #[arg(short, long, alias = "out")]
+        output: PathBuf,
         /// Backend.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
@@ -407,9 +446,9 @@ enum LoraCommand {
         /// The folder the two roles share (adapters and gradients cross it, never labels).
         #[arg(long)]
         exchange: PathBuf,
-        /// Output folder: the developer's adapter and head.
-        #[arg(long)]
-        out: PathBuf,
+        /// The run folder to write: the developer's adapter and head.
+        #[arg(long, alias = "out")]
+        run: PathBuf,
         /// Seconds to wait for the auditor.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -419,9 +458,9 @@ enum LoraCommand {
         /// The pretrained base (from `fairvlm lora pretrain`).
         #[arg(long)]
         base: PathBuf,
-        /// The developer's output folder.
-        #[arg(long)]
-        model: PathBuf,
+        /// The developer's run folder (`lora developer` or `lora run`).
+        #[arg(long, alias = "model")]
+        run: PathBuf,
         /// audit.npz (task and sensitive labels).
         #[arg(long)]
         data: PathBuf,
@@ -441,9 +480,9 @@ enum LoraCommand {
         /// The prepared folder (developer.npz, auditor.npz, audit.npz).
         #[arg(long)]
         data: PathBuf,
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
+        /// The run folder to write.
+        #[arg(long, alias = "out")]
+        run: PathBuf,
     },
 }
 
@@ -501,13 +540,17 @@ fn init_logging(quiet: bool, verbose: u8) {
 }
 
 fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.quiet, cli.verbose);
+    for warning in usage::warnings(&matches, std::env::args_os().skip(1)) {
+        tracing::warn!("{warning}");
+    }
     let quiet = cli.quiet;
     match cli.command {
-        Command::Train { config, device, out, resume, set, devices, nodes, node_rank, orchestrator, node_address } => {
+        Command::Train { config, device, run, resume, set, devices, nodes, node_rank, orchestrator, node_address } => {
             let exp = Experiment::from_file_with(&config, &set)?;
-            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
+            let out = run.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
             let nodes = match (nodes, orchestrator, node_address) {
                 (1, None, _) => None,
                 (count, Some(orchestrator), Some(address)) => Some(trainer::Nodes { count: count.into(), rank: node_rank.into(), orchestrator, address }),
@@ -524,7 +567,7 @@ fn run() -> Result<ExitCode> {
             println!("{}", report.markdown().split("\n## Training").next().unwrap_or_default());
             println!("reports in {}", out.display());
         }
-        Command::GpuCheck { device, out, quick, peak_f32_tflops, peak_bf16_tflops } => {
+        Command::GpuCheck { device, output: out, quick, peak_f32_tflops, peak_bf16_tflops } => {
             let arg = device.unwrap_or_else(default_device);
             let name = device_name(arg);
             let json = with_backend!(arg, |B, device| gpu_check::<B>(&device, name, quick, [peak_f32_tflops, peak_bf16_tflops])?);
@@ -539,9 +582,8 @@ fn run() -> Result<ExitCode> {
             eprintln!("burn-collective orchestrator on port {port}; stop it with Ctrl-C");
             trainer::serve_orchestrator(port)?;
         }
-        Command::Export { run, checkpoint, out } => {
-            trainer::export_clip_run(&run, &checkpoint_path(&run, &checkpoint), &out)?;
-            println!("wrote {} (config.json, model.safetensors, tokenizer.json, README.md: the model card)", out.display());
+        Command::Export { run, output, checkpoint, tower, lora, base } => {
+            return export(&matches, &run, &output, &checkpoint, tower, lora, base.as_deref()).map(|()| ExitCode::SUCCESS)
         }
         Command::Eval { run, checkpoint, split, format, output, device } => {
             let ckpt = checkpoint_path(&run, &checkpoint);
@@ -556,7 +598,7 @@ fn run() -> Result<ExitCode> {
                 None => print!("{text}"),
             }
         }
-        Command::Synth { out, config } => {
+        Command::Synth { output: out, config } => {
             let exp = match config {
                 Some(c) => Experiment::from_file(&c)?,
                 None => Experiment::default(),
@@ -601,12 +643,57 @@ fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `fairvlm export`: a LoRA run (it has lora.toml) or a training run.
+fn export(
+    matches: &clap::ArgMatches,
+    run: &std::path::Path,
+    output: &std::path::Path,
+    checkpoint: &str,
+    tower: TowerArg,
+    lora: LoraFormArg,
+    base: Option<&std::path::Path>,
+) -> Result<()> {
+    let given = |flag: &str| usage::given(matches, &["export", flag]);
+    if run.join("lora.toml").is_file() {
+        for flag in ["checkpoint", "tower"].into_iter().filter(|f| given(f)) {
+            tracing::warn!("--{flag} is ignored for a LoRA run ({} has lora.toml)", run.display());
+        }
+        let base = base.ok_or_else(|| Usage(format!("--base: {} is a LoRA run; name the base it was trained from (fairvlm lora pretrain's checkpoint)", run.display())))?;
+        let form = match lora {
+            LoraFormArg::Merged => trainer::LoraForm::Merged,
+            LoraFormArg::Adapter => trainer::LoraForm::Adapter,
+        };
+        trainer::export_lora_run(run, base, output, form)?;
+        println!(
+            "wrote {} ({}classifier.safetensors, README.md: the model card)",
+            output.display(),
+            if matches!(form, trainer::LoraForm::Merged) {
+                "config.json, model.safetensors: a CLIPVisionModel; "
+            } else {
+                "base/: a CLIPVisionModel, adapter/: its peft LoRA adapter; "
+            }
+        );
+        return Ok(());
+    }
+    for flag in ["lora", "base"].into_iter().filter(|f| given(f)) {
+        tracing::warn!("--{flag} is ignored: {} is not a LoRA run (no lora.toml)", run.display());
+    }
+    let tower = match tower {
+        TowerArg::Both => trainer::Tower::Both,
+        TowerArg::Vision => trainer::Tower::Vision,
+        TowerArg::Text => trainer::Tower::Text,
+    };
+    trainer::export_clip_run(run, &checkpoint_path(run, checkpoint), output, tower)?;
+    println!("wrote {} (config.json, model.safetensors, {}README.md: the model card)", output.display(), if tower == trainer::Tower::Vision { "" } else { "tokenizer.json, " });
+    Ok(())
+}
+
 fn lora(command: LoraCommand) -> Result<()> {
     use fair_data::LabelledImages;
     use trainer::lora;
     let read = |p: &PathBuf| LabelledImages::read(p).with_context(|| format!("reading {}", p.display()));
     match command {
-        LoraCommand::Prepare { source, root, config, out, task, sensitive, correlation, audit_correlation, benchmark, size, auditor_fraction, max_pretrain, seed } => {
+        LoraCommand::Prepare { source, root, config, output: out, task, sensitive, correlation, audit_correlation, benchmark, size, auditor_fraction, max_pretrain, seed } => {
             let need_root = || root.clone().ok_or_else(|| anyhow::Error::from(Usage("--root: the dataset folder is needed for this source".into())));
             let sizes = match source {
                 SourceArg::FashionMnist => {
@@ -633,7 +720,7 @@ fn lora(command: LoraCommand) -> Result<()> {
             };
             println!("{}", serde_json::to_string(&sizes)?);
         }
-        LoraCommand::Pretrain { config, set, data, epochs, out, device } => {
+        LoraCommand::Pretrain { config, set, data, epochs, output: out, device } => {
             let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
             let set_ = read(&data)?;
             let classes = lora::classes_of(set_.label("class")?, "class")?;
@@ -657,7 +744,7 @@ fn lora(command: LoraCommand) -> Result<()> {
                 println!("auditor: {} method, {rounds} gradient rounds answered", exp.method.name());
             });
         }
-        LoraCommand::Developer { role: RoleArgs { config, set, base, device }, data, exchange, out, timeout } => {
+        LoraCommand::Developer { role: RoleArgs { config, set, base, device }, data, exchange, run: out, timeout } => {
             let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
             let set_ = read(&data)?;
             with_backend!(device.unwrap_or_else(default_device), |B, device| {
@@ -676,7 +763,7 @@ fn lora(command: LoraCommand) -> Result<()> {
                 );
             });
         }
-        LoraCommand::Audit { base, model, data, format, device } => {
+        LoraCommand::Audit { base, run: model, data, format, device } => {
             let exp = lora::LoraExperiment::from_file_with(&model.join("lora.toml"), &[])?;
             let set_ = read(&data)?;
             let report = with_backend!(device.unwrap_or_else(default_device), |B, device| {
@@ -690,7 +777,7 @@ fn lora(command: LoraCommand) -> Result<()> {
                 FormatArg::Md => print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)])),
             }
         }
-        LoraCommand::Run { role: RoleArgs { config, set, base, device }, data, out } => {
+        LoraCommand::Run { role: RoleArgs { config, set, base, device }, data, run: out } => {
             let exp = lora::LoraExperiment::from_file_with(&config, &set)?;
             let (dev, aud, test) = (read(&data.join("developer.npz"))?, read(&data.join("auditor.npz"))?, read(&data.join("audit.npz"))?);
             let report = with_backend!(device.unwrap_or_else(default_device), |B, device| {

@@ -16,6 +16,12 @@ use trainer::lora::{self, Auditor, FileLink, LocalAuditor, LoraExperiment, LoraM
 /// `n` images of 8 x 8: class 1 has a bright bar (the task), and a red background tint agrees
 /// with the class 80% of the time (the sensitive attribute, an easy shortcut).
 fn toy(n: usize, seed: u64) -> LabelledImages {
+    toy_tinted(n, seed, 80.0)
+}
+
+/// [`toy`] with a tint of `tint` grey levels (80 is an easy shortcut; a faint one leaves a
+/// probe something to lose).
+fn toy_tinted(n: usize, seed: u64, tint: f32) -> LabelledImages {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut set = LabelledImages { size: 8, ..Default::default() };
     let (mut task, mut sens, mut class) = (vec![], vec![], vec![]);
@@ -25,7 +31,7 @@ fn toy(n: usize, seed: u64) -> LabelledImages {
         for c in 0..3 {
             for p in 0..64 {
                 let bar = y == 1 && p % 8 == 3;
-                let v = if bar { 200.0 } else { 30.0 } + if c == 0 && s == 1 { 80.0 } else { 0.0 } + rng.random_range(0.0..40.0);
+                let v = if bar { 200.0 } else { 30.0 } + if c == 0 && s == 1 { tint } else { 0.0 } + rng.random_range(0.0..40.0);
                 set.images.push(v as u8);
             }
         }
@@ -553,4 +559,92 @@ fn an_empty_gradient_answer_is_refused() {
     let dev = all.with_labels(&[("task", "task")]).unwrap();
     let e = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut Empty, &Default::default()).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("the auditor's gradient has no entry for"), "{e}");
+}
+
+/// Accuracy of a least-squares linear probe that predicts `s` (0/1) from `features`, fitted
+/// on the rows `fit` and scored on the others: how much of the attribute the features carry.
+fn probe_accuracy(features: &[Vec<f64>], s: &[i64], fit: usize) -> f64 {
+    let d = features[0].len() + 1;
+    let row = |f: &Vec<f64>| -> Vec<f64> { f.iter().copied().chain([1.0]).collect() };
+    // Normal equations with a small ridge, solved by Gaussian elimination.
+    let mut a = vec![vec![0.0; d + 1]; d];
+    for (f, &y) in features[..fit].iter().zip(&s[..fit]) {
+        let x = row(f);
+        for i in 0..d {
+            for j in 0..d {
+                a[i][j] += x[i] * x[j];
+            }
+            a[i][d] += x[i] * y as f64;
+        }
+    }
+    for (i, r) in a.iter_mut().enumerate() {
+        r[i] += 1e-3;
+    }
+    for c in 0..d {
+        let p = (c..d).max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs())).unwrap();
+        a.swap(c, p);
+        for r in 0..d {
+            if r != c {
+                let k = a[r][c] / a[c][c];
+                let pivot = a[c].clone();
+                for (v, p) in a[r].iter_mut().zip(&pivot) {
+                    *v -= k * p;
+                }
+            }
+        }
+    }
+    let w: Vec<f64> = (0..d).map(|i| a[i][d] / a[i][i]).collect();
+    let held = &features[fit..];
+    let right = held.iter().zip(&s[fit..]).filter(|(f, &y)| (row(f).iter().zip(&w).map(|(x, w)| x * w).sum::<f64>() >= 0.5) == (y == 1)).count();
+    right as f64 / held.len() as f64
+}
+
+/// Adv's wiring: against Erm on the same base, data and seed, the developer's features carry
+/// less of the sensitive attribute, as the auditor measures it with a fresh probe on its own
+/// labels.
+const TINT: f32 = 8.0;
+
+/// Adv's wiring: the developer's adversarial term fools the adversary the auditor trains. With
+/// `lambda_adv = 1` the auditor's adversary, trained the same way on the same batches, predicts
+/// the sensitive attribute from the developer's features less well than with `lambda_adv = 0`
+/// (the same run without the term). A fresh least-squares probe, the strongest linear reader,
+/// is printed beside it: maximising one adversary's cross-entropy need not remove what another
+/// reads (docs/methods.md, "What Adv removes").
+#[test]
+fn adv_lowers_the_auditors_sensitive_accuracy_on_the_developers_features() {
+    let device = Default::default();
+    let probe_set = toy_tinted(400, 99, TINT);
+    let (mut adversary, mut probe) = (Vec::new(), Vec::new());
+    for seed in [21u64, 22, 23] {
+        let all = toy_tinted(384, seed, TINT);
+        let base_model = pretrained(&experiment("erm", &[]), &all);
+        let dev = all.subset(&(0..192).collect::<Vec<_>>()).with_labels(&[("task", "task")]).unwrap();
+        let aud = all.subset(&(192..384).collect::<Vec<_>>()).with_labels(&[("sensitive", "sensitive")]).unwrap();
+        for lambda in ["0.0", "1.0"] {
+            let exp = experiment("adv", &["optim.epochs=4", &format!("fair.lambda_adv={lambda}")]);
+            let mut auditor = Auditor::new(&exp, base_model.clone(), aud.clone(), "sensitive", &device).unwrap();
+            let (model, _, _) = lora::train_developer::<B>(&exp, &base_model, &dev, "task", &mut LocalAuditor(&mut auditor), &device).unwrap();
+            adversary.push(auditor.adversary_accuracy(&lora::adapter_values(&model)).unwrap());
+            let valid = burn::module::AutodiffModule::valid(&model);
+            let idx: Vec<usize> = (0..probe_set.len()).collect();
+            let features = valid.vit.forward(lora::image_batch::<burn_flex::Flex>(&probe_set, &idx, &device));
+            let [n, width] = features.dims();
+            let values = features.into_data().to_vec::<f32>().unwrap();
+            let rows: Vec<Vec<f64>> = (0..n).map(|i| values[i * width..(i + 1) * width].iter().map(|v| *v as f64).collect()).collect();
+            probe.push(probe_accuracy(&rows, probe_set.label("sensitive").unwrap(), 200));
+        }
+    }
+    let mean = |v: &[f64], k: usize| v.iter().skip(k).step_by(2).sum::<f64>() / 3.0;
+    println!(
+        "auditor's adversary accuracy, lambda_adv 0 -> 1: {:?} (mean {:.3} -> {:.3}); fresh probe: {:?} (mean {:.3} -> {:.3})",
+        adversary,
+        mean(&adversary, 0),
+        mean(&adversary, 1),
+        probe,
+        mean(&probe, 0),
+        mean(&probe, 1)
+    );
+    for pair in adversary.chunks(2) {
+        assert!(pair[1] < pair[0], "the adversary was not fooled: {adversary:?}");
+    }
 }

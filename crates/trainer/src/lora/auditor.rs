@@ -167,6 +167,21 @@ impl<B: AutodiffBackend> Auditor<B> {
         self.sensitive.as_ref().map(|m| m.classifier.clone().no_grad()).ok_or_else(|| Error::Invalid("the auditor has no sensitive head".into()))
     }
 
+    /// Adv's adversary, as it stands, on the developer's features at `adapters`: the share of
+    /// the auditor's pool whose sensitive attribute it predicts. This is what the developer's
+    /// adversarial term works against; the auditor can report it without any label leaving.
+    pub fn adversary_accuracy(&self, adapters: &Adapters) -> Result<f64> {
+        let vit = self.developer_tower(adapters)?;
+        let rows: Vec<usize> = (0..self.data.len()).collect();
+        let mut right = 0;
+        for chunk in rows.chunks(256) {
+            let logits = self.adversary.forward(vit.forward(image_batch::<B>(&self.data, chunk, &self.device))).detach();
+            let predicted = logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| Error::Invalid(format!("adversary predictions: {e:?}")))?;
+            right += predicted.iter().zip(chunk).filter(|(p, &i)| **p == self.labels[i]).count();
+        }
+        Ok(right as f64 / rows.len().max(1) as f64)
+    }
+
     /// The classes of the sensitive attribute.
     pub fn classes(&self) -> usize {
         self.classes

@@ -103,6 +103,8 @@ fn bad_input_exits_2_naming_the_problem() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
+        // The cause is said once, not again by the error chain.
+        assert!(err.matches("No such file").count() <= 1, "{args:?}: {err}");
     }
     #[cfg(not(feature = "cuda"))]
     {

@@ -81,7 +81,15 @@ pub fn prepare_fundus(out: &Path, synth: &crate::SynthConfig, sensitive: &str, s
     pretrain = pretrain.with_labels(&[("glaucoma", "class")])?;
     let [train, _, test] = synth.generate()?;
     let as_parties = |s: &[crate::Sample]| -> Result<LabelledImages> { crate::fundus_images(s, size).with_labels(&[("glaucoma", "task"), (sensitive, "sensitive")]) };
-    write_parties(out, &pretrain, &as_parties(&train)?, &as_parties(&test)?, auditor_fraction, synth.seed)
+    let sizes = write_parties(out, &pretrain, &as_parties(&train)?, &as_parties(&test)?, auditor_fraction, synth.seed)?;
+    // The groups' names, so that audits and predictions say "Black" rather than "1".
+    if let Some(k) = crate::fairvlmed::ATTRIBUTES.iter().position(|a| *a == sensitive) {
+        let values = crate::fairvlmed::ATTRIBUTE_VALUES[k].iter().map(|v| v.to_string()).collect();
+        let labels = PartyLabels { task: "glaucoma".into(), classes: vec!["no".into(), "yes".into()], sensitive: sensitive.to_string(), values };
+        let path = out.join("parties.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&labels).unwrap_or_default()).map_err(|source| Error::Io { path, source })?;
+    }
+    Ok(sizes)
 }
 
 /// UTKFace or CelebA (an index from [`crate::load_utkface`] / [`crate::load_celeba`]) as
@@ -176,4 +184,17 @@ pub fn prepare_folder(data: &crate::FolderDataset, spec: &crate::FolderSpec, out
     let path = out.join("parties.json");
     std::fs::write(&path, serde_json::to_string_pretty(&labels).unwrap_or_default()).map_err(|source| Error::Io { path, source })?;
     Ok(sizes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fundus_parties_name_the_groups() {
+        let out = std::env::temp_dir().join(format!("fundus-parties-{}", std::process::id()));
+        let synth = crate::SynthConfig { sizes: [60, 10, 30], image_size: 16, ..Default::default() };
+        super::prepare_fundus(&out, &synth, "race", 8, 0.5).expect("prepare");
+        let labels: super::PartyLabels = serde_json::from_str(&std::fs::read_to_string(out.join("parties.json")).expect("parties.json")).expect("json");
+        assert_eq!((labels.sensitive.as_str(), labels.values), ("race", vec!["Asian".to_string(), "Black".into(), "White".into()]));
+        std::fs::remove_dir_all(&out).ok();
+    }
 }

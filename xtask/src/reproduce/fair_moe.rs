@@ -138,7 +138,7 @@ pub fn reproduce_fair_moe(
     if sweep {
         let attr = attrs.first().copied().unwrap_or("race");
         let head = format!(
-            "# λ sweeps ({attr})\n\nCommand: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attr}{}{} --sweep`. {}. Each value of FairCLIP's λ (the script's 1e-6 first, the paper's 1e-7, then up to where the regulariser outweighs InfoNCE) and of FOL's λ_moe (the code's form; the code's 1e-4 first) and FOL's paper form trains on seeds {}; the value with the best mean validation ES-AUC ({attr}, at the epoch selected on validation AUC) is selected (marked ✓) and trained on every seed for the paired difference below. Test values x100, mean ± std over the selection seeds; the mechanism is the last epoch's per-group value, mean over those seeds: FairCLIP's Sinkhorn divergence of each group batch's similarities from the batch's (before λ), FOL's routing-variance gap `V_g − V` averaged over the MoEs (x1e3).\n\n",
+            "# λ sweeps ({attr})\n\nCommand: `cargo xtask reproduce fair-moe --seeds {seeds} --attributes {attr}{}{} --sweep`. {}. Each value of FairCLIP's λ (the script's 1e-6 first, the paper's 1e-7, then up to where the regulariser outweighs InfoNCE; then the paper's form of the similarities, `fairclip.variant = \"aligned\"`, at three doses) and of FOL's λ_moe (the code's form; the code's 1e-4 first) and FOL's paper form trains on seeds {}; the value with the best mean validation ES-AUC ({attr}, at the epoch selected on validation AUC) is selected (marked ✓) and trained on every seed for the paired difference below. Test values x100, mean ± std over the selection seeds; the mechanism is the last epoch's per-group value, mean over those seeds: FairCLIP's Sinkhorn divergence of each group batch's similarities from the batch's (before λ), FOL's routing-variance gap `V_g − V` averaged over the MoEs (x1e3).\n\n",
             epochs_flag(epochs),
             regime_flags(&regime),
             regime.describe(),
@@ -197,6 +197,11 @@ const SWEEPS: [Sweep; 2] = [
             ("1e-5", &["fairclip.lambda=1e-5"]),
             ("1e-4", &["fairclip.lambda=1e-4"]),
             ("1e-3", &["fairclip.lambda=1e-3"]),
+            // The paper's form (docs/methods.md: cosine similarities of matched pairs, no
+            // normalisation on either side): its terms are on another scale, so its own doses.
+            ("paper form, 1e-6", &["fairclip.variant=\"aligned\""]),
+            ("paper form, 1e-3", &["fairclip.variant=\"aligned\"", "fairclip.lambda=1e-3"]),
+            ("paper form, 1", &["fairclip.variant=\"aligned\"", "fairclip.lambda=1.0"]),
         ],
         baseline: "clip",
         mechanism: "sinkhorn.",

@@ -94,7 +94,7 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
             let overlap = if overlap.is_empty() {
                 "-".to_string()
             } else {
-                format!("{:.3} → {:.3}", overlap.iter().map(|o| o.0).sum::<f64>() / n, overlap.iter().map(|o| o.1).sum::<f64>() / n)
+                format!("{:.1e} → {:.1e}", overlap.iter().map(|o| o.0).sum::<f64>() / n, overlap.iter().map(|o| o.1).sum::<f64>() / n)
             };
             md.push_str(&row(std::iter::once(label.to_string()).chain(cols.cells()).chain([overlap])));
         }

@@ -65,7 +65,17 @@ pub fn prepare_fashion_mnist(root: &Path, out: &Path, tint: &crate::TintConfig, 
     }
     let train = crate::tinted_fashion_mnist(&train_x, &train_y, tint)?;
     let audit = crate::tinted_fashion_mnist(&test_x, &test_y, &crate::TintConfig { seed: tint.seed ^ 0x7e57, correlation: tint.audit_correlation, ..tint.clone() })?;
-    write_parties(out, &pretrain, &train, &audit, auditor_fraction, tint.seed)
+    let sizes = write_parties(out, &pretrain, &train, &audit, auditor_fraction, tint.seed)?;
+    let labels =
+        PartyLabels { task: "class".into(), classes: vec!["negative".into(), "positive".into()], sensitive: "tint".into(), values: vec!["untinted".into(), "tinted".into()] };
+    write_labels(out, &labels)?;
+    Ok(sizes)
+}
+
+/// `parties.json` ([`PartyLabels`]) beside the parties' files.
+fn write_labels(out: &Path, labels: &PartyLabels) -> Result<()> {
+    let path = out.join("parties.json");
+    std::fs::write(&path, serde_json::to_string_pretty(labels).unwrap_or_default()).map_err(|source| Error::Io { path, source })
 }
 
 /// The synthetic fundus benchmark (docs/datasets.md) as LoRA parties: pretraining on glaucoma
@@ -85,9 +95,7 @@ pub fn prepare_fundus(out: &Path, synth: &crate::SynthConfig, sensitive: &str, s
     // The groups' names, so that audits and predictions say "Black" rather than "1".
     if let Some(k) = crate::fairvlmed::ATTRIBUTES.iter().position(|a| *a == sensitive) {
         let values = crate::fairvlmed::ATTRIBUTE_VALUES[k].iter().map(|v| v.to_string()).collect();
-        let labels = PartyLabels { task: "glaucoma".into(), classes: vec!["no".into(), "yes".into()], sensitive: sensitive.to_string(), values };
-        let path = out.join("parties.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&labels).unwrap_or_default()).map_err(|source| Error::Io { path, source })?;
+        write_labels(out, &PartyLabels { task: "glaucoma".into(), classes: vec!["no".into(), "yes".into()], sensitive: sensitive.to_string(), values })?;
     }
     Ok(sizes)
 }
@@ -180,9 +188,7 @@ pub fn prepare_folder(data: &crate::FolderDataset, spec: &crate::FolderSpec, out
     }
     let pretrain = train.with_labels(&[("task", "class")])?;
     let sizes = write_parties(out, &pretrain, &train, &test, auditor_fraction, seed)?;
-    let labels = PartyLabels { task: spec.label.clone(), classes: spec.classes.clone(), sensitive: sensitive.to_string(), values };
-    let path = out.join("parties.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&labels).unwrap_or_default()).map_err(|source| Error::Io { path, source })?;
+    write_labels(out, &PartyLabels { task: spec.label.clone(), classes: spec.classes.clone(), sensitive: sensitive.to_string(), values })?;
     Ok(sizes)
 }
 

@@ -21,7 +21,8 @@ pub enum Tower {
 /// Writes the CLIP of a finished CLIP or FairCLIP run (`run`, its weights `checkpoint`) as a
 /// Hugging Face folder `out` (`config.json`, `model.safetensors`, the run's `tokenizer.json`
 /// where the text tower is written, and the model card `README.md`): the whole `CLIPModel`,
-/// or one tower as `CLIPVisionModel` / `CLIPTextModel`. It is what `[model.vision]` and
+/// or one tower as the class of its layout (`CLIPVisionModel` or `ViTModel`, `CLIPTextModel` or
+/// `BertModel`: a tower started from a ViT or BERT checkpoint keeps its layout). It is what `[model.vision]` and
 /// `[model.text]` can start another run from, and what transformers' `from_pretrained` reads
 /// (docs/weights.md).
 pub fn export_clip_run(run: &Path, checkpoint: &Path, out: &Path, tower: Tower) -> Result<()> {
@@ -34,23 +35,38 @@ pub fn export_clip_run(run: &Path, checkpoint: &Path, out: &Path, tower: Tower) 
     let mut cfg = exp.model.clip_config(tokenizer.vocab_size(), tokenizer.context_length()).map_err(Error::Invalid)?;
     crate::towers::with_tokenizer_ids(&mut cfg.text, &tokenizer);
     let device = Default::default();
+    if tower == Tower::Both && (!cfg.vision.clip_layout || cfg.text.bert_layout) {
+        return Err(Error::Invalid(format!(
+            "{}: a CLIPModel holds only CLIP-layout towers, and this run's {} tower is in {}'s layout: export one tower at a time (--tower vision, --tower text)",
+            run.display(),
+            if cfg.text.bert_layout { "text" } else { "image" },
+            if cfg.text.bert_layout { "BERT" } else { "ViTModel" }
+        )));
+    }
     let model = crate::checkpoint::load_safetensors(cfg.init::<burn::backend::Flex>(&device), checkpoint)?;
     match tower {
         Tower::Both => vlm_backbone::save_clip(&model, &cfg, out)?,
-        Tower::Vision => vlm_backbone::save_clip_vision(&model.vision_model, &cfg.vision, out)?,
-        Tower::Text => vlm_backbone::save_clip_text(&model.text_model, &cfg.text, out)?,
+        Tower::Vision => vlm_backbone::save_vision_tower(&model.vision_model, &cfg.vision, out)?,
+        Tower::Text => vlm_backbone::save_text_tower(&model.text_model, &cfg.text, out)?,
     }
     if tower != Tower::Vision {
         std::fs::copy(&tokenizer_path, out.join("tokenizer.json")).map_err(crate::checkpoint::io_err(&tokenizer_path))?;
     }
     let card = out.join("README.md");
-    std::fs::write(&card, model_card(run, checkpoint, &exp, tower)?).map_err(crate::checkpoint::io_err(&card))
+    let class = match tower {
+        Tower::Both => "CLIPModel",
+        Tower::Vision if cfg.vision.clip_layout => "CLIPVisionModel",
+        Tower::Vision => "ViTModel",
+        Tower::Text if cfg.text.bert_layout => "BertModel",
+        Tower::Text => "CLIPTextModel",
+    };
+    std::fs::write(&card, model_card(run, checkpoint, &exp, tower, class)?).map_err(crate::checkpoint::io_err(&card))
 }
 
 /// The model card of an exported run (the folder's README.md): what was trained on which data
 /// with which method, its test metrics per group from the run's report.json, its intended use
 /// and the limits of its fairness evaluation.
-fn model_card(run: &Path, checkpoint: &Path, exp: &Experiment, tower: Tower) -> Result<String> {
+fn model_card(run: &Path, checkpoint: &Path, exp: &Experiment, tower: Tower, class: &str) -> Result<String> {
     let report_path = run.join("report.json");
     let report: Option<serde_json::Value> = std::fs::read_to_string(&report_path).ok().and_then(|t| serde_json::from_str(&t).ok());
     let pct = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.2}", 100.0 * x));
@@ -63,9 +79,9 @@ fn model_card(run: &Path, checkpoint: &Path, exp: &Experiment, tower: Tower) -> 
         if exp.model.vision.weights.is_some() { "CLIP" } else { "CLIP trained from random weights" },
         exp.method.name(),
         match tower {
-            Tower::Both => "A CLIP dual encoder (`CLIPModel`)",
-            Tower::Vision => "The image tower (`CLIPVisionModel`) of a CLIP dual encoder; the projection to the joint space is in the whole model's export",
-            Tower::Text => "The text tower (`CLIPTextModel`) of a CLIP dual encoder; the projection to the joint space is in the whole model's export",
+            Tower::Both => "A CLIP dual encoder (`CLIPModel`)".to_string(),
+            Tower::Vision => format!("The image tower (`{class}`) of a CLIP dual encoder, without its projection to the joint space"),
+            Tower::Text => format!("The text tower (`{class}`) of a CLIP dual encoder, without its projection to the joint space"),
         },
         run.display(),
         checkpoint.file_name().map_or("-".into(), |f| f.to_string_lossy().into_owned()),

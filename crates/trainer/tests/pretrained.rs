@@ -153,5 +153,24 @@ fn text_lr_moves_the_text_tower_at_its_own_rate() {
     let vision = |m: &vlm_backbone::Clip<burn::backend::Flex>| values(m.vision_model.encoder.layers[0].self_attn.q_proj.weight.val());
     assert_eq!(text(&trained), text(&start), "the text tower stays put");
     assert_ne!(vision(&trained), vision(&start), "the image tower trains");
+    // Export: a CLIPModel cannot hold the BERT tower, so the run is exported one tower at a
+    // time, each in its own layout, and reads back as trained.
+    let err = trainer::export_clip_run(&out, &out.join("last.safetensors"), &out.join("hf"), trainer::Tower::Both).expect_err("a BERT tower in a CLIPModel");
+    assert!(err.to_string().contains("--tower text"), "{err}");
+    for (tower, class) in [(trainer::Tower::Text, "BertModel"), (trainer::Tower::Vision, "CLIPVisionModel")] {
+        let folder = out.join(format!("hf-{class}"));
+        trainer::export_clip_run(&out, &out.join("last.safetensors"), &folder, tower).expect("export");
+        assert!(std::fs::read_to_string(folder.join("config.json")).expect("config").contains(class), "{class}");
+        let ckpt = vlm_backbone::Checkpoint::open(&folder).expect("open");
+        if tower == trainer::Tower::Text {
+            let (bert, report) = ckpt.text_model::<burn::backend::Flex>(&device).expect("BertModel");
+            assert!(report.unused.is_empty(), "{:?}", report.unused);
+            assert_eq!(values(bert.encoder.layers[0].self_attn.q_proj.weight.val()), text(&trained));
+            assert!(folder.join("tokenizer.json").is_file());
+        } else {
+            let (vit, _) = ckpt.vision_model::<burn::backend::Flex>(&device).expect("CLIPVisionModel");
+            assert_eq!(values(vit.encoder.layers[0].self_attn.q_proj.weight.val()), vision(&trained));
+        }
+    }
     std::fs::remove_dir_all(&out).ok();
 }

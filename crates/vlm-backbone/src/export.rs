@@ -40,8 +40,17 @@ pub fn save_clip<B: Backend>(model: &Clip<B>, config: &ClipConfig, dir: &Path) -
     if model.visual_feature_moe.is_some() || model.text_feature_moe.is_some() {
         return Err(refusal(dir, "feature_moe", "a CLIPModel has no feature-level mixture of experts"));
     }
-    check_vision(&model.vision_model, &config.vision, dir)?;
-    check_text(&model.text_model, &config.text, dir)?;
+    let (v, t) = (&model.vision_model, &model.text_model);
+    check_plain(v.encoder.layers.iter().any(|l| l.moe.is_some()), !v.lora_adapters().is_empty(), "vision_config", dir)?;
+    check_plain(t.encoder.layers.iter().any(|l| l.moe.is_some()), !t.encoder.lora_adapters("encoder").is_empty(), "text_config", dir)?;
+    if !config.vision.clip_layout || config.vision.pooler {
+        return Err(refusal(
+            dir,
+            "vision_config",
+            "the image tower is not in CLIP's layout (pre-layernorm, no pooler): write the towers one at a time (save_vision_tower, save_text_tower)",
+        ));
+    }
+    check_clip_text(&config.text, dir)?;
     let cfg = json!({
         "architectures": ["CLIPModel"],
         "model_type": "clip",
@@ -50,58 +59,138 @@ pub fn save_clip<B: Backend>(model: &Clip<B>, config: &ClipConfig, dir: &Path) -
         "vision_config": vision_json(&config.vision, Some(config.projection_dim)),
         "text_config": text_json(&config.text, Some(config.projection_dim)),
     });
-    write_folder(dir, &cfg, model)
+    write_folder(dir, &cfg, model, &[], Layout::Clip)
 }
 
-/// Writes an image tower (of configuration `config`) to the folder `dir` as a Hugging Face
-/// `CLIPVisionModel`: keys under `vision_model.`, its `pooler_output` is this tower's
-/// [`VisionTransformer::forward`]. Only CLIP's layout has this form; a tower with
-/// mixture-of-experts layers or LoRA adapters still attached (merge them first:
-/// [`VisionTransformer::merge_and_unload`]) is refused.
+/// Writes an image tower (of configuration `config`) to the folder `dir` as the Hugging Face
+/// class of its layout: a `CLIPVisionModel` (keys under `vision_model.`; its `pooler_output` is
+/// this tower's [`VisionTransformer::forward`]) for CLIP's layout, a `ViTModel` (with its
+/// pooler where the tower has one) for `ViTModel`'s ([`VisionTransformerConfig::hf_vit`], a
+/// tower loaded from such a checkpoint). A tower with mixture-of-experts layers or LoRA
+/// adapters still attached (merge them first: [`VisionTransformer::merge_and_unload`]) is
+/// refused.
 ///
 /// ```
 /// use burn::backend::Flex;
 /// use vlm_backbone::{Checkpoint, VisionTransformerConfig};
 /// let device = Default::default();
-/// let config = VisionTransformerConfig::new(32, 8, 32, 2, 2);
-/// let vit = config.init::<Flex>(&device);
-/// let dir = std::env::temp_dir().join(format!("clip-vision-export-doc-{}", std::process::id()));
-/// vlm_backbone::save_clip_vision(&vit, &config, &dir)?;
-/// let (back, report) = Checkpoint::open(&dir)?.vision_model::<Flex>(&device)?;
-/// assert!(report.unused.is_empty());
-/// # std::fs::remove_dir_all(&dir).ok();
+/// for config in [VisionTransformerConfig::new(32, 8, 32, 2, 2), VisionTransformerConfig::new(32, 8, 32, 2, 2).hf_vit()] {
+///     let vit = config.init::<Flex>(&device);
+///     let dir = std::env::temp_dir().join(format!("vision-export-doc-{}-{}", config.clip_layout, std::process::id()));
+///     vlm_backbone::save_vision_tower(&vit, &config, &dir)?;
+///     let (back, report) = Checkpoint::open(&dir)?.vision_model::<Flex>(&device)?;
+///     assert!(report.unused.is_empty());
+///     # std::fs::remove_dir_all(&dir).ok();
+/// }
 /// # Ok::<(), vlm_backbone::Error>(())
 /// ```
-pub fn save_clip_vision<B: Backend>(vit: &VisionTransformer<B>, config: &VisionTransformerConfig, dir: &Path) -> Result<()> {
-    check_vision(vit, config, dir)?;
+pub fn save_vision_tower<B: Backend>(vit: &VisionTransformer<B>, config: &VisionTransformerConfig, dir: &Path) -> Result<()> {
+    check_plain(vit.encoder.layers.iter().any(|l| l.moe.is_some()), !vit.lora_adapters().is_empty(), "vision_config", dir)?;
+    if !config.clip_layout {
+        let cfg = json!({
+            "architectures": ["ViTModel"],
+            "model_type": "vit",
+            "hidden_size": config.width,
+            "intermediate_size": config.intermediate_size.unwrap_or(4 * config.width),
+            "num_attention_heads": config.heads,
+            "num_hidden_layers": config.layers,
+            "image_size": config.image_size,
+            "patch_size": config.patch_size,
+            "num_channels": config.channels,
+            "layer_norm_eps": config.layer_norm_eps,
+            "hidden_act": act(config.activation),
+            "qkv_bias": true,
+        });
+        return write_folder(dir, &cfg, vit, VIT_KEYS, Layout::Vit);
+    }
+    if config.pooler {
+        return Err(refusal(dir, "vision_config", "a CLIP-layout image tower with a pooler has no Hugging Face class"));
+    }
     let mut cfg = vision_json(config, None);
     cfg["architectures"] = json!(["CLIPVisionModel"]);
-    write_folder(dir, &cfg, &ClipVisionModel { vision_model: vit.clone() })
+    write_folder(dir, &cfg, &ClipVisionModel { vision_model: vit.clone() }, &[], Layout::Clip)
 }
 
-/// Writes a text tower (of configuration `config`) to the folder `dir` as a Hugging Face
-/// `CLIPTextModel` (keys under `text_model.`). Only CLIP's text tower (causal, pooled at the
-/// end token) has this form.
+/// Writes a text tower (of configuration `config`) to the folder `dir` as the Hugging Face
+/// class of its layout: a `CLIPTextModel` (keys under `text_model.`) for CLIP's text tower
+/// (causal, pooled at the end token), a `BertModel` (with its pooler where the tower has one)
+/// for BERT's layout (a tower loaded from a BERT or MiniLM checkpoint). How a BERT tower pools
+/// (mean or `[CLS]`) is the caller's choice, not part of the weights.
 ///
 /// ```
 /// use burn::backend::Flex;
-/// use vlm_backbone::{Checkpoint, TextTransformerConfig};
+/// use vlm_backbone::{Checkpoint, Pooling, TextTransformerConfig};
 /// let device = Default::default();
-/// let config = TextTransformerConfig::new(64, 16, 32, 2, 2);
-/// let text = config.init::<Flex>(&device);
-/// let dir = std::env::temp_dir().join(format!("clip-text-export-doc-{}", std::process::id()));
-/// vlm_backbone::save_clip_text(&text, &config, &dir)?;
-/// let (back, report) = Checkpoint::open(&dir)?.text_model::<Flex>(&device)?;
-/// assert!(report.unused.is_empty());
-/// # std::fs::remove_dir_all(&dir).ok();
+/// for config in [TextTransformerConfig::new(64, 16, 32, 2, 2), TextTransformerConfig::bert(64, 16, 32, 2, 2, Pooling::Mean)] {
+///     let text = config.init::<Flex>(&device);
+///     let dir = std::env::temp_dir().join(format!("text-export-doc-{}-{}", config.bert_layout, std::process::id()));
+///     vlm_backbone::save_text_tower(&text, &config, &dir)?;
+///     let (back, report) = Checkpoint::open(&dir)?.text_model::<Flex>(&device)?;
+///     assert!(report.unused.is_empty());
+///     # std::fs::remove_dir_all(&dir).ok();
+/// }
 /// # Ok::<(), vlm_backbone::Error>(())
 /// ```
-pub fn save_clip_text<B: Backend>(text: &TextTransformer<B>, config: &TextTransformerConfig, dir: &Path) -> Result<()> {
-    check_text(text, config, dir)?;
+pub fn save_text_tower<B: Backend>(text: &TextTransformer<B>, config: &TextTransformerConfig, dir: &Path) -> Result<()> {
+    check_plain(text.encoder.layers.iter().any(|l| l.moe.is_some()), !text.encoder.lora_adapters("encoder").is_empty(), "text_config", dir)?;
+    if config.bert_layout {
+        let cfg = json!({
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            "vocab_size": config.vocab_size,
+            "max_position_embeddings": config.context_length,
+            "hidden_size": config.width,
+            "intermediate_size": config.intermediate_size.unwrap_or(4 * config.width),
+            "num_attention_heads": config.heads,
+            "num_hidden_layers": config.layers,
+            "layer_norm_eps": config.layer_norm_eps,
+            "hidden_act": act(config.activation),
+            "type_vocab_size": config.type_vocab_size,
+            "pad_token_id": config.pad_token_id,
+            "position_embedding_type": "absolute",
+        });
+        return write_folder(dir, &cfg, text, BERT_KEYS, Layout::Clip);
+    }
+    check_clip_text(config, dir)?;
     let mut cfg = text_json(config, None);
     cfg["architectures"] = json!(["CLIPTextModel"]);
-    write_folder(dir, &cfg, &ClipTextModel { text_model: text.clone() })
+    write_folder(dir, &cfg, &ClipTextModel { text_model: text.clone() }, &[], Layout::Clip)
 }
+
+/// `ViTModel`'s names for the tower's parameters (after `gamma`/`beta` became
+/// `weight`/`bias`): the loader's rules (pretrained.rs) backwards.
+const VIT_KEYS: &[(&str, &str)] = &[
+    (r"^embeddings\.class_embedding$", "embeddings.cls_token"),
+    (r"^embeddings\.position_embedding\.weight$", "embeddings.position_embeddings"),
+    (r"^embeddings\.patch_embedding\.", "embeddings.patch_embeddings.projection."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", "encoder.layer.$1.attention.attention.query."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.k_proj\.", "encoder.layer.$1.attention.attention.key."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.v_proj\.", "encoder.layer.$1.attention.attention.value."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", "encoder.layer.$1.attention.output.dense."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.fc1\.", "encoder.layer.$1.intermediate.dense."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.fc2\.", "encoder.layer.$1.output.dense."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", "encoder.layer.$1.layernorm_before."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", "encoder.layer.$1.layernorm_after."),
+    (r"^post_layernorm\.", "layernorm."),
+    (r"^pooler\.", "pooler.dense."),
+];
+
+/// `BertModel`'s names for the tower's parameters.
+const BERT_KEYS: &[(&str, &str)] = &[
+    (r"^embeddings\.token_embedding\.", "embeddings.word_embeddings."),
+    (r"^embeddings\.position_embedding\.", "embeddings.position_embeddings."),
+    (r"^embeddings\.token_type_embedding\.", "embeddings.token_type_embeddings."),
+    (r"^embeddings\.layer_norm\.", "embeddings.LayerNorm."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", "encoder.layer.$1.attention.self.query."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.k_proj\.", "encoder.layer.$1.attention.self.key."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.v_proj\.", "encoder.layer.$1.attention.self.value."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", "encoder.layer.$1.attention.output.dense."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", "encoder.layer.$1.attention.output.LayerNorm."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.fc1\.", "encoder.layer.$1.intermediate.dense."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.fc2\.", "encoder.layer.$1.output.dense."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", "encoder.layer.$1.output.LayerNorm."),
+    (r"^pooler\.", "pooler.dense."),
+];
 
 /// Writes a [`VitClassifier`] (of configuration `config`, an image tower in CLIP's layout and a
 /// linear head on its pooled class token) to the folder `dir` in a form transformers and peft
@@ -128,8 +217,13 @@ pub fn save_clip_text<B: Backend>(text: &TextTransformer<B>, config: &TextTransf
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn save_vit_classifier<B: Backend>(model: &VitClassifier<B>, config: &VitClassifierConfig, dir: &Path, peft: Option<&lora_fair::AdapterConfig>) -> Result<()> {
+    // peft names adapters by the module tree of the class it loads; this one is
+    // CLIPVisionModel's.
+    if !config.vit.clip_layout {
+        return Err(refusal(dir, "vision_config", "the classifier's tower is not in CLIP's layout"));
+    }
     match peft {
-        None => save_clip_vision(&model.vit.clone().merge_and_unload(), &config.vit, dir)?,
+        None => save_vision_tower(&model.vit.clone().merge_and_unload(), &config.vit, dir)?,
         Some(adapter_config) => {
             // Paths relative to the tower: transformers 5's CLIPVisionModel has no
             // `vision_model` module (only its checkpoint keys keep the prefix), so peft
@@ -138,12 +232,12 @@ pub fn save_vit_classifier<B: Backend>(model: &VitClassifier<B>, config: &VitCla
             if adapters.is_empty() {
                 return Err(refusal(dir, "adapter", "the model has no LoRA adapters to write as a peft adapter"));
             }
-            save_clip_vision(&model.vit.clone().unload_lora(), &config.vit, &dir.join("base"))?;
+            save_vision_tower(&model.vit.clone().unload_lora(), &config.vit, &dir.join("base"))?;
             let adapter_dir = dir.join("adapter");
             lora_fair::save_adapters(&adapter_dir, &adapters, adapter_config).map_err(|e| Error::Format { path: adapter_dir.clone(), problem: e.to_string() })?;
         }
     }
-    write_weights(&dir.join("classifier.safetensors"), &Head { classifier: model.classifier.clone() })
+    write_weights(&dir.join("classifier.safetensors"), &Head { classifier: model.classifier.clone() }, &[], Layout::Clip)
 }
 
 /// The head of a [`VitClassifier`] under the name transformers' image classifiers give it.
@@ -168,28 +262,25 @@ fn refusal(dir: &Path, key: &str, problem: &str) -> Error {
     Error::Config { path: dir.join("config.json"), key: key.into(), problem: problem.into() }
 }
 
-fn check_vision<B: Backend>(vit: &VisionTransformer<B>, v: &VisionTransformerConfig, dir: &Path) -> Result<()> {
-    if vit.encoder.layers.iter().any(|l| l.moe.is_some()) {
-        return Err(refusal(dir, "token_moe", "a CLIP tower has no token-level mixture of experts"));
+/// Refuses a tower with experts or attached adapters, which no Hugging Face class holds.
+fn check_plain(experts: bool, adapters: bool, key: &str, dir: &Path) -> Result<()> {
+    if experts {
+        return Err(refusal(dir, "token_moe", "a Hugging Face tower has no token-level mixture of experts"));
     }
-    if !v.clip_layout || v.pooler {
-        return Err(refusal(dir, "vision_config", "the image tower is not in CLIP's layout (pre-layernorm, no pooler)"));
-    }
-    if !vit.lora_adapters().is_empty() {
-        return Err(refusal(dir, "vision_config", "the image tower has LoRA adapters attached: merge them first (merge_and_unload) or write them as a peft adapter"));
+    if adapters {
+        return Err(refusal(dir, key, "the tower has LoRA adapters attached: merge them first (merge_and_unload) or write them as a peft adapter"));
     }
     Ok(())
 }
 
-fn check_text<B: Backend>(text: &TextTransformer<B>, t: &TextTransformerConfig, dir: &Path) -> Result<()> {
-    if text.encoder.layers.iter().any(|l| l.moe.is_some()) {
-        return Err(refusal(dir, "token_moe", "a CLIP tower has no token-level mixture of experts"));
-    }
+/// Refuses a text tower that is not CLIP's.
+fn check_clip_text(t: &TextTransformerConfig, dir: &Path) -> Result<()> {
     if !t.causal || t.pooling != Pooling::Eot || t.bert_layout || t.pooler || t.type_vocab_size > 0 {
-        return Err(refusal(dir, "text_config", "the text tower is not CLIP's (causal, pooled at the end token, no pooler)"));
-    }
-    if !text.encoder.lora_adapters("encoder").is_empty() {
-        return Err(refusal(dir, "text_config", "the text tower has LoRA adapters attached: merge them first (merge_and_unload)"));
+        return Err(refusal(
+            dir,
+            "text_config",
+            "the text tower is not CLIP's (causal, pooled at the end token, no pooler): write it alone (save_text_tower), as a BertModel if it has BERT's layout",
+        ));
     }
     Ok(())
 }
@@ -247,27 +338,38 @@ fn text_json(t: &TextTransformerConfig, projection_dim: Option<usize>) -> serde_
     cfg
 }
 
-/// Writes `config.json` and the module as `model.safetensors` in Hugging Face's layout.
-fn write_folder<B: Backend, M: Module<B>>(dir: &Path, cfg: &serde_json::Value, module: &M) -> Result<()> {
+/// Writes `config.json` and the module as `model.safetensors` in Hugging Face's layout, its
+/// keys renamed by `rules` (regex, replacement; after `gamma`/`beta` become `weight`/`bias`).
+fn write_folder<B: Backend, M: Module<B>>(dir: &Path, cfg: &serde_json::Value, module: &M, rules: &[(&str, &str)], layout: Layout) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
     let config_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(cfg).map_err(|e| Error::Format { path: config_path.clone(), problem: e.to_string() })?;
     std::fs::write(&config_path, text).map_err(|source| Error::Io { path: config_path.clone(), source })?;
-    write_weights(&dir.join("model.safetensors"), module)
+    write_weights(&dir.join("model.safetensors"), module, rules, layout)
 }
 
 /// Writes the module's parameters as safetensors in Hugging Face's layout.
-fn write_weights<B: Backend, M: Module<B>>(weights: &Path, module: &M) -> Result<()> {
+fn write_weights<B: Backend, M: Module<B>>(weights: &Path, module: &M, rules: &[(&str, &str)], layout: Layout) -> Result<()> {
     let format_err = |problem: String| Error::Format { path: weights.to_owned(), problem };
-    let renames = KeyRemapper::from_patterns(vec![(r"\.gamma$", ".weight"), (r"\.beta$", ".bias")]).map_err(|e| format_err(format!("key rule: {e}")))?;
-    let mut store = SafetensorsStore::from_file(weights).overwrite(true).remap(renames).with_to_adapter(ToHf);
+    let mut patterns = vec![(r"\.gamma$", ".weight"), (r"\.beta$", ".bias")];
+    patterns.extend_from_slice(rules);
+    let renames = KeyRemapper::from_patterns(patterns).map_err(|e| format_err(format!("key rule: {e}")))?;
+    let mut store = SafetensorsStore::from_file(weights).overwrite(true).remap(renames).with_to_adapter(ToHf(layout));
     module.save_into(&mut store).map_err(|e| format_err(e.to_string()))
 }
 
+/// Whose tensor shapes the export writes: CLIP's, or `ViTModel`'s (whose class token is
+/// `[1, 1, width]` and position table `[1, tokens, width]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Clip,
+    Vit,
+}
+
 /// Module layout to Hugging Face's: linear weights transposed to `[out, in]`, the `[1]` logit
-/// scale to a 0-d tensor.
+/// scale to a 0-d tensor, and `ViTModel`'s extra leading dimensions.
 #[derive(Debug, Clone, Copy)]
-struct ToHf;
+struct ToHf(Layout);
 
 impl ModuleAdapter for ToHf {
     fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
@@ -276,11 +378,19 @@ impl ModuleAdapter for ToHf {
         let module = snapshot.module_type().unwrap_or_default();
         let shape = snapshot.shape.to_vec();
         let transpose = matches!(module.as_str(), "Struct:Linear" | "Struct:LoraLinear") && param == "weight" && shape.len() == 2;
-        let scalar = param == "logit_scale" && shape == [1];
-        if !transpose && !scalar {
+        let vit_table = self.0 == Layout::Vit && (path == ["embeddings", "class_embedding"] || path == ["embeddings", "position_embedding", "weight"]);
+        let target: Vec<usize> = if transpose {
+            vec![shape[1], shape[0]]
+        } else if param == "logit_scale" && shape == [1] {
+            vec![]
+        } else if vit_table {
+            // [width] -> [1, 1, width]; [tokens, width] -> [1, tokens, width].
+            let mut t = vec![1; 3 - shape.len()];
+            t.extend(&shape);
+            t
+        } else {
             return snapshot.clone();
-        }
-        let target: Vec<usize> = if transpose { vec![shape[1], shape[0]] } else { vec![] };
+        };
         let data_fn = snapshot.clone_data_fn();
         let out_shape = target.clone();
         let fun = Rc::new(move || {
@@ -342,15 +452,44 @@ mod tests {
             .collect();
         let vit = config.init::<Flex>(&device).with_lora_adapters(adapters).expect("attach");
         let dir = std::env::temp_dir().join(format!("clip-vision-export-{}", std::process::id()));
-        let err = super::save_clip_vision(&vit, &config, &dir).unwrap_err().to_string();
+        let err = super::save_vision_tower(&vit, &config, &dir).unwrap_err().to_string();
         assert!(err.contains("LoRA adapters attached"), "{err}");
         let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Default, &device);
         let expected = vit.forward(images.clone());
         let merged = vit.merge_and_unload();
-        super::save_clip_vision(&merged, &config, &dir).expect("export");
+        super::save_vision_tower(&merged, &config, &dir).expect("export");
         let (back, report) = Checkpoint::open(&dir).expect("open").vision_model::<Flex>(&device).expect("load");
         assert!(report.unused.is_empty(), "{:?}", report.unused);
         back.forward(images).into_data().assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn vit_and_bert_towers_load_back_to_the_same_outputs() {
+        let device = Default::default();
+        Flex::seed(&device, 6);
+        let dir = std::env::temp_dir().join(format!("tower-export-{}", std::process::id()));
+        let config = crate::VisionTransformerConfig::new(16, 8, 16, 2, 2).hf_vit().with_pooler(true).with_intermediate_size(Some(24));
+        let vit = config.init::<Flex>(&device);
+        super::save_vision_tower(&vit, &config, &dir.join("vit")).expect("export");
+        let (back, report) = Checkpoint::open(&dir.join("vit")).expect("open").vision_model::<Flex>(&device).expect("load");
+        assert!(report.unused.is_empty(), "{:?}", report.unused);
+        let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+        back.pooler_output(images.clone()).into_data().assert_eq(&vit.pooler_output(images).into_data(), true);
+
+        let config = crate::TextTransformerConfig::bert(50, 12, 16, 2, 2, crate::Pooling::Mean).with_intermediate_size(Some(24));
+        let text = config.init::<Flex>(&device);
+        super::save_text_tower(&text, &config, &dir.join("bert")).expect("export");
+        let (back, report) = Checkpoint::open(&dir.join("bert")).expect("open").text_model::<Flex>(&device).expect("load");
+        assert!(report.unused.is_empty(), "{:?}", report.unused);
+        let tokens = Tensor::<Flex, 2, Int>::from_ints([[2, 7, 9, 3, 0, 0], [2, 5, 3, 0, 0, 0]], &device);
+        back.pooler_output(tokens.clone()).into_data().assert_eq(&text.pooler_output(tokens.clone()).into_data(), true);
+        back.forward(tokens.clone()).into_data().assert_eq(&text.forward(tokens).into_data(), true);
+        // A CLIPModel cannot hold the BERT tower: the message says what to do instead.
+        let clip_config = crate::ClipConfig::new(crate::VisionTransformerConfig::new(16, 8, 16, 2, 2), config.clone(), 8);
+        let clip = clip_config.init::<Flex>(&device);
+        let err = super::save_clip(&clip, &clip_config, &dir.join("clip")).unwrap_err().to_string();
+        assert!(err.contains("save_text_tower"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

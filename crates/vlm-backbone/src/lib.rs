@@ -48,7 +48,7 @@ mod text;
 mod vision;
 
 pub use error::{Error, Result};
-pub use export::{save_clip, save_clip_text, save_clip_vision, save_vit_classifier};
+pub use export::{save_clip, save_text_tower, save_vision_tower, save_vit_classifier};
 pub use precision::{autocast, precision, Autocast, Precision};
 pub use pretrained::{Checkpoint, LoadReport};
 

@@ -7,7 +7,9 @@
 //! The same for a LoRA-adapted image classifier (`save_vit_classifier`): merged into a
 //! `CLIPVisionModel` (tests/fixtures/export/lora-merged) and as a base with a peft adapter
 //! (tests/fixtures/export/lora-peft), loaded by transformers and peft, the head applied to
-//! `pooler_output`.
+//! `pooler_output`. And for one tower in another family's layout: a ViT in `ViTModel`'s
+//! layout and a BERT text tower (tests/fixtures/export/vit and bert), loaded as `ViTModel` and
+//! `BertModel`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,10 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use lora_fair::{AdapterConfig, LoraAdapter, LoraConfig};
-use vlm_backbone::{save_clip, save_vit_classifier, Clip, ClipConfig, VisionTransformerConfig, VitClassifier, VitClassifierConfig};
+use vlm_backbone::{
+    save_clip, save_text_tower, save_vision_tower, save_vit_classifier, Clip, ClipConfig, Pooling, TextTransformer, TextTransformerConfig, VisionTransformer,
+    VisionTransformerConfig, VitClassifier, VitClassifierConfig,
+};
 
 type B = Flex;
 
@@ -53,10 +58,12 @@ fn model() -> (Clip<B>, ClipConfig) {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/export/clip: run by `cargo xtask fixtures` before make_export.py"]
+#[ignore = "writes tests/fixtures/export/{clip, lora-merged, lora-peft, vit, bert}: run by `cargo xtask fixtures` before make_export.py"]
 fn write_export() {
     let (model, config) = model();
     save_clip(&model, &config, &fixture().join("clip")).expect("export");
+    write_lora(&fixture());
+    write_towers(&fixture());
 }
 
 #[test]
@@ -121,12 +128,6 @@ fn write_lora(dir: &Path) {
 }
 
 #[test]
-#[ignore = "writes tests/fixtures/export/lora-merged and lora-peft: run by `cargo xtask fixtures` before make_export.py"]
-fn write_lora_export() {
-    write_lora(&fixture());
-}
-
-#[test]
 fn an_exported_lora_classifier_gives_fairvlms_logits_in_transformers_and_peft() {
     let dir = std::env::temp_dir().join(format!("export-lora-fixture-{}", std::process::id()));
     write_lora(&dir);
@@ -161,4 +162,54 @@ fn an_exported_lora_classifier_gives_fairvlms_logits_in_transformers_and_peft() 
     }
     // The adapters matter: without them the logits differ.
     assert!(get("logits_base").f32.iter().zip(&ours).any(|(a, b)| (a - b).abs() > 1e-3), "the adapters changed nothing");
+}
+
+/// The towers make_export.py loads as `ViTModel` and `BertModel`: seeded, with poolers.
+fn towers() -> ((VisionTransformer<B>, VisionTransformerConfig), (TextTransformer<B>, TextTransformerConfig)) {
+    let _draws = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    B::seed(&device, 29);
+    let vit_config = VisionTransformerConfig::new(32, 8, 32, 2, 2).hf_vit().with_pooler(true).with_intermediate_size(Some(64));
+    let vit = materialized(vit_config.init::<B>(&device));
+    let bert_config = TextTransformerConfig::bert(64, 16, 32, 2, 2, Pooling::Cls).with_intermediate_size(Some(64));
+    let bert = materialized(bert_config.init::<B>(&device));
+    ((vit, vit_config), (bert, bert_config))
+}
+
+fn write_towers(dir: &Path) {
+    let ((vit, vit_config), (bert, bert_config)) = towers();
+    save_vision_tower(&vit, &vit_config, &dir.join("vit")).expect("vit");
+    save_text_tower(&bert, &bert_config, &dir.join("bert")).expect("bert");
+}
+
+#[test]
+fn exported_vit_and_bert_towers_give_fairvlms_outputs_in_transformers() {
+    let dir = std::env::temp_dir().join(format!("export-towers-fixture-{}", std::process::id()));
+    write_towers(&dir);
+    for file in ["vit/model.safetensors", "bert/model.safetensors"] {
+        assert_eq!(stored::read(&dir.join(file)), stored::read(&fixture().join(file)), "{file} changed: rerun `cargo xtask fixtures`");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    let outputs = stored::read(&fixture().join("outputs-towers.safetensors"));
+    let get = |name: &str| outputs.get(name).unwrap_or_else(|| panic!("no {name} in outputs-towers.safetensors"));
+    let device = Default::default();
+    let ((vit, _), (bert, _)) = towers();
+    let pixels = get("pixel_values");
+    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels.f32.clone(), pixels.shape.clone()), &device);
+    let ids = get("input_ids");
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.i64.clone(), ids.shape.clone()), &device);
+    for (name, ours, shape) in [
+        ("vit_last_hidden_state", vit.last_hidden_state(images.clone()).into_data(), 3),
+        ("vit_pooler_output", vit.pooler_output(images).into_data(), 2),
+        ("bert_last_hidden_state", bert.forward_tokens(tokens.clone()).into_data(), 3),
+        ("bert_pooler_output", bert.pooler_output(tokens).into_data(), 2),
+    ] {
+        let theirs = get(name);
+        assert_eq!(ours.shape.len(), shape, "{name}");
+        assert_eq!(ours.shape.to_vec(), theirs.shape, "{name}");
+        let ours = ours.to_vec::<f32>().expect("f32");
+        let diff = ours.iter().zip(&theirs.f32).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        println!("{name}: max |fairvlm - transformers| = {diff:.2e}");
+        assert!(diff <= 1e-5, "{name}: max difference {diff:.2e} > 1e-5");
+    }
 }

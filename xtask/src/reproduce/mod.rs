@@ -39,7 +39,8 @@ pub fn reproduce_all(root: &Path, seeds: u64, device: &str) -> Result<()> {
     };
     stage("fine-tuning, benchmark v2", reproduce_fair_moe(root, seeds, "race", None, device, true, None, true, true, true)?)?;
     stage("from scratch, multimodal benchmark", reproduce_multifair(root, seeds, "text", None, device)?)?;
-    stage("LoRA on a pretrained ViT", reproduce_lora(root, seeds, "fashion-mnist,fundus", None, device)?)?;
+    stage("LoRA on a pretrained ViT, tinted Fashion-MNIST", reproduce_lora(root, seeds, "fashion-mnist", None, device)?)?;
+    stage("LoRA on a pretrained ViT, fundus (benchmark v2)", reproduce_lora(root, seeds, "fundus", None, device)?)?;
     stage("from scratch, benchmark v1", reproduce_fair_moe(root, seeds, "race", None, device, true, None, false, false, false)?)
 }
 

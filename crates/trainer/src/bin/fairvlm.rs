@@ -203,8 +203,9 @@ enum Command {
         /// with the run's model.
         #[arg(long, default_value = "best")]
         checkpoint: String,
-        /// What of a CLIP run to write: both towers (CLIPModel), vision (CLIPVisionModel) or
-        /// text (CLIPTextModel, with the tokenizer).
+        /// What of a CLIP run to write: both towers (CLIPModel), vision (CLIPVisionModel, or
+        /// ViTModel for a tower started from a ViT) or text (CLIPTextModel, or BertModel for a
+        /// BERT tower; with the tokenizer).
         #[arg(long, value_enum, default_value = "both")]
         tower: TowerArg,
         /// A LoRA run's adapters: merged into the tower, or adapter (base/ and a peft

@@ -451,6 +451,25 @@ fn exported_logits_match(
         let theirs = vit.forward(images.clone()).matmul(weight.transpose()) + bias.unsqueeze_dim(0);
         theirs.into_data().assert_approx_eq::<f32>(&ours.clone().into_data(), burn::tensor::Tolerance::absolute(1e-5));
     }
+    // The auditor's audit of the same run, as CSV (one value per line): its overall accuracy is
+    // the one the library computes.
+    let audit_set = run.join("audit.npz");
+    set.write(&audit_set).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fairvlm"))
+        .args(["-q", "lora", "audit", "--format", "csv", "--base"])
+        .arg(&base_path)
+        .arg("--run")
+        .arg(run)
+        .arg("--data")
+        .arg(&audit_set)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = lora::audit(&lora::scores(model, set, &device), set.label("task").unwrap(), set.label("sensitive").unwrap()).unwrap();
+    assert!(csv.starts_with("model,scope,group,metric,value\n"), "{csv}");
+    assert!(csv.contains(&format!("{method},overall,,accuracy,{}\n", expected.accuracy)), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with(&format!("{method},sensitive,1,selection_rate,"))), "{csv}");
 }
 
 /// Issue 16: the exchange fails closed. With two real processes, killing either party makes

@@ -465,9 +465,9 @@ enum LoraCommand {
         /// audit.npz (task and sensitive labels).
         #[arg(long)]
         data: PathBuf,
-        /// Output format.
+        /// Output format: md, json or csv (one value per line).
         #[arg(long, value_enum, default_value = "md")]
-        format: FormatArg,
+        format: ReportFormatArg,
         /// Backend.
         #[arg(long, value_enum)]
         device: Option<DeviceArg>,
@@ -773,9 +773,11 @@ fn lora(command: LoraCommand) -> Result<()> {
                 lora::audit(&lora::scores(&m, &set_, &device), set_.label("task")?, set_.label("sensitive")?)?
             });
             let report = named(report, data.parent())?;
+            let rows = [(exp.method.name().to_string(), report)];
             match format {
-                FormatArg::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                FormatArg::Md => print!("{}", lora::audit_markdown(&[(exp.method.name().to_string(), report)])),
+                ReportFormatArg::Json => println!("{}", serde_json::to_string_pretty(&rows[0].1)?),
+                ReportFormatArg::Md => print!("{}", lora::audit_markdown(&rows)),
+                ReportFormatArg::Csv => print!("{}", lora::audit_csv(&rows)),
             }
         }
         LoraCommand::Run { role: RoleArgs { config, set, base, device }, data, run: out } => {

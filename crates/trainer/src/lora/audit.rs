@@ -102,6 +102,43 @@ pub fn audit_markdown(rows: &[(String, LoraAudit)]) -> String {
     md
 }
 
+/// The audits as CSV, one value per line (`model,scope,group,metric,value`, as fair-metrics'
+/// CSV): the overall metrics and ratios (scope `overall`), then each group's (scope the
+/// sensitive attribute's name). An undefined value is empty.
+///
+/// ```
+/// use trainer::lora::{audit, audit_csv};
+/// let a = audit(&[0.9, 0.2, 0.7, 0.4], &[1, 0, 1, 0], &[0, 0, 1, 1])?;
+/// let csv = audit_csv(&[("erm".into(), a)]);
+/// assert!(csv.starts_with("model,scope,group,metric,value\nerm,overall,,accuracy,1\n"));
+/// # Ok::<(), trainer::Error>(())
+/// ```
+pub fn audit_csv(rows: &[(String, LoraAudit)]) -> String {
+    let value = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or(String::new(), |x| x.to_string());
+    let mut csv = String::from("model,scope,group,metric,value\n");
+    for (name, a) in rows {
+        for (metric, v) in [
+            ("accuracy", Some(a.accuracy)),
+            ("precision", Some(a.precision)),
+            ("recall", Some(a.recall)),
+            ("fpr", Some(a.fpr)),
+            ("auc", a.auc),
+            ("dp_ratio", a.dp_ratio),
+            ("fpr_ratio", a.fpr_ratio),
+            ("tpr_ratio", a.tpr_ratio),
+        ] {
+            csv.push_str(&format!("{name},overall,,{metric},{}\n", value(v)));
+        }
+        let scope = a.attribute.as_deref().unwrap_or("sensitive");
+        for (g, values) in &a.groups {
+            for (metric, v) in ["accuracy", "precision", "recall", "fpr", "selection_rate"].into_iter().zip(values) {
+                csv.push_str(&format!("{name},{scope},{g},{metric},{}\n", value(Some(*v))));
+            }
+        }
+    }
+    csv
+}
+
 /// Audits scores against `task` (binary) and `sensitive` labels at threshold 0.5 (fair-metrics,
 /// fairlearn's definitions).
 pub fn audit(scores: &[f64], task: &[i64], sensitive: &[i64]) -> Result<LoraAudit> {

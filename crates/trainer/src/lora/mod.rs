@@ -50,7 +50,7 @@ mod developer;
 mod exchange;
 mod model;
 
-pub use audit::{audit, audit_markdown, scores, scores_multiclass, LoraAudit};
+pub use audit::{audit, audit_csv, audit_markdown, scores, scores_multiclass, LoraAudit};
 pub use auditor::{AdapterGrads, Auditor, AuditorLink, LocalAuditor};
 pub use config::{AdvMode, FairLora, LoraExperiment, LoraMethod, LoraModel, LoraOptim, LoraSettings, UnlMode};
 pub use developer::{train_developer, DeveloperLog};

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::layers::Activation;
+use crate::pretrained::{renames, BERT_NAMES, VIT_NAMES};
 use crate::text::Pooling;
 use crate::{Clip, ClipConfig, TextTransformer, TextTransformerConfig, VisionTransformer, VisionTransformerConfig, VitClassifier, VitClassifierConfig};
 
@@ -101,7 +102,7 @@ pub fn save_vision_tower<B: Backend>(vit: &VisionTransformer<B>, config: &Vision
             "hidden_act": act(config.activation),
             "qkv_bias": true,
         });
-        return write_folder(dir, &cfg, vit, VIT_KEYS, Layout::Vit);
+        return write_folder(dir, &cfg, vit, &renames(VIT_NAMES, false), Layout::Vit);
     }
     if config.pooler {
         return Err(refusal(dir, "vision_config", "a CLIP-layout image tower with a pooler has no Hugging Face class"));
@@ -149,48 +150,13 @@ pub fn save_text_tower<B: Backend>(text: &TextTransformer<B>, config: &TextTrans
             "pad_token_id": config.pad_token_id,
             "position_embedding_type": "absolute",
         });
-        return write_folder(dir, &cfg, text, BERT_KEYS, Layout::Clip);
+        return write_folder(dir, &cfg, text, &renames(BERT_NAMES, false), Layout::Clip);
     }
     check_clip_text(config, dir)?;
     let mut cfg = text_json(config, None);
     cfg["architectures"] = json!(["CLIPTextModel"]);
     write_folder(dir, &cfg, &ClipTextModel { text_model: text.clone() }, &[], Layout::Clip)
 }
-
-/// `ViTModel`'s names for the tower's parameters (after `gamma`/`beta` became
-/// `weight`/`bias`): the loader's rules (pretrained.rs) backwards.
-const VIT_KEYS: &[(&str, &str)] = &[
-    (r"^embeddings\.class_embedding$", "embeddings.cls_token"),
-    (r"^embeddings\.position_embedding\.weight$", "embeddings.position_embeddings"),
-    (r"^embeddings\.patch_embedding\.", "embeddings.patch_embeddings.projection."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", "encoder.layer.$1.attention.attention.query."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.k_proj\.", "encoder.layer.$1.attention.attention.key."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.v_proj\.", "encoder.layer.$1.attention.attention.value."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", "encoder.layer.$1.attention.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.fc1\.", "encoder.layer.$1.intermediate.dense."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.fc2\.", "encoder.layer.$1.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", "encoder.layer.$1.layernorm_before."),
-    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", "encoder.layer.$1.layernorm_after."),
-    (r"^post_layernorm\.", "layernorm."),
-    (r"^pooler\.", "pooler.dense."),
-];
-
-/// `BertModel`'s names for the tower's parameters.
-const BERT_KEYS: &[(&str, &str)] = &[
-    (r"^embeddings\.token_embedding\.", "embeddings.word_embeddings."),
-    (r"^embeddings\.position_embedding\.", "embeddings.position_embeddings."),
-    (r"^embeddings\.token_type_embedding\.", "embeddings.token_type_embeddings."),
-    (r"^embeddings\.layer_norm\.", "embeddings.LayerNorm."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", "encoder.layer.$1.attention.self.query."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.k_proj\.", "encoder.layer.$1.attention.self.key."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.v_proj\.", "encoder.layer.$1.attention.self.value."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", "encoder.layer.$1.attention.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", "encoder.layer.$1.attention.output.LayerNorm."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.fc1\.", "encoder.layer.$1.intermediate.dense."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.fc2\.", "encoder.layer.$1.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", "encoder.layer.$1.output.LayerNorm."),
-    (r"^pooler\.", "pooler.dense."),
-];
 
 /// Writes a [`VitClassifier`] (of configuration `config`, an image tower in CLIP's layout and a
 /// linear head on its pooled class token) to the folder `dir` in a form transformers and peft
@@ -340,7 +306,7 @@ fn text_json(t: &TextTransformerConfig, projection_dim: Option<usize>) -> serde_
 
 /// Writes `config.json` and the module as `model.safetensors` in Hugging Face's layout, its
 /// keys renamed by `rules` (regex, replacement; after `gamma`/`beta` become `weight`/`bias`).
-fn write_folder<B: Backend, M: Module<B>>(dir: &Path, cfg: &serde_json::Value, module: &M, rules: &[(&str, &str)], layout: Layout) -> Result<()> {
+fn write_folder<B: Backend, M: Module<B>>(dir: &Path, cfg: &serde_json::Value, module: &M, rules: &[(String, String)], layout: Layout) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
     let config_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(cfg).map_err(|e| Error::Format { path: config_path.clone(), problem: e.to_string() })?;
@@ -349,9 +315,9 @@ fn write_folder<B: Backend, M: Module<B>>(dir: &Path, cfg: &serde_json::Value, m
 }
 
 /// Writes the module's parameters as safetensors in Hugging Face's layout.
-fn write_weights<B: Backend, M: Module<B>>(weights: &Path, module: &M, rules: &[(&str, &str)], layout: Layout) -> Result<()> {
+fn write_weights<B: Backend, M: Module<B>>(weights: &Path, module: &M, rules: &[(String, String)], layout: Layout) -> Result<()> {
     let format_err = |problem: String| Error::Format { path: weights.to_owned(), problem };
-    let mut patterns = vec![(r"\.gamma$", ".weight"), (r"\.beta$", ".bias")];
+    let mut patterns: Vec<(String, String)> = vec![(r"\.gamma$".into(), ".weight".into()), (r"\.beta$".into(), ".bias".into())];
     patterns.extend_from_slice(rules);
     let renames = KeyRemapper::from_patterns(patterns).map_err(|e| format_err(format!("key rule: {e}")))?;
     let mut store = SafetensorsStore::from_file(weights).overwrite(true).remap(renames).with_to_adapter(ToHf(layout));

@@ -73,8 +73,57 @@ enum Part {
     Clip,
 }
 
-/// A key rename: a regex over Hugging Face's name and its replacement.
-type Rename = (&'static str, &'static str);
+/// A key rename: a regex over a parameter's name and its replacement.
+type Rename = (String, String);
+
+/// Hugging Face `ViTModel`'s parameter names beside the tower's ([`VisionTransformer`]):
+/// `{i}` stands for a layer index; a name ending in `.` is a prefix, any other a whole key.
+/// Loading renames left to right, the export ([`crate::save_vision_tower`]) right to left.
+pub(crate) const VIT_NAMES: &[(&str, &str)] = &[
+    ("embeddings.cls_token", "embeddings.class_embedding"),
+    ("embeddings.position_embeddings", "embeddings.position_embedding.weight"),
+    ("embeddings.patch_embeddings.projection.", "embeddings.patch_embedding."),
+    ("encoder.layer.{i}.attention.attention.query.", "encoder.layers.{i}.self_attn.q_proj."),
+    ("encoder.layer.{i}.attention.attention.key.", "encoder.layers.{i}.self_attn.k_proj."),
+    ("encoder.layer.{i}.attention.attention.value.", "encoder.layers.{i}.self_attn.v_proj."),
+    ("encoder.layer.{i}.attention.output.dense.", "encoder.layers.{i}.self_attn.out_proj."),
+    ("encoder.layer.{i}.intermediate.dense.", "encoder.layers.{i}.mlp.fc1."),
+    ("encoder.layer.{i}.output.dense.", "encoder.layers.{i}.mlp.fc2."),
+    ("encoder.layer.{i}.layernorm_before.", "encoder.layers.{i}.layer_norm1."),
+    ("encoder.layer.{i}.layernorm_after.", "encoder.layers.{i}.layer_norm2."),
+    ("layernorm.", "post_layernorm."),
+    ("pooler.dense.", "pooler."),
+];
+
+/// Hugging Face `BertModel`'s parameter names beside the text tower's, as [`VIT_NAMES`].
+pub(crate) const BERT_NAMES: &[(&str, &str)] = &[
+    ("embeddings.word_embeddings.", "embeddings.token_embedding."),
+    ("embeddings.position_embeddings.", "embeddings.position_embedding."),
+    ("embeddings.token_type_embeddings.", "embeddings.token_type_embedding."),
+    ("embeddings.LayerNorm.", "embeddings.layer_norm."),
+    ("encoder.layer.{i}.attention.self.query.", "encoder.layers.{i}.self_attn.q_proj."),
+    ("encoder.layer.{i}.attention.self.key.", "encoder.layers.{i}.self_attn.k_proj."),
+    ("encoder.layer.{i}.attention.self.value.", "encoder.layers.{i}.self_attn.v_proj."),
+    ("encoder.layer.{i}.attention.output.dense.", "encoder.layers.{i}.self_attn.out_proj."),
+    ("encoder.layer.{i}.attention.output.LayerNorm.", "encoder.layers.{i}.layer_norm1."),
+    ("encoder.layer.{i}.intermediate.dense.", "encoder.layers.{i}.mlp.fc1."),
+    ("encoder.layer.{i}.output.dense.", "encoder.layers.{i}.mlp.fc2."),
+    ("encoder.layer.{i}.output.LayerNorm.", "encoder.layers.{i}.layer_norm2."),
+    ("pooler.dense.", "pooler."),
+];
+
+/// The key rules of a name table: Hugging Face's names to the module's (`to_module`), or back.
+pub(crate) fn renames(names: &[(&str, &str)], to_module: bool) -> Vec<Rename> {
+    names
+        .iter()
+        .map(|&(hf, module)| {
+            let (from, to) = if to_module { (hf, module) } else { (module, hf) };
+            // The names hold only letters, `_`, `.` and `{i}`: `.` is the one regex character.
+            let end = if from.ends_with('.') { "" } else { "$" };
+            (format!("^{}{end}", from.replace('.', r"\.").replace("{i}", r"(\d+)")), to.replace("{i}", "$1"))
+        })
+        .collect()
+}
 
 impl Checkpoint {
     /// Opens a folder holding `config.json` and `model.safetensors` (only the safetensors
@@ -306,46 +355,10 @@ impl Checkpoint {
         let ty = self.model_type()?;
         Ok(match (ty, part) {
             ("clip", Part::Clip) => (None, vec![]),
-            ("clip" | "clip_vision_model", Part::Vision) => (Some("vision_model."), vec![(r"^vision_model\.", "")]),
-            ("clip" | "clip_text_model", Part::Text) => (Some("text_model."), vec![(r"^text_model\.", "")]),
-            ("vit", Part::Vision) => (
-                None,
-                vec![
-                    (r"^vit\.", ""),
-                    (r"^embeddings\.cls_token$", "embeddings.class_embedding"),
-                    (r"^embeddings\.position_embeddings$", "embeddings.position_embedding.weight"),
-                    (r"^embeddings\.patch_embeddings\.projection\.", "embeddings.patch_embedding."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.attention\.query\.", "encoder.layers.$1.self_attn.q_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.attention\.key\.", "encoder.layers.$1.self_attn.k_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.attention\.value\.", "encoder.layers.$1.self_attn.v_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", "encoder.layers.$1.self_attn.out_proj."),
-                    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", "encoder.layers.$1.mlp.fc1."),
-                    (r"^encoder\.layer\.(\d+)\.output\.dense\.", "encoder.layers.$1.mlp.fc2."),
-                    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", "encoder.layers.$1.layer_norm1."),
-                    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", "encoder.layers.$1.layer_norm2."),
-                    (r"^layernorm\.", "post_layernorm."),
-                    (r"^pooler\.dense\.", "pooler."),
-                ],
-            ),
-            ("bert", Part::Text) => (
-                None,
-                vec![
-                    (r"^bert\.", ""),
-                    (r"^embeddings\.word_embeddings\.", "embeddings.token_embedding."),
-                    (r"^embeddings\.position_embeddings\.", "embeddings.position_embedding."),
-                    (r"^embeddings\.token_type_embeddings\.", "embeddings.token_type_embedding."),
-                    (r"^embeddings\.LayerNorm\.", "embeddings.layer_norm."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.self\.query\.", "encoder.layers.$1.self_attn.q_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.self\.key\.", "encoder.layers.$1.self_attn.k_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.self\.value\.", "encoder.layers.$1.self_attn.v_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", "encoder.layers.$1.self_attn.out_proj."),
-                    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", "encoder.layers.$1.layer_norm1."),
-                    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", "encoder.layers.$1.mlp.fc1."),
-                    (r"^encoder\.layer\.(\d+)\.output\.dense\.", "encoder.layers.$1.mlp.fc2."),
-                    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", "encoder.layers.$1.layer_norm2."),
-                    (r"^pooler\.dense\.", "pooler."),
-                ],
-            ),
+            ("clip" | "clip_vision_model", Part::Vision) => (Some("vision_model."), vec![(r"^vision_model\.".into(), String::new())]),
+            ("clip" | "clip_text_model", Part::Text) => (Some("text_model."), vec![(r"^text_model\.".into(), String::new())]),
+            ("vit", Part::Vision) => (None, [(r"^vit\.".to_string(), String::new())].into_iter().chain(renames(VIT_NAMES, true)).collect()),
+            ("bert", Part::Text) => (None, [(r"^bert\.".to_string(), String::new())].into_iter().chain(renames(BERT_NAMES, true)).collect()),
             (ty, _) => return Err(self.config_error("model_type", format!("'{ty}' cannot be loaded into this model"))),
         })
     }

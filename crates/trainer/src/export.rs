@@ -148,25 +148,14 @@ pub fn export_lora_run(run: &Path, base: &Path, out: &Path, form: LoraForm) -> R
     let exp = lora::LoraExperiment::from_file_with(&run.join("lora.toml"), &[])?;
     let device = Default::default();
     let (base_model, info) = lora::load_base::<B>(&exp, base, &device)?;
-    let classes = head_classes(&run.join("head.safetensors"))?;
-    let model = lora::load_developer::<B>(run, &exp, &base_model, classes, &device)?;
+    let model = lora::load_developer::<B>(run, &exp, &base_model, &device)?;
+    let classes = model.classifier.weight.dims()[1];
     let projections = exp.lora.projections();
     let targets: Vec<&str> = projections.iter().map(String::as_str).collect();
     let peft = (form == LoraForm::Adapter).then(|| lora_fair::AdapterConfig::new(&exp.lora.config(), &targets, Some("base")));
     vlm_backbone::save_vit_classifier(&model, &exp.classifier(info.image_size, classes), out, peft.as_ref())?;
     let card = out.join("README.md");
     std::fs::write(&card, lora_card(run, &exp, form)).map_err(crate::checkpoint::io_err(&card))
-}
-
-/// The classes of a developer's head (`head.safetensors`: `bias` has one entry per class).
-fn head_classes(path: &Path) -> Result<usize> {
-    let bytes = std::fs::read(path).map_err(crate::checkpoint::io_err(path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| crate::checkpoint::ckpt_err(path, e))?;
-    let bias = st.tensor("bias").map_err(|e| crate::checkpoint::ckpt_err(path, format!("bias: {e}")))?;
-    match bias.shape() {
-        [classes] if *classes >= 2 => Ok(*classes),
-        other => Err(crate::checkpoint::ckpt_err(path, format!("bias has shape {other:?}: expected [classes], classes >= 2"))),
-    }
 }
 
 /// The model card of an exported LoRA run: method, the audit of its `audit.json` where the run

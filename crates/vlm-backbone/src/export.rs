@@ -13,7 +13,7 @@ use burn_store::{KeyRemapper, ModuleAdapter, ModuleSnapshot, SafetensorsStore, T
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::layers::Activation;
+use crate::layers::{Activation, TransformerEncoder};
 use crate::pretrained::{renames, BERT_NAMES, VIT_NAMES};
 use crate::text::Pooling;
 use crate::{Clip, ClipConfig, TextTransformer, TextTransformerConfig, VisionTransformer, VisionTransformerConfig, VitClassifier, VitClassifierConfig};
@@ -41,9 +41,8 @@ pub fn save_clip<B: Backend>(model: &Clip<B>, config: &ClipConfig, dir: &Path) -
     if model.visual_feature_moe.is_some() || model.text_feature_moe.is_some() {
         return Err(refusal(dir, "feature_moe", "a CLIPModel has no feature-level mixture of experts"));
     }
-    let (v, t) = (&model.vision_model, &model.text_model);
-    check_plain(v.encoder.layers.iter().any(|l| l.moe.is_some()), !v.lora_adapters().is_empty(), "vision_config", dir)?;
-    check_plain(t.encoder.layers.iter().any(|l| l.moe.is_some()), !t.encoder.lora_adapters("encoder").is_empty(), "text_config", dir)?;
+    check_plain(&model.vision_model.encoder, "vision_config", dir)?;
+    check_plain(&model.text_model.encoder, "text_config", dir)?;
     if !config.vision.clip_layout || config.vision.pooler {
         return Err(refusal(
             dir,
@@ -86,7 +85,7 @@ pub fn save_clip<B: Backend>(model: &Clip<B>, config: &ClipConfig, dir: &Path) -
 /// # Ok::<(), vlm_backbone::Error>(())
 /// ```
 pub fn save_vision_tower<B: Backend>(vit: &VisionTransformer<B>, config: &VisionTransformerConfig, dir: &Path) -> Result<()> {
-    check_plain(vit.encoder.layers.iter().any(|l| l.moe.is_some()), !vit.lora_adapters().is_empty(), "vision_config", dir)?;
+    check_plain(&vit.encoder, "vision_config", dir)?;
     if !config.clip_layout {
         let cfg = json!({
             "architectures": ["ViTModel"],
@@ -133,7 +132,7 @@ pub fn save_vision_tower<B: Backend>(vit: &VisionTransformer<B>, config: &Vision
 /// # Ok::<(), vlm_backbone::Error>(())
 /// ```
 pub fn save_text_tower<B: Backend>(text: &TextTransformer<B>, config: &TextTransformerConfig, dir: &Path) -> Result<()> {
-    check_plain(text.encoder.layers.iter().any(|l| l.moe.is_some()), !text.encoder.lora_adapters("encoder").is_empty(), "text_config", dir)?;
+    check_plain(&text.encoder, "text_config", dir)?;
     if config.bert_layout {
         let cfg = json!({
             "architectures": ["BertModel"],
@@ -228,12 +227,13 @@ fn refusal(dir: &Path, key: &str, problem: &str) -> Error {
     Error::Config { path: dir.join("config.json"), key: key.into(), problem: problem.into() }
 }
 
-/// Refuses a tower with experts or attached adapters, which no Hugging Face class holds.
-fn check_plain(experts: bool, adapters: bool, key: &str, dir: &Path) -> Result<()> {
-    if experts {
+/// Refuses a tower whose encoder has experts or attached adapters, which no Hugging Face
+/// class holds.
+fn check_plain<B: Backend>(encoder: &TransformerEncoder<B>, key: &str, dir: &Path) -> Result<()> {
+    if encoder.layers.iter().any(|l| l.moe.is_some()) {
         return Err(refusal(dir, "token_moe", "a Hugging Face tower has no token-level mixture of experts"));
     }
-    if adapters {
+    if !encoder.lora_adapters("encoder").is_empty() {
         return Err(refusal(dir, key, "the tower has LoRA adapters attached: merge them first (merge_and_unload) or write them as a peft adapter"));
     }
     Ok(())

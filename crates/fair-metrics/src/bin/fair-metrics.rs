@@ -207,12 +207,11 @@ fn report(a: &ReportArgs, quiet: bool) -> Result<String, fair_metrics::Error> {
 /// Groups whose numbers need care: no AUC (one class only), or fewer than
 /// [`SMALL_GROUP`] rows (group AUCs then move by several points from sampling alone).
 fn group_warnings(report: &Report) -> Vec<String> {
-    let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap_or_default();
     let mut out = Vec::new();
-    for (attr, m) in json["attributes"].as_object().into_iter().flatten() {
-        for (group, g) in m["groups"].as_object().into_iter().flatten() {
-            let n = g["n"].as_u64().unwrap_or(0);
-            if g["auc"].is_null() {
+    for (attr, m) in &report.attributes {
+        for (group, g) in &m.groups {
+            let n = g.n;
+            if !g.auc.is_some_and(f64::is_finite) {
                 out.push(format!("{attr} = {group}: one class only among its {n} rows, no AUC (left out of ES-AUC, or null with --undefined-auc null)"));
             } else if n < SMALL_GROUP {
                 out.push(format!("{attr} = {group}: {n} rows; its AUC and rates have wide sampling error (--bootstrap gives intervals)"));

@@ -654,7 +654,7 @@ fn export(
     lora: LoraFormArg,
     base: Option<&std::path::Path>,
 ) -> Result<()> {
-    let given = |flag: &str| usage::given(matches, &["export", flag]);
+    let given = |flag: &str| usage::given(matches, flag);
     if run.join("lora.toml").is_file() {
         for flag in ["checkpoint", "tower"].into_iter().filter(|f| given(f)) {
             tracing::warn!("--{flag} is ignored for a LoRA run ({} has lora.toml)", run.display());
@@ -668,11 +668,7 @@ fn export(
         println!(
             "wrote {} ({}classifier.safetensors, README.md: the model card)",
             output.display(),
-            if matches!(form, trainer::LoraForm::Merged) {
-                "config.json, model.safetensors: a CLIPVisionModel; "
-            } else {
-                "base/: a CLIPVisionModel, adapter/: its peft LoRA adapter; "
-            }
+            if form == trainer::LoraForm::Merged { "config.json, model.safetensors: a CLIPVisionModel; " } else { "base/: a CLIPVisionModel, adapter/: its peft LoRA adapter; " }
         );
         return Ok(());
     }
@@ -769,7 +765,7 @@ fn lora(command: LoraCommand) -> Result<()> {
             let set_ = read(&data)?;
             let report = with_backend!(device.unwrap_or_else(default_device), |B, device| {
                 let (base, _) = lora::load_base::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&exp, &base, &device)?;
-                let m = lora::load_developer::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&model, &exp, &base, 2, &device)?;
+                let m = lora::load_developer::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&model, &exp, &base, &device)?;
                 lora::audit(&lora::scores(&m, &set_, &device), set_.label("task")?, set_.label("sensitive")?)?
             });
             let report = named(report, data.parent())?;

@@ -245,13 +245,26 @@ pub fn save_developer<B: Backend>(dir: &Path, exp: &LoraExperiment, model: &VitC
     save_safetensors(&model.classifier, &dir.join("head.safetensors"))
 }
 
-/// Rebuilds a developer's model from the base and the folder [`save_developer`] wrote.
-pub fn load_developer<B: Backend>(dir: &Path, exp: &LoraExperiment, base: &VitClassifier<B>, classes: usize, device: &B::Device) -> Result<VitClassifier<B>> {
+/// Rebuilds a developer's model from the base and the folder [`save_developer`] wrote (the
+/// head's classes are read from its file).
+pub fn load_developer<B: Backend>(dir: &Path, exp: &LoraExperiment, base: &VitClassifier<B>, device: &B::Device) -> Result<VitClassifier<B>> {
     let base = if dir.join("negated").is_dir() { negated_base(exp, base, &load_adapter_values::<B>(&dir.join("negated"))?, device)? } else { base.clone() };
     let (_, modules) = lora_fair::load_adapters::<B>(&dir.join("adapter"), device).map_err(|e| ckpt_err(dir, e))?;
     let vit = base.vit.no_grad().with_lora_adapters(modules).map_err(|e| ckpt_err(dir, e))?;
-    let head = load_safetensors(LinearConfig::new(exp.model.width, classes).init::<B>(device), &dir.join("head.safetensors"))?;
+    let head_path = dir.join("head.safetensors");
+    let head = load_safetensors(LinearConfig::new(exp.model.width, head_classes(&head_path)?).init::<B>(device), &head_path)?;
     Ok(VitClassifier { vit, classifier: head })
+}
+
+/// The classes of a developer's head (`head.safetensors`: `bias` has one entry per class).
+fn head_classes(path: &Path) -> Result<usize> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(path, e))?;
+    let bias = st.tensor("bias").map_err(|e| ckpt_err(path, format!("bias: {e}")))?;
+    match bias.shape() {
+        [classes] if *classes >= 2 => Ok(*classes),
+        other => Err(ckpt_err(path, format!("bias has shape {other:?}: expected [classes], classes >= 2"))),
+    }
 }
 
 /// What a base checkpoint needs to be rebuilt: written beside it as `<base>.json`.

@@ -41,18 +41,10 @@ fn leaf(matches: &ArgMatches) -> (Vec<String>, &ArgMatches) {
     (path, m)
 }
 
-/// Whether the flag `path.last()` of the subcommand `path[..]` was written on the command line
-/// (not taken from its default).
-pub fn given(matches: &ArgMatches, path: &[&str]) -> bool {
-    let Some((flag, subcommands)) = path.split_last() else { return false };
-    let mut m = matches;
-    for name in subcommands {
-        match m.subcommand_matches(name) {
-            Some(sub) => m = sub,
-            None => return false,
-        }
-    }
-    m.value_source(flag) == Some(ValueSource::CommandLine)
+/// Whether the flag `flag` of the subcommand that runs was written on the command line (not
+/// taken from its default).
+pub fn given(matches: &ArgMatches, flag: &str) -> bool {
+    leaf(matches).1.value_source(flag) == Some(ValueSource::CommandLine)
 }
 
 /// The warnings for a parsed command line (`args`: the arguments after the program name).
@@ -65,7 +57,7 @@ pub fn warnings(matches: &ArgMatches, args: impl Iterator<Item = OsString>) -> V
             out.push(format!("fairvlm {}: {old} is now {new}; the old name works until the next release", command.join(" ")));
         }
     }
-    let on_line = |flag: &str| leaf_matches.value_source(flag) == Some(ValueSource::CommandLine);
+    let on_line = |flag: &str| given(matches, flag);
     if matches.get_flag("quiet") && matches.get_count("verbose") > 0 {
         out.push("--verbose is ignored with --quiet".into());
     }

@@ -100,8 +100,8 @@ pub fn reproduce_lora(root: &Path, seeds: u64, datasets: &str, epochs: Option<us
         }
         if seeds > 1 {
             // The sensitive attribute's column in the runs' predictions.csv: named by the
-            // parties.json of sources that write one (fundus, folder), else `sensitive` (the
-            // Fashion-MNIST tint).
+            // prepared data's parties.json (`tint`, `race`), else `sensitive` (data prepared
+            // before `lora prepare` wrote one).
             let parties = prepared[0].0.join("parties.json");
             let attr = match std::fs::read_to_string(&parties) {
                 Ok(text) => {

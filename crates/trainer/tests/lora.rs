@@ -451,6 +451,11 @@ fn exported_logits_match(
         let theirs = vit.forward(images.clone()).matmul(weight.transpose()) + bias.unsqueeze_dim(0);
         theirs.into_data().assert_approx_eq::<f32>(&ours.clone().into_data(), burn::tensor::Tolerance::absolute(1e-5));
     }
+    // A LoRA run's export needs the base it was trained from: without --base it is a usage
+    // error that names the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fairvlm")).args(["-q", "export", "--run"]).arg(run).arg("-o").arg(run.join("no-base")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--base"), "{}", String::from_utf8_lossy(&out.stderr));
     // The auditor's audit of the same run, as CSV (one value per line): its overall accuracy is
     // the one the library computes.
     let audit_set = run.join("audit.npz");
